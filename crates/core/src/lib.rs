@@ -1,0 +1,33 @@
+//! Verity's shared vocabulary.
+//!
+//! Everything a third party needs to check a receipt offline lives here: content ids, the
+//! canonical tensor encoding, requests, receipts, Ed25519 keys and the verification of
+//! signatures and hashes. It knows nothing about engines, nodes or ledgers.
+
+pub mod encode;
+pub mod error;
+pub mod hash;
+pub mod keys;
+pub mod manifest;
+pub mod receipt;
+pub mod request;
+pub mod tensor;
+pub mod trace;
+pub mod verify;
+
+pub use error::CoreError;
+pub use hash::{Hash, ModelId};
+pub use keys::{NodeKey, PublicKey};
+pub use manifest::{ModelFormat, ModelManifest, TensorSpec};
+pub use receipt::{EngineId, Receipt, ReceiptBody};
+pub use request::{InferenceRequest, Mode, SignedRequest};
+pub use tensor::{DType, Tensor, TensorMap};
+pub use verify::{verify_receipt, Expectations, VerifyError};
+
+/// Milliseconds since the Unix epoch, the one clock unit used in receipts and manifests.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
