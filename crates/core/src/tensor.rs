@@ -226,8 +226,21 @@ impl Tensor {
 
     /// Domain-separated hash of the canonical encoding (a layer-trace leaf).
     pub fn hash(&self) -> Hash {
-        Hash::of(domain::TENSOR, &self.encode())
+        hash_parts(self.dtype, &self.shape, &self.data)
     }
+}
+
+/// [`Tensor::hash`] without building a tensor (the engine hashes its buffers in place).
+pub fn hash_parts(dtype: DType, shape: &[usize], data: &[u8]) -> Hash {
+    let mut h = blake3::Hasher::new_derive_key(domain::TENSOR);
+    h.update(&[dtype.tag()]);
+    h.update(&(shape.len() as u32).to_le_bytes());
+    for &d in shape {
+        h.update(&(d as u64).to_le_bytes());
+    }
+    h.update(&(data.len() as u64).to_le_bytes());
+    h.update(data);
+    Hash(*h.finalize().as_bytes())
 }
 
 /// Canonical encoding of named tensors: count (u64), then per entry name (string) and tensor,
@@ -358,6 +371,12 @@ mod tests {
             serde_json::from_str::<Tensor>(r#"{"dtype":"f32","shape":[4294967296,4294967296],"data":[]}"#)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn streamed_hash_equals_hash_of_encoding() {
+        let t = Tensor::from_i8(vec![3], &[1, 2, 3]).unwrap();
+        assert_eq!(t.hash(), Hash::of(domain::TENSOR, &t.encode()));
     }
 
     #[test]

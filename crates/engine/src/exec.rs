@@ -1,0 +1,187 @@
+//! The canonical integer interpreter: runs a [`CanonicalModel`] and commits to every
+//! intermediate tensor in a layer trace. Same bytes in, same bytes and trace root out, on
+//! every CPU, thread count and run.
+
+use crate::canonical::{clamp_i8, CanonicalModel, QOp};
+use crate::error::{EngineError, Result};
+use crate::kernels::{self, Isa};
+use verity_core::tensor::hash_parts;
+use verity_core::trace::trace_root;
+use verity_core::{DType, EngineId, Hash, Tensor, TensorMap};
+
+pub const ENGINE_NAME: &str = "verity-int8";
+
+/// The engine id receipts carry for canonical executions. The version names the semantics
+/// (docs/canonical-semantics.md), not the build: any build implementing v1 gives the same bits.
+pub fn engine_id() -> EngineId {
+    EngineId { name: ENGINE_NAME.to_string(), version: format!("semantics-v{}", crate::canonical::FORMAT_VERSION) }
+}
+
+pub struct Execution {
+    /// Dequantized f32 outputs, keyed by output name.
+    pub outputs: TensorMap,
+    /// Hash of every value in execution order: the quantized inputs, then each op's output.
+    pub trace: Vec<Hash>,
+    pub trace_root: Hash,
+}
+
+pub struct Interpreter {
+    model: CanonicalModel,
+    isa: Isa,
+    threads: bool,
+}
+
+fn as_bytes(v: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size, alignment and validity.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len()) }
+}
+
+impl Interpreter {
+    /// Fastest kernels this CPU has, using threads for large layers.
+    pub fn new(model: CanonicalModel) -> Interpreter {
+        Interpreter { model, isa: kernels::detect_isa(), threads: true }
+    }
+
+    /// Chooses kernels and threading explicitly (tests prove the choice never changes results).
+    pub fn with_options(model: CanonicalModel, isa: Isa, threads: bool) -> Interpreter {
+        Interpreter { model, isa, threads }
+    }
+
+    pub fn model(&self) -> &CanonicalModel {
+        &self.model
+    }
+
+    /// Checks names, dtypes and shapes, then quantizes the inputs.
+    fn quantize_inputs(&self, inputs: &TensorMap) -> Result<Vec<(usize, Vec<i8>)>> {
+        let m = &self.model;
+        if let Some(extra) = inputs.keys().find(|k| !m.inputs.iter().any(|i| &i.name == *k)) {
+            return Err(EngineError::UnknownInput {
+                name: extra.clone(),
+                expected: m.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+            });
+        }
+        m.inputs
+            .iter()
+            .map(|spec| {
+                let t = inputs.get(&spec.name).ok_or_else(|| EngineError::MissingInput(spec.name.clone()))?;
+                let want = &m.shapes[spec.value];
+                if t.dtype() != DType::F32 || t.shape() != want.as_slice() {
+                    return Err(EngineError::InputMismatch {
+                        name: spec.name.clone(),
+                        expected: format!("f32 {want:?}"),
+                        got: format!("{} {:?}", t.dtype(), t.shape()),
+                    });
+                }
+                let q = t
+                    .to_f32()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|&x| (x * spec.inv_scale).round_ties_even().clamp(-128.0, 127.0) as i8)
+                    .collect();
+                Ok((spec.value, q))
+            })
+            .collect()
+    }
+
+    pub fn run(&self, inputs: &TensorMap) -> Result<Execution> {
+        let m = &self.model;
+        let mut vals: Vec<Vec<i8>> = vec![Vec::new(); m.shapes.len()];
+        let mut trace = Vec::with_capacity(m.ops.len() + m.inputs.len());
+        for (v, q) in self.quantize_inputs(inputs)? {
+            trace.push(hash_parts(DType::I8, &m.shapes[v], as_bytes(&q)));
+            vals[v] = q;
+        }
+        for op in &m.ops {
+            let y = op.output();
+            let out = self.step(op, &vals);
+            trace.push(hash_parts(DType::I8, &m.shapes[y], as_bytes(&out)));
+            vals[y] = out;
+        }
+        let mut outputs = TensorMap::new();
+        for o in &m.outputs {
+            let f: Vec<f32> = vals[o.value].iter().map(|&q| q as f32 * o.scale).collect();
+            outputs.insert(o.name.clone(), Tensor::from_f32(m.shapes[o.value].clone(), &f)?);
+        }
+        let trace_root = trace_root(&trace);
+        Ok(Execution { outputs, trace, trace_root })
+    }
+
+    fn step(&self, op: &QOp, vals: &[Vec<i8>]) -> Vec<i8> {
+        let m = &self.model;
+        let numel = |v: usize| m.shapes[v].iter().product::<usize>();
+        match op {
+            QOp::Dense { x, y, k, w, b, rq, .. } => {
+                let mut out = vec![0i8; numel(*y)];
+                kernels::dense(self.isa, self.threads, &vals[*x], *k, w, b, rq, &mut out);
+                out
+            }
+            QOp::Conv { x, y, win, w, b, rq, .. } => {
+                let mut out = vec![0i8; numel(*y)];
+                let plane = win.channels * win.height * win.width;
+                let out_plane = out.len() / m.shapes[*y][0].max(1);
+                for (img, o) in vals[*x].chunks(plane).zip(out.chunks_mut(out_plane.max(1))) {
+                    kernels::conv(self.isa, self.threads, img, win, w, b, rq, o);
+                }
+                out
+            }
+            QOp::Relu { x, .. } => vals[*x].iter().map(|&v| v.max(0)).collect(),
+            QOp::Lut { x, table, .. } => vals[*x].iter().map(|&v| table[(v as i16 + 128) as usize]).collect(),
+            QOp::Softmax { x, y, exp } => {
+                let n = m.shapes[*y].last().copied().unwrap_or(1);
+                let mut out = Vec::with_capacity(vals[*x].len());
+                for row in vals[*x].chunks(n) {
+                    let max = row.iter().copied().max().unwrap_or(0) as i16;
+                    let e: Vec<u64> = row.iter().map(|&v| exp[(max - v as i16) as usize] as u64).collect();
+                    let sum: u64 = e.iter().sum();
+                    out.extend(e.iter().map(|&ei| ((2 * 127 * ei + sum) / (2 * sum)) as i8));
+                }
+                out
+            }
+            QOp::Add { a, b, ma, mb, shift, .. } => {
+                let (a, b) = (&vals[*a], &vals[*b]);
+                let half = 1i64 << (shift - 1);
+                a.iter()
+                    .enumerate()
+                    .map(|(i, &av)| clamp_i8((av as i64 * *ma as i64 + b[i % b.len()] as i64 * *mb as i64 + half) >> shift))
+                    .collect()
+            }
+            QOp::Const { data, .. } => data.clone(),
+            QOp::MaxPool { x, win, .. } => pool(&vals[*x], win, |it, _| it.map(|v| v as i32).max().unwrap_or(-128) as i8),
+            QOp::AvgPool { x, win, count_include_pad, .. } => pool(&vals[*x], win, |it, count| {
+                let sum: i64 = it.map(|v| v as i64).sum();
+                let count = if *count_include_pad { (win.kernel_h * win.kernel_w) as i64 } else { count as i64 };
+                clamp_i8((2 * sum + count).div_euclid(2 * count))
+            }),
+            QOp::Reshape { x, .. } => vals[*x].clone(),
+            QOp::Concat { xs, y, axis } => {
+                let outer: usize = m.shapes[*y][..*axis].iter().product();
+                let mut out = Vec::with_capacity(numel(*y));
+                for o in 0..outer {
+                    for (x, rq) in xs {
+                        let chunk = vals[*x].len() / outer.max(1);
+                        out.extend(vals[*x][o * chunk..(o + 1) * chunk].iter().map(|&v| clamp_i8(rq.apply(v as i64))));
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Applies `reduce(values_in_window, count)` to every window of every channel plane.
+fn pool(x: &[i8], win: &crate::geometry::Window, reduce: impl Fn(&mut dyn Iterator<Item = i8>, usize) -> i8) -> Vec<i8> {
+    let (oh, ow) = (win.out_h(), win.out_w());
+    let plane = win.height * win.width;
+    let mut out = Vec::with_capacity(x.len() / plane.max(1) * oh * ow);
+    for p in x.chunks(plane.max(1)) {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (rows, cols) = win.span(oy, ox);
+                let count = rows.len() * cols.len();
+                let mut it = rows.flat_map(|r| cols.clone().map(move |c| p[r * win.width + c]));
+                out.push(reduce(&mut it, count));
+            }
+        }
+    }
+    out
+}
