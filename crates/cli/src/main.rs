@@ -1,1 +1,316 @@
-fn main(){}
+//! `verity`: run a node or a local devnet, publish and fetch models, request inferences and
+//! verify receipts offline.
+
+mod client;
+mod devnet;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use client::NodeClient;
+use std::path::{Path, PathBuf};
+use verity_core::verify::Expectations;
+use verity_core::{verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt, TensorMap};
+use verity_engine::reexecute::{reexecute, Reexecuted};
+
+#[derive(Parser)]
+#[command(name = "verity", version, about = "Verity: hosted, verified AI inference")]
+struct Cli {
+    /// Node API to talk to.
+    #[arg(long, global = true, env = "VERITY_NODE", default_value = "http://127.0.0.1:7070")]
+    node: String,
+    /// Client key file (created on first use); signs requests and publications.
+    #[arg(long, global = true, env = "VERITY_KEY")]
+    key: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local node with the sample models published, and print its endpoints.
+    Devnet {
+        /// Where the devnet keeps its data (reused across runs).
+        #[arg(long, default_value = ".verity/devnet")]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: std::net::SocketAddr,
+        /// Publish the samples, print the endpoints, then exit instead of serving.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Run one node from a JSON config file (see docs/architecture.md).
+    Node {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Model hub commands.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Ask the node to run a model and save the signed receipt.
+    Infer {
+        /// Model id, name@version or name.
+        model: String,
+        /// Inputs as JSON: {"name": {"dtype":"f32","shape":[...],"data":[...]}}.
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the receipt (default: receipt-<id>.json).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Fetch a stored receipt by id from the node.
+    Receipt {
+        id: String,
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Show the node's health: key, version, model and receipt counts.
+    Status,
+    /// Run a model file locally (no node) and print outputs, output hash and trace root.
+    Run {
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+    },
+    /// Verify a receipt offline: signature and hashes; with --reexecute, bit-equal outputs.
+    Verify {
+        receipt: PathBuf,
+        /// The inputs you believe were used (required for --reexecute).
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Require this node key (hex) to be the signer.
+        #[arg(long)]
+        node_key: Option<String>,
+        /// Re-run the model locally and require identical outputs (and trace root).
+        #[arg(long)]
+        reexecute: bool,
+        /// The model file for --reexecute (otherwise fetched from --node and hash-checked).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Upload a model (ONNX or Verity int8); with --calibration also derive its canonical int8 form.
+    Publish {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Calibration samples (JSON, same layout as inputs with a leading sample dimension).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+    },
+    /// List the models on the node.
+    List,
+    /// Show a model's manifest (and the other versions of its name).
+    Show { reference: String },
+    /// Download a model by id; its bytes are re-hashed and a mismatch keeps nothing.
+    Pull {
+        id: ModelId,
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Describe a model file offline: format, id, inputs, outputs, operators, canonicalizable.
+    Inspect { file: PathBuf },
+}
+
+fn key_path(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".verity/client.key")
+    })
+}
+
+fn read_inputs(path: &Path) -> Result<TensorMap> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid input file", path.display()))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match cli.command {
+        Command::Devnet { dir, listen, no_wait } => devnet::run(&dir, listen, &key_path(cli.key), no_wait),
+        Command::Node { config } => {
+            let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
+            let config: verity_node::NodeConfig = serde_json::from_str(&text).context("invalid node config")?;
+            devnet::serve_forever(config)
+        }
+        Command::Model(cmd) => model(cmd, &cli.node, &key_path(cli.key), progress),
+        Command::Infer { model, input, out } => {
+            let client = NodeClient::new(&cli.node)?;
+            let manifest = client.show(&model)?;
+            let key = NodeKey::load_or_create(&key_path(cli.key))?;
+            let request = InferenceRequest {
+                model: manifest.id,
+                inputs: read_inputs(&input)?,
+                mode: Mode::Signed,
+                params: Default::default(),
+                nonce: verity_core::random_nonce()?,
+                client: key.public(),
+            };
+            let resp = client.infer(&request.sign(&key))?;
+            let path = out.unwrap_or_else(|| PathBuf::from(format!("receipt-{}.json", &resp.receipt_id.to_hex()[..16])));
+            std::fs::write(&path, serde_json::to_vec_pretty(&resp.receipt)?)?;
+            println!("model    {} ({}@{})", manifest.id, manifest.name, manifest.version);
+            print_outputs(&resp.receipt.outputs);
+            println!("engine   {} {}", resp.receipt.engine.name, resp.receipt.engine.version);
+            println!("receipt  {} -> {}", resp.receipt_id, path.display());
+            Ok(())
+        }
+        Command::Receipt { id, out } => {
+            let id = verity_core::Hash::from_hex(&id).context("receipt id")?;
+            let r = NodeClient::new(&cli.node)?.receipt(&id)?;
+            let json = serde_json::to_vec_pretty(&r)?;
+            match out {
+                Some(p) => std::fs::write(&p, json).with_context(|| format!("cannot write {}", p.display()))?,
+                None => println!("{}", String::from_utf8_lossy(&json)),
+            }
+            Ok(())
+        }
+        Command::Status => {
+            let h = NodeClient::new(&cli.node)?.health()?;
+            println!("{} node {} v{}: {} models, {} receipts", h.status, h.node, h.version, h.models, h.receipts);
+            Ok(())
+        }
+        Command::Run { model, input } => {
+            let bytes = std::fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
+            let inputs = read_inputs(&input)?;
+            let m = verity_engine::CanonicalModel::decode(&bytes).context("`verity run` executes Verity int8 models")?;
+            let e = verity_engine::Interpreter::new(m).run(&inputs)?;
+            let out = serde_json::json!({
+                "model": ModelId::of_bytes(&bytes),
+                "output_hash": verity_core::tensor::hash_map(&e.outputs),
+                "trace_root": e.trace_root,
+                "outputs": e.outputs,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        Command::Verify { receipt, input, node_key, reexecute: re, model } => {
+            verify(&cli.node, &receipt, input.as_deref(), node_key.as_deref(), re, model.as_deref())
+        }
+    }
+}
+
+fn print_outputs(outputs: &TensorMap) {
+    for (name, t) in outputs {
+        let preview = match t.to_f32() {
+            Some(v) => {
+                let best = v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b });
+                let shown: Vec<String> = v.iter().take(10).map(|x| format!("{x:.4}")).collect();
+                format!("[{}{}] argmax={best}", shown.join(", "), if v.len() > 10 { ", ..." } else { "" })
+            }
+            None => format!("{} {:?}", t.dtype(), t.shape()),
+        };
+        println!("output   {name} {:?} {preview}", t.shape());
+    }
+}
+
+fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()> {
+    match cmd {
+        ModelCommand::Inspect { file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let i = verity_engine::inspect(&bytes).with_context(|| format!("{} is not a valid model", file.display()))?;
+            println!("id         {}", i.id);
+            println!("format     {}", serde_json::to_value(i.format)?.as_str().unwrap_or(""));
+            println!("size       {} bytes", i.size);
+            for s in &i.inputs {
+                println!("input      {} {} {}", s.name, s.dtype, s.shape_text());
+            }
+            for s in &i.outputs {
+                println!("output     {} {} {}", s.name, s.dtype, s.shape_text());
+            }
+            println!("operators  {}", i.operators.join(", "));
+            match &i.canonical {
+                Ok(()) => println!("canonical  yes"),
+                Err(why) => println!("canonical  no: {why}"),
+            }
+            Ok(())
+        }
+        ModelCommand::Publish { file, name, version, calibration } => {
+            verity_core::manifest::validate_name_version(&name, &version).map_err(anyhow::Error::msg)?;
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let calib = calibration.map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
+            // Fail fast, before any upload, on files the node would refuse.
+            let info = verity_engine::inspect(&bytes).with_context(|| format!("{} is not a valid model", file.display()))?;
+            if let Some(c) = &calib {
+                verity_engine::quantize_onnx(&bytes, &verity_engine::Calibration::from_json(c)?)
+                    .context("cannot make the canonical int8 model")?;
+            }
+            drop((bytes, info));
+            let key = NodeKey::load_or_create(key)?;
+            let resp = NodeClient::new(node)?.publish(&file, &name, &version, calib.as_deref(), &key, progress)?;
+            println!("published {}@{} {}", resp.model.name, resp.model.version, resp.model.id);
+            if let Some(c) = resp.canonical {
+                println!("canonical {}@{} {}", c.name, c.version, c.id);
+            }
+            Ok(())
+        }
+        ModelCommand::List => {
+            let models = NodeClient::new(node)?.list()?;
+            if models.is_empty() {
+                println!("no models published");
+            }
+            for m in models {
+                let format = serde_json::to_value(m.format)?;
+                println!("{:<24} {:<8} {:<12} {:>9} B  {}", m.name, m.version, format.as_str().unwrap_or(""), m.size, m.id);
+            }
+            Ok(())
+        }
+        ModelCommand::Show { reference } => {
+            let client = NodeClient::new(node)?;
+            let m = client.show(&reference)?;
+            println!("{}", serde_json::to_string_pretty(&m)?);
+            let versions: Vec<String> = client.versions(&m.name)?.into_iter().map(|v| format!("{} ({})", v.version, v.id)).collect();
+            println!("versions of {}: {}", m.name, versions.join(", "));
+            Ok(())
+        }
+        ModelCommand::Pull { id, out } => {
+            let dest = out.unwrap_or_else(|| PathBuf::from(id.hex()));
+            NodeClient::new(node)?.pull(&id, &dest, progress)?;
+            println!("{} -> {} (hash verified)", id, dest.display());
+            Ok(())
+        }
+    }
+}
+
+fn verify(node: &str, receipt: &Path, input: Option<&Path>, node_key: Option<&str>, re: bool, model: Option<&Path>) -> Result<()> {
+    let text = std::fs::read(receipt).with_context(|| format!("cannot read {}", receipt.display()))?;
+    let receipt: Receipt = serde_json::from_slice(&text).context("not a valid receipt")?;
+    let inputs = input.map(read_inputs).transpose()?;
+    let expected = node_key.map(PublicKey::from_hex).transpose().context("--node-key")?;
+    verify_receipt(&receipt, &Expectations { inputs: inputs.as_ref(), node: expected })?;
+    println!("ok  signature by node {} over model {}", receipt.node, receipt.model);
+    println!("ok  output hash {}", receipt.output_hash);
+    if inputs.is_some() {
+        println!("ok  input hash {}", receipt.input_hash);
+    }
+    if re {
+        let Some(inputs) = inputs else { bail!("--reexecute needs --input") };
+        let bytes = match model {
+            Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            None => {
+                let tmp = std::env::temp_dir().join(format!("verity-verify-{}", receipt.model.hex()));
+                NodeClient::new(node)?.pull(&receipt.model, &tmp, false)?;
+                let b = std::fs::read(&tmp)?;
+                let _ = std::fs::remove_file(&tmp);
+                b
+            }
+        };
+        match reexecute(&receipt, &bytes, &inputs)? {
+            Reexecuted::Canonical => println!("ok  re-executed: identical outputs and layer trace root"),
+            Reexecuted::Float => println!("ok  re-executed (float model): identical outputs on this engine and CPU class"),
+        }
+    }
+    println!("receipt verified");
+    Ok(())
+}

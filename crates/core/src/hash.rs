@@ -16,6 +16,7 @@ pub mod domain {
     pub const RECEIPT: &str = "verity/receipt/v1";
     pub const TRACE_NODE: &str = "verity/trace-node/v1";
     pub const CALIBRATION: &str = "verity/calibration/v1";
+    pub const PUBLISH: &str = "verity/publish/v1";
 }
 
 /// A 32-byte digest, shown as lowercase hex.

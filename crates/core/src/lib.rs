@@ -20,7 +20,7 @@ pub use hash::{Hash, ModelId};
 pub use keys::{NodeKey, PublicKey};
 pub use manifest::{ModelFormat, ModelManifest, TensorSpec};
 pub use receipt::{EngineId, Receipt, ReceiptBody};
-pub use request::{InferenceRequest, Mode, SignedRequest};
+pub use request::{random_nonce, InferenceRequest, Mode, SignedRequest};
 pub use tensor::{DType, Tensor, TensorMap};
 pub use verify::{verify_receipt, Expectations, VerifyError};
 

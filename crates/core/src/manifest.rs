@@ -1,6 +1,7 @@
 //! What the hub records about a published model.
 
-use crate::hash::{Hash, ModelId};
+use crate::encode::Encoder;
+use crate::hash::{domain, Hash, ModelId};
 use crate::keys::PublicKey;
 use crate::tensor::DType;
 use serde::{Deserialize, Serialize};
@@ -64,4 +65,33 @@ pub struct ModelManifest {
     /// For a float model that was quantized at publish time: the canonical model's id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canonical: Option<ModelId>,
+}
+
+/// What a publisher signs to claim a model under a name: binds the name, the version, the
+/// exact bytes (by id) and the calibration data (if any).
+pub fn publish_statement(name: &str, version: &str, id: &ModelId, calibration: Option<&Hash>) -> Hash {
+    let mut e = Encoder::new();
+    e.str(name).str(version).fixed32(&id.0);
+    match calibration {
+        None => e.u8(0),
+        Some(h) => e.u8(1).fixed32(&h.0),
+    };
+    Hash::of(domain::PUBLISH, &e.finish())
+}
+
+/// Names are `[A-Za-z0-9._-]{1,64}`, versions are `MAJOR.MINOR` (optionally `.PATCH`).
+pub fn validate_name_version(name: &str, version: &str) -> Result<(), String> {
+    let name_ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !name_ok {
+        return Err(format!("invalid model name `{name}`: use 1-64 of [A-Za-z0-9._-]"));
+    }
+    let parts: Vec<&str> = version.split('.').collect();
+    let version_ok = (2..=3).contains(&parts.len())
+        && parts.iter().all(|p| !p.is_empty() && p.len() <= 9 && p.chars().all(|c| c.is_ascii_digit()));
+    if !version_ok {
+        return Err(format!("invalid version `{version}`: expected X.Y or X.Y.Z"));
+    }
+    Ok(())
 }

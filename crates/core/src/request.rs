@@ -119,3 +119,10 @@ impl SignedRequest {
             .verify(&self.request.hash().0, &self.signature)
     }
 }
+
+/// A fresh random nonce for a new request.
+pub fn random_nonce() -> Result<u64, CoreError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| CoreError::Malformed(format!("no system randomness: {e}")))?;
+    Ok(u64::from_le_bytes(b))
+}

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod kernels;
 pub mod proto;
 pub mod quantize;
+pub mod reexecute;
 
 pub use canonical::CanonicalModel;
 pub use error::{EngineError, Result};

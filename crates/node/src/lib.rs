@@ -1,1 +1,104 @@
+//! The Verity node: content-addressed model store, receipts database, executor, HTTP API and
+//! metrics. `verity node` and `verity devnet` run it; tests start it in-process.
 
+pub mod api;
+pub mod error;
+pub mod executor;
+pub mod metrics;
+pub mod store;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use verity_core::NodeKey;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Holds `node.key`, `verity.redb` and `blobs/`.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Largest model file accepted for publishing.
+    #[serde(default = "default_max_model_bytes")]
+    pub max_model_bytes: u64,
+    /// Largest inference request body.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+}
+
+fn default_max_model_bytes() -> u64 {
+    512 << 20
+}
+fn default_max_request_bytes() -> usize {
+    16 << 20
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
+        NodeConfig { data_dir, listen, max_model_bytes: default_max_model_bytes(), max_request_bytes: default_max_request_bytes() }
+    }
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub key: NodeKey,
+    pub store: Arc<store::Store>,
+    pub executor: executor::Executor,
+    pub metrics: metrics::Metrics,
+}
+
+impl Node {
+    pub fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let key = NodeKey::load_or_create(&config.data_dir.join("node.key"))?;
+        let store = Arc::new(store::Store::open(&config.data_dir)?);
+        let executor = executor::Executor::new(store.clone());
+        Ok(Arc::new(Node { config, key, store, executor, metrics: metrics::Metrics::new() }))
+    }
+}
+
+async fn count_errors(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if resp.status().as_u16() >= 400 {
+        node.metrics.http_errors.get_or_create(&metrics::HttpLabels { status: resp.status().as_u16() }).inc();
+    }
+    resp
+}
+
+pub fn router(node: Arc<Node>) -> Router {
+    let upload_limit = (node.config.max_model_bytes as usize).saturating_add(64 << 20);
+    Router::new()
+        .route("/health", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .route("/v1/models", get(api::list_models).post(api::publish).layer(DefaultBodyLimit::max(upload_limit)))
+        .route("/v1/models/{reference}", get(api::show_model))
+        .route("/v1/models/{reference}/file", get(api::download_model))
+        .route("/v1/infer", post(api::infer))
+        .route("/v1/receipts/{id}", get(api::get_receipt))
+        .layer(DefaultBodyLimit::max(node.config.max_request_bytes))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), count_errors))
+        .with_state(node)
+}
+
+/// A node serving on a bound socket.
+pub struct RunningNode {
+    pub addr: SocketAddr,
+    pub node: Arc<Node>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the node's storage, binds its listener and serves in a background task.
+pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
+    let node = Node::open(config.clone())?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let app = router(node.clone());
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(RunningNode { addr, node, task })
+}
