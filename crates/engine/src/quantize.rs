@@ -38,8 +38,10 @@ impl Calibration {
             let t = self.tensors.get(name).ok_or_else(|| EngineError::Calibration(format!("no samples for input `{name}`")))?;
             let data = t.to_f32().ok_or_else(|| EngineError::Calibration(format!("`{name}` must be f32")))?;
             let want: usize = g.shapes[*v].iter().product();
+            let model_shape = &g.shapes[*v];
+            let per_sample = if model_shape.first() == Some(&1) { &model_shape[1..] } else { &model_shape[..] };
             let n = t.shape().first().copied().unwrap_or(0);
-            if n == 0 || data.len() != n * want {
+            if n == 0 || data.len() != n * want || &t.shape()[1..] != per_sample {
                 return Err(EngineError::Calibration(format!(
                     "`{name}` has shape {:?}; expected [N, ...] with {want} values per sample (model shape {:?})",
                     t.shape(),

@@ -227,8 +227,6 @@ fn prepare_publish(node: &Node, meta: PublishMeta, blob: BlobWriter, calibration
         }
         (ModelFormat::VerityInt8, None) => {}
         (ModelFormat::Onnx, calibration) => {
-            // Refuse float models the float engine cannot serve.
-            verity_engine::float_engine::FloatModel::load(&bytes)?;
             if let Some(c) = calibration {
                 let q = quantize_onnx(&bytes, &Calibration::from_json(&c)?)?.encode();
                 let qinfo = inspect(&q)?;
@@ -240,6 +238,8 @@ fn prepare_publish(node: &Node, meta: PublishMeta, blob: BlobWriter, calibration
                 canonical = Some(cm.clone());
                 items.push((qblob, cm));
             }
+            // Refuse float models the float engine cannot serve.
+            verity_engine::float_engine::FloatModel::load(&bytes)?;
         }
     }
     items.insert(0, (blob, model.clone()));
