@@ -112,6 +112,14 @@ enum ModelCommand {
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
+    /// Quantize a float ONNX model to its canonical int8 file offline (what publish does).
+    Quantize {
+        file: PathBuf,
+        #[arg(long)]
+        calibration: PathBuf,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
     /// Describe a model file offline: format, id, inputs, outputs, operators, canonicalizable.
     Inspect { file: PathBuf },
 }
@@ -234,6 +242,14 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
                 Ok(()) => println!("canonical  yes"),
                 Err(why) => println!("canonical  no: {why}"),
             }
+            Ok(())
+        }
+        ModelCommand::Quantize { file, calibration, out } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let calib = std::fs::read(&calibration).with_context(|| format!("cannot read {}", calibration.display()))?;
+            let q = verity_engine::quantize_onnx(&bytes, &verity_engine::Calibration::from_json(&calib)?)?.encode();
+            std::fs::write(&out, &q).with_context(|| format!("cannot write {}", out.display()))?;
+            println!("{} -> {} ({} bytes)", ModelId::of_bytes(&q), out.display(), q.len());
             Ok(())
         }
         ModelCommand::Publish { file, name, version, calibration } => {
