@@ -43,12 +43,19 @@ impl<R: Read> Read for Progress<R> {
 impl NodeClient {
     pub fn new(base: &str) -> Result<NodeClient> {
         let http = Client::builder().timeout(None).build()?;
-        Ok(NodeClient { base: base.trim_end_matches('/').to_string(), http })
+        Ok(NodeClient {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.base);
-        let resp = self.http.get(&url).send().with_context(|| format!("cannot reach node at {}", self.base))?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .with_context(|| format!("cannot reach node at {}", self.base))?;
         Ok(check(resp)?.json()?)
     }
 
@@ -74,19 +81,40 @@ impl NodeClient {
 
     pub fn infer(&self, req: &SignedRequest) -> Result<InferResponse> {
         let url = format!("{}/v1/infer", self.base);
-        let resp = self.http.post(&url).json(req).send().with_context(|| format!("cannot reach node at {}", self.base))?;
+        let resp = self
+            .http
+            .post(&url)
+            .json(req)
+            .send()
+            .with_context(|| format!("cannot reach node at {}", self.base))?;
         Ok(check(resp)?.json()?)
     }
 
     /// Downloads a model's bytes, re-hashing them; a mismatch is an error and nothing is kept.
     pub fn pull(&self, id: &ModelId, dest: &Path, progress: bool) -> Result<()> {
         let url = format!("{}/v1/models/{id}/file", self.base);
-        let resp = check(self.http.get(&url).send().with_context(|| format!("cannot reach node at {}", self.base))?)?;
-        let bar = if progress { ProgressBar::new(resp.content_length().unwrap_or(0)) } else { ProgressBar::hidden() };
-        bar.set_style(ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-        let mut reader = Progress { inner: resp, bar: bar.clone() };
+        let resp = check(
+            self.http
+                .get(&url)
+                .send()
+                .with_context(|| format!("cannot reach node at {}", self.base))?,
+        )?;
+        let bar = if progress {
+            ProgressBar::new(resp.content_length().unwrap_or(0))
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let mut reader = Progress {
+            inner: resp,
+            bar: bar.clone(),
+        };
         let tmp = dest.with_extension("partial");
-        let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut file = std::fs::File::create(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
         let mut hasher = blake3::Hasher::new();
         let mut buf = vec![0u8; 1 << 16];
         let result = (|| -> Result<()> {
@@ -114,12 +142,23 @@ impl NodeClient {
     }
 
     /// Uploads a model (and optional calibration) with a progress bar; signs the claim.
-    pub fn publish(&self, file: &Path, name: &str, version: &str, calibration: Option<&[u8]>, key: &NodeKey, progress: bool) -> Result<PublishResponse> {
-        let bytes_len = std::fs::metadata(file).with_context(|| format!("cannot read {}", file.display()))?.len();
+    pub fn publish(
+        &self,
+        file: &Path,
+        name: &str,
+        version: &str,
+        calibration: Option<&[u8]>,
+        key: &NodeKey,
+        progress: bool,
+    ) -> Result<PublishResponse> {
+        let bytes_len = std::fs::metadata(file)
+            .with_context(|| format!("cannot read {}", file.display()))?
+            .len();
         let mut hasher = blake3::Hasher::new();
         hasher.update_reader(std::fs::File::open(file)?)?;
         let id = ModelId::from_hasher(&hasher);
-        let calibration_hash = calibration.map(|c| Hash::of(verity_core::hash::domain::CALIBRATION, c));
+        let calibration_hash =
+            calibration.map(|c| Hash::of(verity_core::hash::domain::CALIBRATION, c));
         let meta = PublishMeta {
             name: name.to_string(),
             version: version.to_string(),
@@ -127,19 +166,43 @@ impl NodeClient {
             size: bytes_len,
             calibration_hash,
             publisher: key.public(),
-            signature: key.sign(&publish_statement(name, version, &id, calibration_hash.as_ref()).0),
+            signature: key
+                .sign(&publish_statement(name, version, &id, calibration_hash.as_ref()).0),
         };
-        let bar = if progress { ProgressBar::new(bytes_len) } else { ProgressBar::hidden() };
-        bar.set_style(ProgressStyle::with_template("uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-        let reader = Progress { inner: std::fs::File::open(file)?, bar: bar.clone() };
+        let bar = if progress {
+            ProgressBar::new(bytes_len)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let reader = Progress {
+            inner: std::fs::File::open(file)?,
+            bar: bar.clone(),
+        };
         let mut form = multipart::Form::new()
             .text("meta", serde_json::to_string(&meta)?)
-            .part("model", multipart::Part::reader_with_length(reader, bytes_len).file_name("model"));
+            .part(
+                "model",
+                multipart::Part::reader_with_length(reader, bytes_len).file_name("model"),
+            );
         if let Some(c) = calibration {
-            form = form.part("calibration", multipart::Part::bytes(c.to_vec()).file_name("calibration.json"));
+            form = form.part(
+                "calibration",
+                multipart::Part::bytes(c.to_vec()).file_name("calibration.json"),
+            );
         }
         let url = format!("{}/v1/models", self.base);
-        let resp = self.http.post(&url).multipart(form).send().map_err(|e| anyhow!("upload to {} failed: {e}", self.base));
+        let resp = self
+            .http
+            .post(&url)
+            .multipart(form)
+            .send()
+            .map_err(|e| anyhow!("upload to {} failed: {e}", self.base));
         bar.finish_and_clear();
         Ok(check(resp?)?.json()?)
     }

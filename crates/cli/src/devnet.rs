@@ -8,29 +8,66 @@ use std::path::Path;
 use verity_core::NodeKey;
 use verity_node::NodeConfig;
 
-/// (name, version, model bytes, calibration bytes)
-const SAMPLES: &[(&str, &str, &[u8], Option<&[u8]>)] = &[
-    ("digits-mlp", "1.0", include_bytes!("../../../fixtures/digits_mlp.onnx"), Some(include_bytes!("../../../fixtures/digits_calib_mlp.json"))),
-    ("digits-cnn", "1.0", include_bytes!("../../../fixtures/digits_cnn.onnx"), Some(include_bytes!("../../../fixtures/digits_calib_cnn.json"))),
-    ("ops-mix", "1.0", include_bytes!("../../../fixtures/ops_mix.onnx"), Some(include_bytes!("../../../fixtures/ops_calib.json"))),
+/// A sample model: name, version, model bytes, calibration bytes.
+type Sample = (
+    &'static str,
+    &'static str,
+    &'static [u8],
+    Option<&'static [u8]>,
+);
+
+const SAMPLES: &[Sample] = &[
+    (
+        "digits-mlp",
+        "1.0",
+        include_bytes!("../../../fixtures/digits_mlp.onnx"),
+        Some(include_bytes!("../../../fixtures/digits_calib_mlp.json")),
+    ),
+    (
+        "digits-cnn",
+        "1.0",
+        include_bytes!("../../../fixtures/digits_cnn.onnx"),
+        Some(include_bytes!("../../../fixtures/digits_calib_cnn.json")),
+    ),
+    (
+        "ops-mix",
+        "1.0",
+        include_bytes!("../../../fixtures/ops_mix.onnx"),
+        Some(include_bytes!("../../../fixtures/ops_calib.json")),
+    ),
 ];
 
 /// Sample inputs written next to the devnet data so the printed commands work as shown.
 const SAMPLE_INPUTS: &[(&str, &[u8])] = &[
-    ("digit_input_mlp.json", include_bytes!("../../../fixtures/digit_input_mlp.json")),
-    ("digit_input_cnn.json", include_bytes!("../../../fixtures/digit_input_cnn.json")),
-    ("ops_input.json", include_bytes!("../../../fixtures/ops_input.json")),
+    (
+        "digit_input_mlp.json",
+        include_bytes!("../../../fixtures/digit_input_mlp.json"),
+    ),
+    (
+        "digit_input_cnn.json",
+        include_bytes!("../../../fixtures/digit_input_cnn.json"),
+    ),
+    (
+        "ops_input.json",
+        include_bytes!("../../../fixtures/ops_input.json"),
+    ),
 ];
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 pub fn serve_forever(config: NodeConfig) -> Result<()> {
     let rt = runtime()?;
     rt.block_on(async {
         let running = verity_node::start(config).await?;
-        eprintln!("node {} listening on http://{}", running.node.key.public(), running.addr);
+        eprintln!(
+            "node {} listening on http://{}",
+            running.node.key.public(),
+            running.addr
+        );
         tokio::select! {
             r = running.task => { r??; }
             _ = tokio::signal::ctrl_c() => eprintln!("shutting down"),
@@ -41,7 +78,11 @@ pub fn serve_forever(config: NodeConfig) -> Result<()> {
 
 pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<()> {
     let rt = runtime()?;
-    let running = rt.block_on(verity_node::start(NodeConfig::new(dir.join("node"), listen)))
+    let running = rt
+        .block_on(verity_node::start(NodeConfig::new(
+            dir.join("node"),
+            listen,
+        )))
         .with_context(|| format!("cannot start the devnet node on {listen}"))?;
     let url = format!("http://{}", running.addr);
     let client = NodeClient::new(&url)?;
@@ -59,7 +100,10 @@ pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<
     println!("  models    {url}/v1/models");
     println!("  data      {}", dir.display());
     for (name, version, model, calib) in SAMPLES {
-        let existing = client.versions(name)?.into_iter().find(|m| m.version == *version);
+        let existing = client
+            .versions(name)?
+            .into_iter()
+            .find(|m| m.version == *version);
         let (float, canonical) = match existing {
             Some(m) => (m.id, m.canonical),
             None => {
@@ -75,8 +119,14 @@ pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<
         }
     }
     let input = samples_dir.join("digit_input_mlp.json");
-    println!("\nTry:\n  verity --node {url} infer digits-mlp.int8@1.0 --input {} --out receipt.json", input.display());
-    println!("  verity --node {url} verify receipt.json --input {} --reexecute", input.display());
+    println!(
+        "\nTry:\n  verity --node {url} infer digits-mlp.int8@1.0 --input {} --out receipt.json",
+        input.display()
+    );
+    println!(
+        "  verity --node {url} verify receipt.json --input {} --reexecute",
+        input.display()
+    );
     if no_wait {
         return Ok(());
     }

@@ -9,14 +9,25 @@ use clap::{Parser, Subcommand};
 use client::NodeClient;
 use std::path::{Path, PathBuf};
 use verity_core::verify::Expectations;
-use verity_core::{verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt, TensorMap};
+use verity_core::{
+    verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt, TensorMap,
+};
 use verity_engine::reexecute::{reexecute, Reexecuted};
 
 #[derive(Parser)]
-#[command(name = "verity", version, about = "Verity: hosted, verified AI inference")]
+#[command(
+    name = "verity",
+    version,
+    about = "Verity: hosted, verified AI inference"
+)]
 struct Cli {
     /// Node API to talk to.
-    #[arg(long, global = true, env = "VERITY_NODE", default_value = "http://127.0.0.1:7070")]
+    #[arg(
+        long,
+        global = true,
+        env = "VERITY_NODE",
+        default_value = "http://127.0.0.1:7070"
+    )]
     node: String,
     /// Client key file (created on first use); signs requests and publications.
     #[arg(long, global = true, env = "VERITY_KEY")]
@@ -126,13 +137,17 @@ enum ModelCommand {
 
 fn key_path(explicit: Option<PathBuf>) -> PathBuf {
     explicit.unwrap_or_else(|| {
-        std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".")).join(".verity/client.key")
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join(".verity/client.key")
     })
 }
 
 fn read_inputs(path: &Path) -> Result<TensorMap> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{} is not a valid input file", path.display()))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not a valid input file", path.display()))
 }
 
 fn main() {
@@ -146,10 +161,16 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
-        Command::Devnet { dir, listen, no_wait } => devnet::run(&dir, listen, &key_path(cli.key), no_wait),
+        Command::Devnet {
+            dir,
+            listen,
+            no_wait,
+        } => devnet::run(&dir, listen, &key_path(cli.key), no_wait),
         Command::Node { config } => {
-            let text = std::fs::read_to_string(&config).with_context(|| format!("cannot read {}", config.display()))?;
-            let config: verity_node::NodeConfig = serde_json::from_str(&text).context("invalid node config")?;
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("cannot read {}", config.display()))?;
+            let config: verity_node::NodeConfig =
+                serde_json::from_str(&text).context("invalid node config")?;
             devnet::serve_forever(config)
         }
         Command::Model(cmd) => model(cmd, &cli.node, &key_path(cli.key), progress),
@@ -166,11 +187,19 @@ fn run(cli: Cli) -> Result<()> {
                 client: key.public(),
             };
             let resp = client.infer(&request.sign(&key))?;
-            let path = out.unwrap_or_else(|| PathBuf::from(format!("receipt-{}.json", &resp.receipt_id.to_hex()[..16])));
+            let path = out.unwrap_or_else(|| {
+                PathBuf::from(format!("receipt-{}.json", &resp.receipt_id.to_hex()[..16]))
+            });
             std::fs::write(&path, serde_json::to_vec_pretty(&resp.receipt)?)?;
-            println!("model    {} ({}@{})", manifest.id, manifest.name, manifest.version);
+            println!(
+                "model    {} ({}@{})",
+                manifest.id, manifest.name, manifest.version
+            );
             print_outputs(&resp.receipt.outputs);
-            println!("engine   {} {}", resp.receipt.engine.name, resp.receipt.engine.version);
+            println!(
+                "engine   {} {}",
+                resp.receipt.engine.name, resp.receipt.engine.version
+            );
             println!("receipt  {} -> {}", resp.receipt_id, path.display());
             Ok(())
         }
@@ -179,20 +208,26 @@ fn run(cli: Cli) -> Result<()> {
             let r = NodeClient::new(&cli.node)?.receipt(&id)?;
             let json = serde_json::to_vec_pretty(&r)?;
             match out {
-                Some(p) => std::fs::write(&p, json).with_context(|| format!("cannot write {}", p.display()))?,
+                Some(p) => std::fs::write(&p, json)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
                 None => println!("{}", String::from_utf8_lossy(&json)),
             }
             Ok(())
         }
         Command::Status => {
             let h = NodeClient::new(&cli.node)?.health()?;
-            println!("{} node {} v{}: {} models, {} receipts", h.status, h.node, h.version, h.models, h.receipts);
+            println!(
+                "{} node {} v{}: {} models, {} receipts",
+                h.status, h.node, h.version, h.models, h.receipts
+            );
             Ok(())
         }
         Command::Run { model, input } => {
-            let bytes = std::fs::read(&model).with_context(|| format!("cannot read {}", model.display()))?;
+            let bytes = std::fs::read(&model)
+                .with_context(|| format!("cannot read {}", model.display()))?;
             let inputs = read_inputs(&input)?;
-            let m = verity_engine::CanonicalModel::decode(&bytes).context("`verity run` executes Verity int8 models")?;
+            let m = verity_engine::CanonicalModel::decode(&bytes)
+                .context("`verity run` executes Verity int8 models")?;
             let e = verity_engine::Interpreter::new(m).run(&inputs)?;
             let out = serde_json::json!({
                 "model": ModelId::of_bytes(&bytes),
@@ -203,9 +238,20 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        Command::Verify { receipt, input, node_key, reexecute: re, model } => {
-            verify(&cli.node, &receipt, input.as_deref(), node_key.as_deref(), re, model.as_deref())
-        }
+        Command::Verify {
+            receipt,
+            input,
+            node_key,
+            reexecute: re,
+            model,
+        } => verify(
+            &cli.node,
+            &receipt,
+            input.as_deref(),
+            node_key.as_deref(),
+            re,
+            model.as_deref(),
+        ),
     }
 }
 
@@ -213,9 +259,16 @@ fn print_outputs(outputs: &TensorMap) {
     for (name, t) in outputs {
         let preview = match t.to_f32() {
             Some(v) => {
-                let best = v.iter().enumerate().fold(0, |b, (i, &x)| if x > v[b] { i } else { b });
+                let best = v
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &x)| if x > v[b] { i } else { b });
                 let shown: Vec<String> = v.iter().take(10).map(|x| format!("{x:.4}")).collect();
-                format!("[{}{}] argmax={best}", shown.join(", "), if v.len() > 10 { ", ..." } else { "" })
+                format!(
+                    "[{}{}] argmax={best}",
+                    shown.join(", "),
+                    if v.len() > 10 { ", ..." } else { "" }
+                )
             }
             None => format!("{} {:?}", t.dtype(), t.shape()),
         };
@@ -226,10 +279,15 @@ fn print_outputs(outputs: &TensorMap) {
 fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()> {
     match cmd {
         ModelCommand::Inspect { file } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let i = verity_engine::inspect(&bytes).with_context(|| format!("{} is not a valid model", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let i = verity_engine::inspect(&bytes)
+                .with_context(|| format!("{} is not a valid model", file.display()))?;
             println!("id         {}", i.id);
-            println!("format     {}", serde_json::to_value(i.format)?.as_str().unwrap_or(""));
+            println!(
+                "format     {}",
+                serde_json::to_value(i.format)?.as_str().unwrap_or("")
+            );
             println!("size       {} bytes", i.size);
             for s in &i.inputs {
                 println!("input      {} {} {}", s.name, s.dtype, s.shape_text());
@@ -244,28 +302,63 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
             }
             Ok(())
         }
-        ModelCommand::Quantize { file, calibration, out } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let calib = std::fs::read(&calibration).with_context(|| format!("cannot read {}", calibration.display()))?;
-            let q = verity_engine::quantize_onnx(&bytes, &verity_engine::Calibration::from_json(&calib)?)?.encode();
+        ModelCommand::Quantize {
+            file,
+            calibration,
+            out,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let calib = std::fs::read(&calibration)
+                .with_context(|| format!("cannot read {}", calibration.display()))?;
+            let q = verity_engine::quantize_onnx(
+                &bytes,
+                &verity_engine::Calibration::from_json(&calib)?,
+            )?
+            .encode();
             std::fs::write(&out, &q).with_context(|| format!("cannot write {}", out.display()))?;
-            println!("{} -> {} ({} bytes)", ModelId::of_bytes(&q), out.display(), q.len());
+            println!(
+                "{} -> {} ({} bytes)",
+                ModelId::of_bytes(&q),
+                out.display(),
+                q.len()
+            );
             Ok(())
         }
-        ModelCommand::Publish { file, name, version, calibration } => {
-            verity_core::manifest::validate_name_version(&name, &version).map_err(anyhow::Error::msg)?;
-            let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let calib = calibration.map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))).transpose()?;
+        ModelCommand::Publish {
+            file,
+            name,
+            version,
+            calibration,
+        } => {
+            verity_core::manifest::validate_name_version(&name, &version)
+                .map_err(anyhow::Error::msg)?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let calib = calibration
+                .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
+                .transpose()?;
             // Fail fast, before any upload, on files the node would refuse.
-            let info = verity_engine::inspect(&bytes).with_context(|| format!("{} is not a valid model", file.display()))?;
+            let info = verity_engine::inspect(&bytes)
+                .with_context(|| format!("{} is not a valid model", file.display()))?;
             if let Some(c) = &calib {
                 verity_engine::quantize_onnx(&bytes, &verity_engine::Calibration::from_json(c)?)
                     .context("cannot make the canonical int8 model")?;
             }
             drop((bytes, info));
             let key = NodeKey::load_or_create(key)?;
-            let resp = NodeClient::new(node)?.publish(&file, &name, &version, calib.as_deref(), &key, progress)?;
-            println!("published {}@{} {}", resp.model.name, resp.model.version, resp.model.id);
+            let resp = NodeClient::new(node)?.publish(
+                &file,
+                &name,
+                &version,
+                calib.as_deref(),
+                &key,
+                progress,
+            )?;
+            println!(
+                "published {}@{} {}",
+                resp.model.name, resp.model.version, resp.model.id
+            );
             if let Some(c) = resp.canonical {
                 println!("canonical {}@{} {}", c.name, c.version, c.id);
             }
@@ -278,7 +371,14 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
             }
             for m in models {
                 let format = serde_json::to_value(m.format)?;
-                println!("{:<24} {:<8} {:<12} {:>9} B  {}", m.name, m.version, format.as_str().unwrap_or(""), m.size, m.id);
+                println!(
+                    "{:<24} {:<8} {:<12} {:>9} B  {}",
+                    m.name,
+                    m.version,
+                    format.as_str().unwrap_or(""),
+                    m.size,
+                    m.id
+                );
             }
             Ok(())
         }
@@ -286,7 +386,11 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
             let client = NodeClient::new(node)?;
             let m = client.show(&reference)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
-            let versions: Vec<String> = client.versions(&m.name)?.into_iter().map(|v| format!("{} ({})", v.version, v.id)).collect();
+            let versions: Vec<String> = client
+                .versions(&m.name)?
+                .into_iter()
+                .map(|v| format!("{} ({})", v.version, v.id))
+                .collect();
             println!("versions of {}: {}", m.name, versions.join(", "));
             Ok(())
         }
@@ -299,23 +403,46 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
     }
 }
 
-fn verify(node: &str, receipt: &Path, input: Option<&Path>, node_key: Option<&str>, re: bool, model: Option<&Path>) -> Result<()> {
-    let text = std::fs::read(receipt).with_context(|| format!("cannot read {}", receipt.display()))?;
+fn verify(
+    node: &str,
+    receipt: &Path,
+    input: Option<&Path>,
+    node_key: Option<&str>,
+    re: bool,
+    model: Option<&Path>,
+) -> Result<()> {
+    let text =
+        std::fs::read(receipt).with_context(|| format!("cannot read {}", receipt.display()))?;
     let receipt: Receipt = serde_json::from_slice(&text).context("not a valid receipt")?;
     let inputs = input.map(read_inputs).transpose()?;
-    let expected = node_key.map(PublicKey::from_hex).transpose().context("--node-key")?;
-    verify_receipt(&receipt, &Expectations { inputs: inputs.as_ref(), node: expected })?;
-    println!("ok  signature by node {} over model {}", receipt.node, receipt.model);
+    let expected = node_key
+        .map(PublicKey::from_hex)
+        .transpose()
+        .context("--node-key")?;
+    verify_receipt(
+        &receipt,
+        &Expectations {
+            inputs: inputs.as_ref(),
+            node: expected,
+        },
+    )?;
+    println!(
+        "ok  signature by node {} over model {}",
+        receipt.node, receipt.model
+    );
     println!("ok  output hash {}", receipt.output_hash);
     if inputs.is_some() {
         println!("ok  input hash {}", receipt.input_hash);
     }
     if re {
-        let Some(inputs) = inputs else { bail!("--reexecute needs --input") };
+        let Some(inputs) = inputs else {
+            bail!("--reexecute needs --input")
+        };
         let bytes = match model {
             Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
             None => {
-                let tmp = std::env::temp_dir().join(format!("verity-verify-{}", receipt.model.hex()));
+                let tmp =
+                    std::env::temp_dir().join(format!("verity-verify-{}", receipt.model.hex()));
                 NodeClient::new(node)?.pull(&receipt.model, &tmp, false)?;
                 let b = std::fs::read(&tmp)?;
                 let _ = std::fs::remove_file(&tmp);
@@ -323,8 +450,12 @@ fn verify(node: &str, receipt: &Path, input: Option<&Path>, node_key: Option<&st
             }
         };
         match reexecute(&receipt, &bytes, &inputs)? {
-            Reexecuted::Canonical => println!("ok  re-executed: identical outputs and layer trace root"),
-            Reexecuted::Float => println!("ok  re-executed (float model): identical outputs on this engine and CPU class"),
+            Reexecuted::Canonical => {
+                println!("ok  re-executed: identical outputs and layer trace root")
+            }
+            Reexecuted::Float => println!(
+                "ok  re-executed (float model): identical outputs on this engine and CPU class"
+            ),
         }
     }
     println!("receipt verified");

@@ -10,11 +10,17 @@ fn verity() -> Command {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 fn ok(cmd: &mut Command) -> String {
@@ -25,14 +31,25 @@ fn ok(cmd: &mut Command) -> String {
 
 fn fails(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap();
-    assert!(!o.status.success(), "command unexpectedly succeeded: {}", text(&o));
+    assert!(
+        !o.status.success(),
+        "command unexpectedly succeeded: {}",
+        text(&o)
+    );
     text(&o)
 }
 
 #[test]
 fn inspect_works_offline_and_fails_on_bad_files() {
-    let out = ok(verity().args(["model", "inspect"]).arg(fixture("digits_cnn.onnx")));
-    assert!(out.contains("format     onnx") && out.contains("canonical  yes") && out.contains("BatchNormalization"), "{out}");
+    let out = ok(verity()
+        .args(["model", "inspect"])
+        .arg(fixture("digits_cnn.onnx")));
+    assert!(
+        out.contains("format     onnx")
+            && out.contains("canonical  yes")
+            && out.contains("BatchNormalization"),
+        "{out}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"hello").unwrap();
@@ -50,11 +67,21 @@ struct NodeProcess {
 }
 
 fn spawn_node(config: &Path) -> NodeProcess {
-    let mut child = verity().args(["node", "--config"]).arg(config).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = verity()
+        .args(["node", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let stderr = child.stderr.take().unwrap();
     let mut line = String::new();
     BufReader::new(stderr).read_line(&mut line).unwrap();
-    let url = line.split("listening on ").nth(1).unwrap_or_else(|| panic!("unexpected node output: {line}")).trim().to_string();
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("unexpected node output: {line}"))
+        .trim()
+        .to_string();
     NodeProcess { child, url }
 }
 
@@ -69,9 +96,20 @@ impl Drop for NodeProcess {
 fn node_process_publish_infer_verify_kill_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = d.join("node.json");
-    std::fs::write(&config, format!(r#"{{"data_dir": "{}", "listen": "127.0.0.1:{port}"}}"#, d.join("data").display())).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            r#"{{"data_dir": "{}", "listen": "127.0.0.1:{port}"}}"#,
+            d.join("data").display()
+        ),
+    )
+    .unwrap();
     let key = d.join("client.key");
     let mut node = spawn_node(&config);
     let cli = |node: &NodeProcess| {
@@ -80,38 +118,102 @@ fn node_process_publish_infer_verify_kill_restart() {
         c
     };
 
-    let out = ok(cli(&node).args(["model", "publish"]).arg(fixture("digits_cnn.onnx")).args(["--name", "cnn", "--version", "1.0", "--calibration"]).arg(fixture("digits_calib_cnn.json")));
+    let out = ok(cli(&node)
+        .args(["model", "publish"])
+        .arg(fixture("digits_cnn.onnx"))
+        .args(["--name", "cnn", "--version", "1.0", "--calibration"])
+        .arg(fixture("digits_calib_cnn.json")));
     assert!(out.contains("canonical cnn.int8@1.0"), "{out}");
-    let dup = fails(cli(&node).args(["model", "publish"]).arg(fixture("digits_cnn.onnx")).args(["--name", "cnn", "--version", "1.0"]));
+    let dup = fails(
+        cli(&node)
+            .args(["model", "publish"])
+            .arg(fixture("digits_cnn.onnx"))
+            .args(["--name", "cnn", "--version", "1.0"]),
+    );
     assert!(dup.contains("already"), "{dup}");
 
     let receipt = d.join("receipt.json");
-    let out = ok(cli(&node).args(["infer", "cnn.int8@1.0", "--input"]).arg(fixture("digit_input_cnn.json")).arg("--out").arg(&receipt));
+    let out = ok(cli(&node)
+        .args(["infer", "cnn.int8@1.0", "--input"])
+        .arg(fixture("digit_input_cnn.json"))
+        .arg("--out")
+        .arg(&receipt));
     assert!(out.contains("argmax=2"), "{out}");
-    let receipt_id = out.lines().find(|l| l.starts_with("receipt")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    let receipt_id = out
+        .lines()
+        .find(|l| l.starts_with("receipt"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
 
-    let out = ok(cli(&node).arg("verify").arg(&receipt).arg("--input").arg(fixture("digit_input_cnn.json")).arg("--reexecute"));
-    assert!(out.contains("identical outputs and layer trace root"), "{out}");
+    let out = ok(cli(&node)
+        .arg("verify")
+        .arg(&receipt)
+        .arg("--input")
+        .arg(fixture("digit_input_cnn.json"))
+        .arg("--reexecute"));
+    assert!(
+        out.contains("identical outputs and layer trace root"),
+        "{out}"
+    );
 
     // Tampered receipt files make `verify` exit non-zero and say which check failed.
-    let original: serde_json::Value = serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&receipt).unwrap()).unwrap();
     let tampered = d.join("tampered.json");
     let check = |edit: &dyn Fn(&mut serde_json::Value), expect: &str| {
         let mut v = original.clone();
         edit(&mut v);
         std::fs::write(&tampered, serde_json::to_vec(&v).unwrap()).unwrap();
-        let out = fails(verity().arg("verify").arg(&tampered).arg("--input").arg(fixture("digit_input_cnn.json")));
+        let out = fails(
+            verity()
+                .arg("verify")
+                .arg(&tampered)
+                .arg("--input")
+                .arg(fixture("digit_input_cnn.json")),
+        );
         assert!(out.contains(expect), "expected `{expect}` in: {out}");
     };
-    check(&|v| v["outputs"]["logits"]["data"][3] = serde_json::json!(99.0), "output hash mismatch");
-    check(&|v| v["timestamp_ms"] = serde_json::json!(1), "signature check failed");
-    check(&|v| v["trace_root"] = serde_json::json!("00".repeat(32)), "signature check failed");
-    check(&|v| v["model"] = serde_json::json!(format!("blake3:{}", "ab".repeat(32))), "signature check failed");
+    check(
+        &|v| v["outputs"]["logits"]["data"][3] = serde_json::json!(99.0),
+        "output hash mismatch",
+    );
+    check(
+        &|v| v["timestamp_ms"] = serde_json::json!(1),
+        "signature check failed",
+    );
+    check(
+        &|v| v["trace_root"] = serde_json::json!("00".repeat(32)),
+        "signature check failed",
+    );
+    check(
+        &|v| v["model"] = serde_json::json!(format!("blake3:{}", "ab".repeat(32))),
+        "signature check failed",
+    );
     let other_input = d.join("other_input.json");
-    std::fs::write(&other_input, std::fs::read_to_string(fixture("digit_input_cnn.json")).unwrap().replacen("0.0", "0.5", 1)).unwrap();
-    let out = fails(verity().arg("verify").arg(&receipt).arg("--input").arg(&other_input));
+    std::fs::write(
+        &other_input,
+        std::fs::read_to_string(fixture("digit_input_cnn.json"))
+            .unwrap()
+            .replacen("0.0", "0.5", 1),
+    )
+    .unwrap();
+    let out = fails(
+        verity()
+            .arg("verify")
+            .arg(&receipt)
+            .arg("--input")
+            .arg(&other_input),
+    );
     assert!(out.contains("input hash mismatch"), "{out}");
-    let out = fails(verity().arg("verify").arg(&receipt).args(["--node-key", &"11".repeat(32)]));
+    let out = fails(
+        verity()
+            .arg("verify")
+            .arg(&receipt)
+            .args(["--node-key", &"11".repeat(32)]),
+    );
     assert!(out.contains("node key") || out.contains("invalid"), "{out}");
 
     // SIGKILL the node, restart it on the same data: receipts and models survive.
@@ -120,7 +222,9 @@ fn node_process_publish_infer_verify_kill_restart() {
     drop(node);
     let node = spawn_node(&config);
     let fetched = d.join("fetched.json");
-    ok(cli(&node).args(["receipt", &receipt_id, "--out"]).arg(&fetched));
+    ok(cli(&node)
+        .args(["receipt", &receipt_id, "--out"])
+        .arg(&fetched));
     let a: serde_json::Value = serde_json::from_slice(&std::fs::read(&fetched).unwrap()).unwrap();
     assert_eq!(a, original, "receipt changed across a restart");
     let list = ok(cli(&node).args(["model", "list"]));
@@ -128,8 +232,21 @@ fn node_process_publish_infer_verify_kill_restart() {
     // Pull re-hashes; re-execution can fetch the model from the node by id.
     let id = original["model"].as_str().unwrap().to_string();
     let pulled = d.join("pulled.q8");
-    ok(cli(&node).args(["model", "pull", &id, "--out"]).arg(&pulled));
-    ok(cli(&node).arg("verify").arg(&fetched).arg("--input").arg(fixture("digit_input_cnn.json")).arg("--reexecute").arg("--model").arg(&pulled));
-    let out = fails(cli(&node).args(["infer", "missing@1.0", "--input"]).arg(fixture("digit_input_cnn.json")));
+    ok(cli(&node)
+        .args(["model", "pull", &id, "--out"])
+        .arg(&pulled));
+    ok(cli(&node)
+        .arg("verify")
+        .arg(&fetched)
+        .arg("--input")
+        .arg(fixture("digit_input_cnn.json"))
+        .arg("--reexecute")
+        .arg("--model")
+        .arg(&pulled));
+    let out = fails(
+        cli(&node)
+            .args(["infer", "missing@1.0", "--input"])
+            .arg(fixture("digit_input_cnn.json")),
+    );
     assert!(out.contains("404"), "{out}");
 }

@@ -6,19 +6,33 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
 }
 
 fn run(mut cmd: Command) -> String {
     let o = cmd.output().unwrap();
-    assert!(o.status.success(), "{:?} failed: {}", cmd, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
 #[test]
 fn canonical_outputs_identical_under_emulated_older_cpus() {
-    if Command::new("qemu-x86_64").arg("--version").output().is_err() {
-        assert!(std::env::var("CI").is_err(), "qemu-x86_64 is required in CI (apt-get install qemu-user)");
+    if Command::new("qemu-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").is_err(),
+            "qemu-x86_64 is required in CI (apt-get install qemu-user)"
+        );
         eprintln!("SKIPPED: qemu-x86_64 not installed (apt-get install qemu-user)");
         return;
     }
@@ -29,13 +43,26 @@ fn canonical_outputs_identical_under_emulated_older_cpus() {
     let bin = env!("CARGO_BIN_EXE_verity");
     let dir = tempfile::tempdir().unwrap();
     for (model, calib, input) in [
-        ("digits_mlp.onnx", "digits_calib_mlp.json", "digit_input_mlp.json"),
-        ("digits_cnn.onnx", "digits_calib_cnn.json", "digit_input_cnn.json"),
+        (
+            "digits_mlp.onnx",
+            "digits_calib_mlp.json",
+            "digit_input_mlp.json",
+        ),
+        (
+            "digits_cnn.onnx",
+            "digits_calib_cnn.json",
+            "digit_input_cnn.json",
+        ),
         ("ops_mix.onnx", "ops_calib.json", "ops_input.json"),
     ] {
         let q = dir.path().join(format!("{model}.q8"));
         let mut c = Command::new(bin);
-        c.args(["model", "quantize"]).arg(fixture(model)).arg("--calibration").arg(fixture(calib)).arg("--out").arg(&q);
+        c.args(["model", "quantize"])
+            .arg(fixture(model))
+            .arg("--calibration")
+            .arg(fixture(calib))
+            .arg("--out")
+            .arg(&q);
         run(c);
         let host = {
             let mut c = Command::new(bin);
@@ -45,15 +72,28 @@ fn canonical_outputs_identical_under_emulated_older_cpus() {
         assert!(host.contains("trace_root"), "{host}");
         let portable = {
             let mut c = Command::new(bin);
-            c.env("VERITY_FORCE_PORTABLE", "1").arg("run").arg(&q).arg("--input").arg(fixture(input));
+            c.env("VERITY_FORCE_PORTABLE", "1")
+                .arg("run")
+                .arg(&q)
+                .arg("--input")
+                .arg(fixture(input));
             run(c)
         };
-        assert_eq!(portable, host, "{model}: portable kernels differ from the host's");
+        assert_eq!(
+            portable, host,
+            "{model}: portable kernels differ from the host's"
+        );
         for cpu in ["Nehalem", "Haswell", "EPYC-Rome", "core2duo"] {
             let mut c = Command::new("qemu-x86_64");
-            c.args(["-cpu", cpu, bin, "run"]).arg(&q).arg("--input").arg(fixture(input));
+            c.args(["-cpu", cpu, bin, "run"])
+                .arg(&q)
+                .arg("--input")
+                .arg(fixture(input));
             let emulated = run(c);
-            assert_eq!(emulated, host, "{model}: output under -cpu {cpu} differs from the host");
+            assert_eq!(
+                emulated, host,
+                "{model}: output under -cpu {cpu} differs from the host"
+            );
             eprintln!("{model}: -cpu {cpu} identical to host");
         }
     }

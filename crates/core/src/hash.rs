@@ -141,7 +141,9 @@ mod tests {
         assert_eq!(s.parse::<ModelId>().unwrap(), id);
         assert!("sha256:00".parse::<ModelId>().is_err());
         assert!("blake3:zz".parse::<ModelId>().is_err());
-        assert!(format!("blake3:{}", "0".repeat(63)).parse::<ModelId>().is_err());
+        assert!(format!("blake3:{}", "0".repeat(63))
+            .parse::<ModelId>()
+            .is_err());
     }
 
     #[test]

@@ -69,7 +69,12 @@ pub struct ModelManifest {
 
 /// What a publisher signs to claim a model under a name: binds the name, the version, the
 /// exact bytes (by id) and the calibration data (if any).
-pub fn publish_statement(name: &str, version: &str, id: &ModelId, calibration: Option<&Hash>) -> Hash {
+pub fn publish_statement(
+    name: &str,
+    version: &str,
+    id: &ModelId,
+    calibration: Option<&Hash>,
+) -> Hash {
     let mut e = Encoder::new();
     e.str(name).str(version).fixed32(&id.0);
     match calibration {
@@ -83,15 +88,23 @@ pub fn publish_statement(name: &str, version: &str, id: &ModelId, calibration: O
 pub fn validate_name_version(name: &str, version: &str) -> Result<(), String> {
     let name_ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
     if !name_ok {
-        return Err(format!("invalid model name `{name}`: use 1-64 of [A-Za-z0-9._-]"));
+        return Err(format!(
+            "invalid model name `{name}`: use 1-64 of [A-Za-z0-9._-]"
+        ));
     }
     let parts: Vec<&str> = version.split('.').collect();
     let version_ok = (2..=3).contains(&parts.len())
-        && parts.iter().all(|p| !p.is_empty() && p.len() <= 9 && p.chars().all(|c| c.is_ascii_digit()));
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 9 && p.chars().all(|c| c.is_ascii_digit()));
     if !version_ok {
-        return Err(format!("invalid version `{version}`: expected X.Y or X.Y.Z"));
+        return Err(format!(
+            "invalid version `{version}`: expected X.Y or X.Y.Z"
+        ));
     }
     Ok(())
 }

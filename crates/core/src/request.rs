@@ -123,6 +123,7 @@ impl SignedRequest {
 /// A fresh random nonce for a new request.
 pub fn random_nonce() -> Result<u64, CoreError> {
     let mut b = [0u8; 8];
-    getrandom::fill(&mut b).map_err(|e| CoreError::Malformed(format!("no system randomness: {e}")))?;
+    getrandom::fill(&mut b)
+        .map_err(|e| CoreError::Malformed(format!("no system randomness: {e}")))?;
     Ok(u64::from_le_bytes(b))
 }

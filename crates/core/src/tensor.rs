@@ -102,7 +102,13 @@ pub struct Tensor {
 
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Tensor({} {:?}, {} bytes)", self.dtype, self.shape, self.data.len())
+        write!(
+            f,
+            "Tensor({} {:?}, {} bytes)",
+            self.dtype,
+            self.shape,
+            self.data.len()
+        )
     }
 }
 
@@ -209,9 +215,7 @@ impl Tensor {
         }
         let mut shape = Vec::with_capacity(rank);
         for _ in 0..rank {
-            shape.push(
-                usize::try_from(d.u64()?).map_err(|_| CoreError::Malformed("dim".into()))?,
-            );
+            shape.push(usize::try_from(d.u64()?).map_err(|_| CoreError::Malformed("dim".into()))?);
         }
         let data = d.bytes()?.to_vec();
         Tensor::from_bytes(dtype, shape, data)
@@ -324,10 +328,16 @@ impl<'de> Deserialize<'de> for Tensor {
                     }
                     bytes.extend_from_slice(&v.to_le_bytes());
                 }
-                DType::I8 => bytes.push(i8::try_from(n.as_i64().ok_or_else(bad)?).map_err(|_| bad())? as u8),
-                DType::U8 => bytes.push(u8::try_from(n.as_u64().ok_or_else(bad)?).map_err(|_| bad())?),
+                DType::I8 => {
+                    bytes.push(i8::try_from(n.as_i64().ok_or_else(bad)?).map_err(|_| bad())? as u8)
+                }
+                DType::U8 => {
+                    bytes.push(u8::try_from(n.as_u64().ok_or_else(bad)?).map_err(|_| bad())?)
+                }
                 DType::I32 => bytes.extend_from_slice(
-                    &i32::try_from(n.as_i64().ok_or_else(bad)?).map_err(|_| bad())?.to_le_bytes(),
+                    &i32::try_from(n.as_i64().ok_or_else(bad)?)
+                        .map_err(|_| bad())?
+                        .to_le_bytes(),
                 ),
                 DType::I64 => bytes.extend_from_slice(&n.as_i64().ok_or_else(bad)?.to_le_bytes()),
             }
@@ -363,14 +373,22 @@ mod tests {
 
     #[test]
     fn rejects_shape_mismatch_and_bad_values() {
-        assert!(serde_json::from_str::<Tensor>(r#"{"dtype":"f32","shape":[2],"data":[1]}"#).is_err());
-        assert!(serde_json::from_str::<Tensor>(r#"{"dtype":"i8","shape":[1],"data":[300]}"#).is_err());
-        assert!(serde_json::from_str::<Tensor>(r#"{"dtype":"f64","shape":[1],"data":[1]}"#).is_err());
-        assert!(serde_json::from_str::<Tensor>(r#"{"dtype":"f32","shape":[1],"data":[1e60]}"#).is_err());
         assert!(
-            serde_json::from_str::<Tensor>(r#"{"dtype":"f32","shape":[4294967296,4294967296],"data":[]}"#)
-                .is_err()
+            serde_json::from_str::<Tensor>(r#"{"dtype":"f32","shape":[2],"data":[1]}"#).is_err()
         );
+        assert!(
+            serde_json::from_str::<Tensor>(r#"{"dtype":"i8","shape":[1],"data":[300]}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<Tensor>(r#"{"dtype":"f64","shape":[1],"data":[1]}"#).is_err()
+        );
+        assert!(
+            serde_json::from_str::<Tensor>(r#"{"dtype":"f32","shape":[1],"data":[1e60]}"#).is_err()
+        );
+        assert!(serde_json::from_str::<Tensor>(
+            r#"{"dtype":"f32","shape":[4294967296,4294967296],"data":[]}"#
+        )
+        .is_err());
     }
 
     #[test]

@@ -34,19 +34,72 @@ pub fn clamp_i8(v: i64) -> i8 {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum QOp {
-    Dense { x: ValueId, y: ValueId, k: usize, n: usize, w: Vec<i8>, b: Vec<i32>, rq: Vec<Requant> },
-    Conv { x: ValueId, y: ValueId, out_channels: usize, win: Window, w: Vec<i8>, b: Vec<i32>, rq: Vec<Requant> },
-    Relu { x: ValueId, y: ValueId },
+    Dense {
+        x: ValueId,
+        y: ValueId,
+        k: usize,
+        n: usize,
+        w: Vec<i8>,
+        b: Vec<i32>,
+        rq: Vec<Requant>,
+    },
+    Conv {
+        x: ValueId,
+        y: ValueId,
+        out_channels: usize,
+        win: Window,
+        w: Vec<i8>,
+        b: Vec<i32>,
+        rq: Vec<Requant>,
+    },
+    Relu {
+        x: ValueId,
+        y: ValueId,
+    },
     /// 256-entry table, indexed by `x + 128` (Sigmoid, Tanh).
-    Lut { x: ValueId, y: ValueId, table: Vec<i8> },
+    Lut {
+        x: ValueId,
+        y: ValueId,
+        table: Vec<i8>,
+    },
     /// Softmax over the last axis with a 256-entry exp table indexed by `max - x`.
-    Softmax { x: ValueId, y: ValueId, exp: Vec<u32> },
-    Add { a: ValueId, b: ValueId, y: ValueId, ma: i32, mb: i32, shift: u8 },
-    Const { y: ValueId, data: Vec<i8> },
-    MaxPool { x: ValueId, y: ValueId, win: Window },
-    AvgPool { x: ValueId, y: ValueId, win: Window, count_include_pad: bool },
-    Reshape { x: ValueId, y: ValueId },
-    Concat { xs: Vec<(ValueId, Requant)>, y: ValueId, axis: usize },
+    Softmax {
+        x: ValueId,
+        y: ValueId,
+        exp: Vec<u32>,
+    },
+    Add {
+        a: ValueId,
+        b: ValueId,
+        y: ValueId,
+        ma: i32,
+        mb: i32,
+        shift: u8,
+    },
+    Const {
+        y: ValueId,
+        data: Vec<i8>,
+    },
+    MaxPool {
+        x: ValueId,
+        y: ValueId,
+        win: Window,
+    },
+    AvgPool {
+        x: ValueId,
+        y: ValueId,
+        win: Window,
+        count_include_pad: bool,
+    },
+    Reshape {
+        x: ValueId,
+        y: ValueId,
+    },
+    Concat {
+        xs: Vec<(ValueId, Requant)>,
+        y: ValueId,
+        axis: usize,
+    },
 }
 
 impl QOp {
@@ -131,8 +184,17 @@ pub fn is_canonical_file(bytes: &[u8]) -> bool {
 
 fn put_window(e: &mut Encoder, w: &Window) {
     for v in [
-        w.channels, w.height, w.width, w.kernel_h, w.kernel_w, w.stride_h, w.stride_w, w.pad_top,
-        w.pad_left, w.pad_bottom, w.pad_right,
+        w.channels,
+        w.height,
+        w.width,
+        w.kernel_h,
+        w.kernel_w,
+        w.stride_h,
+        w.stride_w,
+        w.pad_top,
+        w.pad_left,
+        w.pad_bottom,
+        w.pad_right,
     ] {
         e.u64(v as u64);
     }
@@ -182,15 +244,38 @@ impl CanonicalModel {
         e.u64(self.ops.len() as u64);
         for op in &self.ops {
             match op {
-                QOp::Dense { x, y, k, n, w, b, rq } => {
-                    e.u8(1).u64(*x as u64).u64(*y as u64).u64(*k as u64).u64(*n as u64);
+                QOp::Dense {
+                    x,
+                    y,
+                    k,
+                    n,
+                    w,
+                    b,
+                    rq,
+                } => {
+                    e.u8(1)
+                        .u64(*x as u64)
+                        .u64(*y as u64)
+                        .u64(*k as u64)
+                        .u64(*n as u64);
                     put_i8s(&mut e, w);
                     put_i32s(&mut e, b);
                     e.u64(rq.len() as u64);
                     rq.iter().for_each(|r| put_rq(&mut e, *r));
                 }
-                QOp::Conv { x, y, out_channels, win, w, b, rq } => {
-                    e.u8(2).u64(*x as u64).u64(*y as u64).u64(*out_channels as u64);
+                QOp::Conv {
+                    x,
+                    y,
+                    out_channels,
+                    win,
+                    w,
+                    b,
+                    rq,
+                } => {
+                    e.u8(2)
+                        .u64(*x as u64)
+                        .u64(*y as u64)
+                        .u64(*out_channels as u64);
                     put_window(&mut e, win);
                     put_i8s(&mut e, w);
                     put_i32s(&mut e, b);
@@ -210,8 +295,21 @@ impl CanonicalModel {
                         e.u32(v);
                     });
                 }
-                QOp::Add { a, b, y, ma, mb, shift } => {
-                    e.u8(6).u64(*a as u64).u64(*b as u64).u64(*y as u64).i32(*ma).i32(*mb).u8(*shift);
+                QOp::Add {
+                    a,
+                    b,
+                    y,
+                    ma,
+                    mb,
+                    shift,
+                } => {
+                    e.u8(6)
+                        .u64(*a as u64)
+                        .u64(*b as u64)
+                        .u64(*y as u64)
+                        .i32(*ma)
+                        .i32(*mb)
+                        .u8(*shift);
                 }
                 QOp::Const { y, data } => {
                     e.u8(7).u64(*y as u64);
@@ -221,7 +319,12 @@ impl CanonicalModel {
                     e.u8(8).u64(*x as u64).u64(*y as u64);
                     put_window(&mut e, win);
                 }
-                QOp::AvgPool { x, y, win, count_include_pad } => {
+                QOp::AvgPool {
+                    x,
+                    y,
+                    win,
+                    count_include_pad,
+                } => {
                     e.u8(9).u64(*x as u64).u64(*y as u64);
                     put_window(&mut e, win);
                     e.u8(*count_include_pad as u8);
@@ -230,7 +333,10 @@ impl CanonicalModel {
                     e.u8(10).u64(*x as u64).u64(*y as u64);
                 }
                 QOp::Concat { xs, y, axis } => {
-                    e.u8(11).u64(*y as u64).u64(*axis as u64).u64(xs.len() as u64);
+                    e.u8(11)
+                        .u64(*y as u64)
+                        .u64(*axis as u64)
+                        .u64(xs.len() as u64);
                     for (x, r) in xs {
                         e.u64(*x as u64);
                         put_rq(&mut e, *r);
@@ -254,7 +360,10 @@ impl CanonicalModel {
         let numel = |v: ValueId| -> usize { self.shapes[v].iter().product() };
         let mut defined = vec![false; nvals];
         for s in &self.shapes {
-            if s.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).is_none_or(|n| n > verity_core::tensor::MAX_ELEMENTS) {
+            if s.iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .is_none_or(|n| n > verity_core::tensor::MAX_ELEMENTS)
+            {
                 return bad(format!("value shape {s:?} too large"));
             }
         }
@@ -262,14 +371,19 @@ impl CanonicalModel {
             return bad("no inputs or no outputs".into());
         }
         for i in &self.inputs {
-            if i.value >= nvals || defined[i.value] || !i.inv_scale.is_finite() || i.inv_scale <= 0.0 {
+            if i.value >= nvals
+                || defined[i.value]
+                || !i.inv_scale.is_finite()
+                || i.inv_scale <= 0.0
+            {
                 return bad(format!("input `{}` is malformed", i.name));
             }
             defined[i.value] = true;
         }
         let rq_ok = |r: &Requant| r.mult > 0 && (1..=62).contains(&r.shift);
         for (idx, op) in self.ops.iter().enumerate() {
-            let ctx = |msg: &str| EngineError::NotCanonical(format!("op {idx} ({}): {msg}", op.name()));
+            let ctx =
+                |msg: &str| EngineError::NotCanonical(format!("op {idx} ({}): {msg}", op.name()));
             for x in op.inputs() {
                 if x >= nvals || !defined[x] {
                     return Err(ctx("reads an undefined value"));
@@ -280,27 +394,56 @@ impl CanonicalModel {
                 return Err(ctx("writes an invalid or already defined value"));
             }
             match op {
-                QOp::Dense { x, k, n, w, b, rq, .. } => {
+                QOp::Dense {
+                    x, k, n, w, b, rq, ..
+                } => {
                     let rows = if *k == 0 { 0 } else { numel(*x) / k };
-                    if *k == 0 || numel(*x) % k != 0 || w.len() != k.saturating_mul(*n) || b.len() != *n || rq.len() != *n
-                        || numel(y) != rows.saturating_mul(*n) || !rq.iter().all(rq_ok)
+                    if *k == 0
+                        || numel(*x) % k != 0
+                        || w.len() != k.saturating_mul(*n)
+                        || b.len() != *n
+                        || rq.len() != *n
+                        || numel(y) != rows.saturating_mul(*n)
+                        || !rq.iter().all(rq_ok)
                     {
                         return Err(ctx("parameter sizes do not match shapes"));
                     }
-                    check_accumulator(w, b, *k).map_err(|_| EngineError::Overflow(format!("op {idx} (Dense)")))?;
+                    if !check_accumulator(w, b, *k) {
+                        return Err(EngineError::Overflow(format!("op {idx} (Dense)")));
+                    }
                 }
-                QOp::Conv { x, out_channels, win, w, b, rq, .. } => {
+                QOp::Conv {
+                    x,
+                    out_channels,
+                    win,
+                    w,
+                    b,
+                    rq,
+                    ..
+                } => {
                     win.validate("Conv")?;
-                    let per = win.channels.saturating_mul(win.kernel_h).saturating_mul(win.kernel_w);
-                    let plane = win.channels.saturating_mul(win.height).saturating_mul(win.width);
+                    let per = win
+                        .channels
+                        .saturating_mul(win.kernel_h)
+                        .saturating_mul(win.kernel_w);
+                    let plane = win
+                        .channels
+                        .saturating_mul(win.height)
+                        .saturating_mul(win.width);
                     let batch = numel(*x) / plane.max(1);
-                    if self.shapes[*x].len() != 4 || self.shapes[*x][1..] != [win.channels, win.height, win.width]
-                        || w.len() != out_channels.saturating_mul(per) || b.len() != *out_channels || rq.len() != *out_channels
-                        || self.shapes[y] != [batch, *out_channels, win.out_h(), win.out_w()] || !rq.iter().all(rq_ok)
+                    if self.shapes[*x].len() != 4
+                        || self.shapes[*x][1..] != [win.channels, win.height, win.width]
+                        || w.len() != out_channels.saturating_mul(per)
+                        || b.len() != *out_channels
+                        || rq.len() != *out_channels
+                        || self.shapes[y] != [batch, *out_channels, win.out_h(), win.out_w()]
+                        || !rq.iter().all(rq_ok)
                     {
                         return Err(ctx("parameter sizes do not match shapes"));
                     }
-                    check_accumulator(w, b, per).map_err(|_| EngineError::Overflow(format!("op {idx} (Conv)")))?;
+                    if !check_accumulator(w, b, per) {
+                        return Err(EngineError::Overflow(format!("op {idx} (Conv)")));
+                    }
                 }
                 QOp::Relu { x, .. } | QOp::Reshape { x, .. } => {
                     if numel(*x) != numel(y) {
@@ -313,16 +456,32 @@ impl CanonicalModel {
                     }
                 }
                 QOp::Softmax { x, exp, .. } => {
-                    if self.shapes[*x] != self.shapes[y] || exp.len() != 256 || exp[0] == 0 || exp.iter().any(|&e| e > 1 << 24)
+                    if self.shapes[*x] != self.shapes[y]
+                        || exp.len() != 256
+                        || exp[0] == 0
+                        || exp.iter().any(|&e| e > 1 << 24)
                         || self.shapes[y].last().is_none_or(|&n| n == 0)
                     {
                         return Err(ctx("bad table or shape"));
                     }
                 }
-                QOp::Add { a, b, ma, mb, shift, .. } => {
+                QOp::Add {
+                    a,
+                    b,
+                    ma,
+                    mb,
+                    shift,
+                    ..
+                } => {
                     let (sa, sb) = (&self.shapes[*a], &self.shapes[*b]);
-                    if sa != &self.shapes[y] || !sa.ends_with(sb) || numel(*b) == 0 || *ma < 0 || *mb < 0
-                        || *ma >= 1 << 30 || *mb >= 1 << 30 || !(1..=62).contains(shift)
+                    if sa != &self.shapes[y]
+                        || !sa.ends_with(sb)
+                        || numel(*b) == 0
+                        || *ma < 0
+                        || *mb < 0
+                        || *ma >= 1 << 30
+                        || *mb >= 1 << 30
+                        || !(1..=62).contains(shift)
                     {
                         return Err(ctx("bad shapes or multipliers"));
                     }
@@ -335,7 +494,8 @@ impl CanonicalModel {
                 QOp::MaxPool { x, win, .. } | QOp::AvgPool { x, win, .. } => {
                     win.validate("pool")?;
                     let xs = &self.shapes[*x];
-                    if xs.len() != 4 || xs[1..] != [win.channels, win.height, win.width]
+                    if xs.len() != 4
+                        || xs[1..] != [win.channels, win.height, win.width]
                         || self.shapes[y] != [xs[0], win.channels, win.out_h(), win.out_w()]
                     {
                         return Err(ctx("window does not match shapes"));
@@ -349,7 +509,12 @@ impl CanonicalModel {
                     let mut total = 0;
                     for (x, _) in xs {
                         let s = &self.shapes[*x];
-                        if s.len() != ys.len() || s.iter().zip(ys).enumerate().any(|(i, (a, b))| i != *axis && a != b) {
+                        if s.len() != ys.len()
+                            || s.iter()
+                                .zip(ys)
+                                .enumerate()
+                                .any(|(i, (a, b))| i != *axis && a != b)
+                        {
                             return Err(ctx("input shapes do not match"));
                         }
                         total += s[*axis];
@@ -370,15 +535,16 @@ impl CanonicalModel {
     }
 }
 
-/// Worst case |sum_k x*w + b| with |x| <= 128 must stay below 2^31 for every output channel.
-pub fn check_accumulator(w: &[i8], b: &[i32], k: usize) -> std::result::Result<(), ()> {
+/// True when the worst case |sum_k x*w + b| (|x| <= 128) stays below 2^31 for every channel.
+pub fn check_accumulator(w: &[i8], b: &[i32], k: usize) -> bool {
     for (o, row) in w.chunks(k.max(1)).enumerate() {
-        let bound: i64 = row.iter().map(|&v| (v as i64).abs() * 128).sum::<i64>() + (b[o] as i64).abs();
+        let bound: i64 =
+            row.iter().map(|&v| (v as i64).abs() * 128).sum::<i64>() + (b[o] as i64).abs();
         if bound > i32::MAX as i64 {
-            return Err(());
+            return false;
         }
     }
-    Ok(())
+    true
 }
 
 fn decode_unchecked(bytes: &[u8]) -> std::result::Result<CanonicalModel, verity_core::CoreError> {
@@ -391,7 +557,9 @@ fn decode_unchecked(bytes: &[u8]) -> std::result::Result<CanonicalModel, verity_
     }
     let version = d.u32()?;
     if version != FORMAT_VERSION {
-        return Err(CoreError::Malformed(format!("format version {version} (this build reads {FORMAT_VERSION})")));
+        return Err(CoreError::Malformed(format!(
+            "format version {version} (this build reads {FORMAT_VERSION})"
+        )));
     }
     let idx = |d: &mut Decoder| -> std::result::Result<usize, CoreError> {
         usize::try_from(d.u64()?).map_err(|_| CoreError::Malformed("index".into()))
@@ -403,15 +571,27 @@ fn decode_unchecked(bytes: &[u8]) -> std::result::Result<CanonicalModel, verity_
         if rank > 8 {
             return Err(CoreError::Malformed(format!("rank {rank}")));
         }
-        shapes.push((0..rank).map(|_| idx(&mut d)).collect::<std::result::Result<Vec<_>, _>>()?);
+        shapes.push(
+            (0..rank)
+                .map(|_| idx(&mut d))
+                .collect::<std::result::Result<Vec<_>, _>>()?,
+        );
     }
     let mut inputs = vec![];
     for _ in 0..d.count(16)? {
-        inputs.push(QInput { name: d.str()?.to_string(), value: idx(&mut d)?, inv_scale: d.f32()? });
+        inputs.push(QInput {
+            name: d.str()?.to_string(),
+            value: idx(&mut d)?,
+            inv_scale: d.f32()?,
+        });
     }
     let mut outputs = vec![];
     for _ in 0..d.count(16)? {
-        outputs.push(QOutput { name: d.str()?.to_string(), value: idx(&mut d)?, scale: d.f32()? });
+        outputs.push(QOutput {
+            name: d.str()?.to_string(),
+            value: idx(&mut d)?,
+            scale: d.f32()?,
+        });
     }
     let mut source_ops = vec![];
     for _ in 0..d.count(8)? {
@@ -423,41 +603,118 @@ fn decode_unchecked(bytes: &[u8]) -> std::result::Result<CanonicalModel, verity_
             *x = idx(d)?;
         }
         Ok(Window {
-            channels: v[0], height: v[1], width: v[2], kernel_h: v[3], kernel_w: v[4], stride_h: v[5],
-            stride_w: v[6], pad_top: v[7], pad_left: v[8], pad_bottom: v[9], pad_right: v[10],
+            channels: v[0],
+            height: v[1],
+            width: v[2],
+            kernel_h: v[3],
+            kernel_w: v[4],
+            stride_h: v[5],
+            stride_w: v[6],
+            pad_top: v[7],
+            pad_left: v[8],
+            pad_bottom: v[9],
+            pad_right: v[10],
         })
     };
-    let i8s = |d: &mut Decoder| -> std::result::Result<Vec<i8>, CoreError> { Ok(d.bytes()?.iter().map(|&b| b as i8).collect()) };
+    let i8s = |d: &mut Decoder| -> std::result::Result<Vec<i8>, CoreError> {
+        Ok(d.bytes()?.iter().map(|&b| b as i8).collect())
+    };
     let i32s = |d: &mut Decoder| -> std::result::Result<Vec<i32>, CoreError> {
         let n = d.count(4)?;
         (0..n).map(|_| d.i32()).collect()
     };
     let rqs = |d: &mut Decoder| -> std::result::Result<Vec<Requant>, CoreError> {
         let n = d.count(5)?;
-        (0..n).map(|_| Ok(Requant { mult: d.i32()?, shift: d.u8()? })).collect()
+        (0..n)
+            .map(|_| {
+                Ok(Requant {
+                    mult: d.i32()?,
+                    shift: d.u8()?,
+                })
+            })
+            .collect()
     };
     let mut ops = vec![];
     for _ in 0..d.count(9)? {
         let op = match d.u8()? {
-            1 => QOp::Dense { x: idx(&mut d)?, y: idx(&mut d)?, k: idx(&mut d)?, n: idx(&mut d)?, w: i8s(&mut d)?, b: i32s(&mut d)?, rq: rqs(&mut d)? },
-            2 => QOp::Conv { x: idx(&mut d)?, y: idx(&mut d)?, out_channels: idx(&mut d)?, win: win(&mut d)?, w: i8s(&mut d)?, b: i32s(&mut d)?, rq: rqs(&mut d)? },
-            3 => QOp::Relu { x: idx(&mut d)?, y: idx(&mut d)? },
-            4 => QOp::Lut { x: idx(&mut d)?, y: idx(&mut d)?, table: i8s(&mut d)? },
+            1 => QOp::Dense {
+                x: idx(&mut d)?,
+                y: idx(&mut d)?,
+                k: idx(&mut d)?,
+                n: idx(&mut d)?,
+                w: i8s(&mut d)?,
+                b: i32s(&mut d)?,
+                rq: rqs(&mut d)?,
+            },
+            2 => QOp::Conv {
+                x: idx(&mut d)?,
+                y: idx(&mut d)?,
+                out_channels: idx(&mut d)?,
+                win: win(&mut d)?,
+                w: i8s(&mut d)?,
+                b: i32s(&mut d)?,
+                rq: rqs(&mut d)?,
+            },
+            3 => QOp::Relu {
+                x: idx(&mut d)?,
+                y: idx(&mut d)?,
+            },
+            4 => QOp::Lut {
+                x: idx(&mut d)?,
+                y: idx(&mut d)?,
+                table: i8s(&mut d)?,
+            },
             5 => {
                 let (x, y) = (idx(&mut d)?, idx(&mut d)?);
                 let n = d.count(4)?;
-                QOp::Softmax { x, y, exp: (0..n).map(|_| d.u32()).collect::<std::result::Result<_, _>>()? }
+                QOp::Softmax {
+                    x,
+                    y,
+                    exp: (0..n)
+                        .map(|_| d.u32())
+                        .collect::<std::result::Result<_, _>>()?,
+                }
             }
-            6 => QOp::Add { a: idx(&mut d)?, b: idx(&mut d)?, y: idx(&mut d)?, ma: d.i32()?, mb: d.i32()?, shift: d.u8()? },
-            7 => QOp::Const { y: idx(&mut d)?, data: i8s(&mut d)? },
-            8 => QOp::MaxPool { x: idx(&mut d)?, y: idx(&mut d)?, win: win(&mut d)? },
-            9 => QOp::AvgPool { x: idx(&mut d)?, y: idx(&mut d)?, win: win(&mut d)?, count_include_pad: d.u8()? != 0 },
-            10 => QOp::Reshape { x: idx(&mut d)?, y: idx(&mut d)? },
+            6 => QOp::Add {
+                a: idx(&mut d)?,
+                b: idx(&mut d)?,
+                y: idx(&mut d)?,
+                ma: d.i32()?,
+                mb: d.i32()?,
+                shift: d.u8()?,
+            },
+            7 => QOp::Const {
+                y: idx(&mut d)?,
+                data: i8s(&mut d)?,
+            },
+            8 => QOp::MaxPool {
+                x: idx(&mut d)?,
+                y: idx(&mut d)?,
+                win: win(&mut d)?,
+            },
+            9 => QOp::AvgPool {
+                x: idx(&mut d)?,
+                y: idx(&mut d)?,
+                win: win(&mut d)?,
+                count_include_pad: d.u8()? != 0,
+            },
+            10 => QOp::Reshape {
+                x: idx(&mut d)?,
+                y: idx(&mut d)?,
+            },
             11 => {
                 let (y, axis) = (idx(&mut d)?, idx(&mut d)?);
                 let n = d.count(13)?;
                 let xs = (0..n)
-                    .map(|_| Ok((idx(&mut d)?, Requant { mult: d.i32()?, shift: d.u8()? })))
+                    .map(|_| {
+                        Ok((
+                            idx(&mut d)?,
+                            Requant {
+                                mult: d.i32()?,
+                                shift: d.u8()?,
+                            },
+                        ))
+                    })
                     .collect::<std::result::Result<_, CoreError>>()?;
                 QOp::Concat { xs, y, axis }
             }
@@ -466,5 +723,11 @@ fn decode_unchecked(bytes: &[u8]) -> std::result::Result<CanonicalModel, verity_
         ops.push(op);
     }
     d.expect_end()?;
-    Ok(CanonicalModel { shapes, inputs, outputs, ops, source_ops })
+    Ok(CanonicalModel {
+        shapes,
+        inputs,
+        outputs,
+        ops,
+        source_ops,
+    })
 }

@@ -14,7 +14,10 @@ pub const ENGINE_NAME: &str = "verity-int8";
 /// The engine id receipts carry for canonical executions. The version names the semantics
 /// (docs/canonical-semantics.md), not the build: any build implementing v1 gives the same bits.
 pub fn engine_id() -> EngineId {
-    EngineId { name: ENGINE_NAME.to_string(), version: format!("semantics-v{}", crate::canonical::FORMAT_VERSION) }
+    EngineId {
+        name: ENGINE_NAME.to_string(),
+        version: format!("semantics-v{}", crate::canonical::FORMAT_VERSION),
+    }
 }
 
 pub struct Execution {
@@ -39,12 +42,20 @@ fn as_bytes(v: &[i8]) -> &[u8] {
 impl Interpreter {
     /// Fastest kernels this CPU has, using threads for large layers.
     pub fn new(model: CanonicalModel) -> Interpreter {
-        Interpreter { model, isa: kernels::detect_isa(), threads: true }
+        Interpreter {
+            model,
+            isa: kernels::detect_isa(),
+            threads: true,
+        }
     }
 
     /// Chooses kernels and threading explicitly (tests prove the choice never changes results).
     pub fn with_options(model: CanonicalModel, isa: Isa, threads: bool) -> Interpreter {
-        Interpreter { model, isa, threads }
+        Interpreter {
+            model,
+            isa,
+            threads,
+        }
     }
 
     pub fn model(&self) -> &CanonicalModel {
@@ -54,16 +65,26 @@ impl Interpreter {
     /// Checks names, dtypes and shapes, then quantizes the inputs.
     fn quantize_inputs(&self, inputs: &TensorMap) -> Result<Vec<(usize, Vec<i8>)>> {
         let m = &self.model;
-        if let Some(extra) = inputs.keys().find(|k| !m.inputs.iter().any(|i| &i.name == *k)) {
+        if let Some(extra) = inputs
+            .keys()
+            .find(|k| !m.inputs.iter().any(|i| &i.name == *k))
+        {
             return Err(EngineError::UnknownInput {
                 name: extra.clone(),
-                expected: m.inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+                expected: m
+                    .inputs
+                    .iter()
+                    .map(|i| i.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
         m.inputs
             .iter()
             .map(|spec| {
-                let t = inputs.get(&spec.name).ok_or_else(|| EngineError::MissingInput(spec.name.clone()))?;
+                let t = inputs
+                    .get(&spec.name)
+                    .ok_or_else(|| EngineError::MissingInput(spec.name.clone()))?;
                 let want = &m.shapes[spec.value];
                 if t.dtype() != DType::F32 || t.shape() != want.as_slice() {
                     return Err(EngineError::InputMismatch {
@@ -100,22 +121,39 @@ impl Interpreter {
         let mut outputs = TensorMap::new();
         for o in &m.outputs {
             let f: Vec<f32> = vals[o.value].iter().map(|&q| q as f32 * o.scale).collect();
-            outputs.insert(o.name.clone(), Tensor::from_f32(m.shapes[o.value].clone(), &f)?);
+            outputs.insert(
+                o.name.clone(),
+                Tensor::from_f32(m.shapes[o.value].clone(), &f)?,
+            );
         }
         let trace_root = trace_root(&trace);
-        Ok(Execution { outputs, trace, trace_root })
+        Ok(Execution {
+            outputs,
+            trace,
+            trace_root,
+        })
     }
 
     fn step(&self, op: &QOp, vals: &[Vec<i8>]) -> Vec<i8> {
         let m = &self.model;
         let numel = |v: usize| m.shapes[v].iter().product::<usize>();
         match op {
-            QOp::Dense { x, y, k, w, b, rq, .. } => {
+            QOp::Dense {
+                x, y, k, w, b, rq, ..
+            } => {
                 let mut out = vec![0i8; numel(*y)];
                 kernels::dense(self.isa, self.threads, &vals[*x], *k, w, b, rq, &mut out);
                 out
             }
-            QOp::Conv { x, y, win, w, b, rq, .. } => {
+            QOp::Conv {
+                x,
+                y,
+                win,
+                w,
+                b,
+                rq,
+                ..
+            } => {
                 let mut out = vec![0i8; numel(*y)];
                 let plane = win.channels * win.height * win.width;
                 let out_plane = out.len() / m.shapes[*y][0].max(1);
@@ -125,31 +163,60 @@ impl Interpreter {
                 out
             }
             QOp::Relu { x, .. } => vals[*x].iter().map(|&v| v.max(0)).collect(),
-            QOp::Lut { x, table, .. } => vals[*x].iter().map(|&v| table[(v as i16 + 128) as usize]).collect(),
+            QOp::Lut { x, table, .. } => vals[*x]
+                .iter()
+                .map(|&v| table[(v as i16 + 128) as usize])
+                .collect(),
             QOp::Softmax { x, y, exp } => {
                 let n = m.shapes[*y].last().copied().unwrap_or(1);
                 let mut out = Vec::with_capacity(vals[*x].len());
                 for row in vals[*x].chunks(n) {
                     let max = row.iter().copied().max().unwrap_or(0) as i16;
-                    let e: Vec<u64> = row.iter().map(|&v| exp[(max - v as i16) as usize] as u64).collect();
+                    let e: Vec<u64> = row
+                        .iter()
+                        .map(|&v| exp[(max - v as i16) as usize] as u64)
+                        .collect();
                     let sum: u64 = e.iter().sum();
                     out.extend(e.iter().map(|&ei| ((2 * 127 * ei + sum) / (2 * sum)) as i8));
                 }
                 out
             }
-            QOp::Add { a, b, ma, mb, shift, .. } => {
+            QOp::Add {
+                a,
+                b,
+                ma,
+                mb,
+                shift,
+                ..
+            } => {
                 let (a, b) = (&vals[*a], &vals[*b]);
                 let half = 1i64 << (shift - 1);
                 a.iter()
                     .enumerate()
-                    .map(|(i, &av)| clamp_i8((av as i64 * *ma as i64 + b[i % b.len()] as i64 * *mb as i64 + half) >> shift))
+                    .map(|(i, &av)| {
+                        clamp_i8(
+                            (av as i64 * *ma as i64 + b[i % b.len()] as i64 * *mb as i64 + half)
+                                >> shift,
+                        )
+                    })
                     .collect()
             }
             QOp::Const { data, .. } => data.clone(),
-            QOp::MaxPool { x, win, .. } => pool(&vals[*x], win, |it, _| it.map(|v| v as i32).max().unwrap_or(-128) as i8),
-            QOp::AvgPool { x, win, count_include_pad, .. } => pool(&vals[*x], win, |it, count| {
+            QOp::MaxPool { x, win, .. } => pool(&vals[*x], win, |it, _| {
+                it.map(|v| v as i32).max().unwrap_or(-128) as i8
+            }),
+            QOp::AvgPool {
+                x,
+                win,
+                count_include_pad,
+                ..
+            } => pool(&vals[*x], win, |it, count| {
                 let sum: i64 = it.map(|v| v as i64).sum();
-                let count = if *count_include_pad { (win.kernel_h * win.kernel_w) as i64 } else { count as i64 };
+                let count = if *count_include_pad {
+                    (win.kernel_h * win.kernel_w) as i64
+                } else {
+                    count as i64
+                };
                 clamp_i8((2 * sum + count).div_euclid(2 * count))
             }),
             QOp::Reshape { x, .. } => vals[*x].clone(),
@@ -159,7 +226,11 @@ impl Interpreter {
                 for o in 0..outer {
                     for (x, rq) in xs {
                         let chunk = vals[*x].len() / outer.max(1);
-                        out.extend(vals[*x][o * chunk..(o + 1) * chunk].iter().map(|&v| clamp_i8(rq.apply(v as i64))));
+                        out.extend(
+                            vals[*x][o * chunk..(o + 1) * chunk]
+                                .iter()
+                                .map(|&v| clamp_i8(rq.apply(v as i64))),
+                        );
                     }
                 }
                 out
@@ -169,7 +240,11 @@ impl Interpreter {
 }
 
 /// Applies `reduce(values_in_window, count)` to every window of every channel plane.
-fn pool(x: &[i8], win: &crate::geometry::Window, reduce: impl Fn(&mut dyn Iterator<Item = i8>, usize) -> i8) -> Vec<i8> {
+fn pool(
+    x: &[i8],
+    win: &crate::geometry::Window,
+    reduce: impl Fn(&mut dyn Iterator<Item = i8>, usize) -> i8,
+) -> Vec<i8> {
     let (oh, ow) = (win.out_h(), win.out_w());
     let plane = win.height * win.width;
     let mut out = Vec::with_capacity(x.len() / plane.max(1) * oh * ow);

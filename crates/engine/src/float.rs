@@ -1,8 +1,8 @@
 //! A plain f32 interpreter over [`FloatGraph`]: the quantizer's calibration oracle.
 //! It is not used to serve results (float bits are not portable); it only measures ranges.
 
-use crate::graph::{FOp, FloatGraph};
 use crate::geometry::Window;
+use crate::graph::{FOp, FloatGraph};
 
 /// Runs the graph on one sample per input and returns every value (indexed by `ValueId`).
 pub fn run_all(g: &FloatGraph, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
@@ -24,7 +24,14 @@ pub fn run_all(g: &FloatGraph, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
                 }
                 y
             }
-            FOp::Conv { x, w, b, out_channels, win, .. } => conv(&vals[*x], w, b, *out_channels, win),
+            FOp::Conv {
+                x,
+                w,
+                b,
+                out_channels,
+                win,
+                ..
+            } => conv(&vals[*x], w, b, *out_channels, win),
             FOp::Relu { x, .. } => vals[*x].iter().map(|v| v.max(0.0)).collect(),
             FOp::Sigmoid { x, .. } => vals[*x].iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
             FOp::Tanh { x, .. } => vals[*x].iter().map(|v| v.tanh()).collect(),
@@ -41,13 +48,24 @@ pub fn run_all(g: &FloatGraph, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
             }
             FOp::Add { a, b, .. } => {
                 let (a, b) = (&vals[*a], &vals[*b]);
-                a.iter().enumerate().map(|(i, v)| v + b[i % b.len()]).collect()
+                a.iter()
+                    .enumerate()
+                    .map(|(i, v)| v + b[i % b.len()])
+                    .collect()
             }
             FOp::Const { data, .. } => data.clone(),
-            FOp::MaxPool { x, win, .. } => pool(&vals[*x], win, |s| s.fold(f32::NEG_INFINITY, f32::max), None),
-            FOp::AvgPool { x, win, count_include_pad, .. } => {
-                pool(&vals[*x], win, |s| s.sum(), Some(*count_include_pad))
-            }
+            FOp::MaxPool { x, win, .. } => pool(
+                &vals[*x],
+                win,
+                |s| s.fold(f32::NEG_INFINITY, f32::max),
+                None,
+            ),
+            FOp::AvgPool {
+                x,
+                win,
+                count_include_pad,
+                ..
+            } => pool(&vals[*x], win, |s| s.sum(), Some(*count_include_pad)),
             FOp::Reshape { x, .. } => vals[*x].clone(),
             FOp::Concat { xs, y, axis } => {
                 let outer: usize = g.shapes[*y][..*axis].iter().product();
@@ -82,11 +100,19 @@ fn conv(x: &[f32], w: &[f32], b: &[f32], oc: usize, win: &Window) -> Vec<f32> {
                             for kx in 0..win.kernel_w {
                                 let iy = (oy * win.stride_h + ky) as isize - win.pad_top as isize;
                                 let ix = (ox * win.stride_w + kx) as isize - win.pad_left as isize;
-                                if iy < 0 || ix < 0 || iy >= win.height as isize || ix >= win.width as isize {
+                                if iy < 0
+                                    || ix < 0
+                                    || iy >= win.height as isize
+                                    || ix >= win.width as isize
+                                {
                                     continue;
                                 }
-                                let xv = x[(c * win.height + iy as usize) * win.width + ix as usize];
-                                acc += xv * w[((o * win.channels + c) * win.kernel_h + ky) * win.kernel_w + kx];
+                                let xv =
+                                    x[(c * win.height + iy as usize) * win.width + ix as usize];
+                                acc += xv
+                                    * w[((o * win.channels + c) * win.kernel_h + ky)
+                                        * win.kernel_w
+                                        + kx];
                             }
                         }
                     }
@@ -99,7 +125,12 @@ fn conv(x: &[f32], w: &[f32], b: &[f32], oc: usize, win: &Window) -> Vec<f32> {
 }
 
 /// `avg`: None for max pooling, Some(count_include_pad) for average pooling.
-fn pool(x: &[f32], win: &Window, reduce: impl Fn(&mut dyn Iterator<Item = f32>) -> f32, avg: Option<bool>) -> Vec<f32> {
+fn pool(
+    x: &[f32],
+    win: &Window,
+    reduce: impl Fn(&mut dyn Iterator<Item = f32>) -> f32,
+    avg: Option<bool>,
+) -> Vec<f32> {
     let (oh, ow) = (win.out_h(), win.out_w());
     let plane = win.height * win.width;
     let planes = x.len() / plane.max(1);

@@ -31,8 +31,16 @@ impl Window {
             && self.kernel_w > 0
             && self.stride_h > 0
             && self.stride_w > 0
-            && self.height.saturating_add(self.pad_top).saturating_add(self.pad_bottom) >= self.kernel_h
-            && self.width.saturating_add(self.pad_left).saturating_add(self.pad_right) >= self.kernel_w
+            && self
+                .height
+                .saturating_add(self.pad_top)
+                .saturating_add(self.pad_bottom)
+                >= self.kernel_h
+            && self
+                .width
+                .saturating_add(self.pad_left)
+                .saturating_add(self.pad_right)
+                >= self.kernel_w
             && self.kernel_h <= 1 << 20
             && self.kernel_w <= 1 << 20
             && self.pad_top < self.kernel_h
@@ -55,6 +63,9 @@ impl Window {
         let x0 = (ox * self.stride_w) as isize - self.pad_left as isize;
         let y1 = (y0 + self.kernel_h as isize).min(self.height as isize);
         let x1 = (x0 + self.kernel_w as isize).min(self.width as isize);
-        (y0.max(0) as usize..y1 as usize, x0.max(0) as usize..x1 as usize)
+        (
+            y0.max(0) as usize..y1 as usize,
+            x0.max(0) as usize..x1 as usize,
+        )
     }
 }

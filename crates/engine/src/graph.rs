@@ -40,22 +40,71 @@ pub type ValueId = usize;
 #[derive(Clone, Debug)]
 pub enum FOp {
     /// y[m, n] = sum_k x[m, k] * w[n, k] + b[n]; x is viewed as [rows, k].
-    Dense { x: ValueId, y: ValueId, w: Vec<f32>, b: Vec<f32>, k: usize, n: usize },
+    Dense {
+        x: ValueId,
+        y: ValueId,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        k: usize,
+        n: usize,
+    },
     /// NCHW convolution, weights [out, in, kh, kw].
-    Conv { x: ValueId, y: ValueId, w: Vec<f32>, b: Vec<f32>, out_channels: usize, win: Window },
-    Relu { x: ValueId, y: ValueId },
-    Sigmoid { x: ValueId, y: ValueId },
-    Tanh { x: ValueId, y: ValueId },
+    Conv {
+        x: ValueId,
+        y: ValueId,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        out_channels: usize,
+        win: Window,
+    },
+    Relu {
+        x: ValueId,
+        y: ValueId,
+    },
+    Sigmoid {
+        x: ValueId,
+        y: ValueId,
+    },
+    Tanh {
+        x: ValueId,
+        y: ValueId,
+    },
     /// Softmax over the last axis.
-    Softmax { x: ValueId, y: ValueId },
+    Softmax {
+        x: ValueId,
+        y: ValueId,
+    },
     /// Elementwise add; `b` is broadcast when its shape is a suffix of `a`'s.
-    Add { a: ValueId, b: ValueId, y: ValueId },
+    Add {
+        a: ValueId,
+        b: ValueId,
+        y: ValueId,
+    },
     /// A constant tensor (an initializer used as an activation operand).
-    Const { y: ValueId, data: Vec<f32> },
-    MaxPool { x: ValueId, y: ValueId, win: Window },
-    AvgPool { x: ValueId, y: ValueId, win: Window, count_include_pad: bool },
-    Reshape { x: ValueId, y: ValueId },
-    Concat { xs: Vec<ValueId>, y: ValueId, axis: usize },
+    Const {
+        y: ValueId,
+        data: Vec<f32>,
+    },
+    MaxPool {
+        x: ValueId,
+        y: ValueId,
+        win: Window,
+    },
+    AvgPool {
+        x: ValueId,
+        y: ValueId,
+        win: Window,
+        count_include_pad: bool,
+    },
+    Reshape {
+        x: ValueId,
+        y: ValueId,
+    },
+    Concat {
+        xs: Vec<ValueId>,
+        y: ValueId,
+        axis: usize,
+    },
 }
 
 impl FOp {
@@ -104,10 +153,14 @@ pub fn decode_onnx(bytes: &[u8]) -> Result<ModelProto> {
         .as_ref()
         .ok_or_else(|| EngineError::NotOnnx("no graph".into()))?;
     if model.ir_version <= 0 || model.opset_import.is_empty() {
-        return Err(EngineError::NotOnnx("missing ir_version or opset_import".into()));
+        return Err(EngineError::NotOnnx(
+            "missing ir_version or opset_import".into(),
+        ));
     }
     if graph.node.is_empty() || graph.output.is_empty() {
-        return Err(EngineError::NotOnnx("graph has no nodes or no outputs".into()));
+        return Err(EngineError::NotOnnx(
+            "graph has no nodes or no outputs".into(),
+        ));
     }
     if graph.node.iter().any(|n| n.op_type.is_empty()) {
         return Err(EngineError::NotOnnx("a node has no op_type".into()));
@@ -133,7 +186,10 @@ fn spec_of(v: &proto::ValueInfoProto) -> Result<TensorSpec> {
         .and_then(|t| t.tensor_type.as_ref())
         .ok_or_else(|| EngineError::InvalidModel(format!("`{}` is not a tensor", v.name)))?;
     let dtype = dtype_of(tt.elem_type).ok_or_else(|| {
-        EngineError::Unsupported(format!("`{}` has ONNX element type {}", v.name, tt.elem_type))
+        EngineError::Unsupported(format!(
+            "`{}` has ONNX element type {}",
+            v.name, tt.elem_type
+        ))
     })?;
     let shape = tt
         .shape
@@ -145,11 +201,18 @@ fn spec_of(v: &proto::ValueInfoProto) -> Result<TensorSpec> {
                 .collect()
         })
         .unwrap_or_default();
-    Ok(TensorSpec { name: v.name.clone(), dtype, shape })
+    Ok(TensorSpec {
+        name: v.name.clone(),
+        dtype,
+        shape,
+    })
 }
 
 pub fn summarize(model: &ModelProto) -> Result<OnnxSummary> {
-    let graph = model.graph.as_ref().ok_or_else(|| EngineError::NotOnnx("no graph".into()))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| EngineError::NotOnnx("no graph".into()))?;
     let initializers: BTreeSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let inputs = graph
         .input
@@ -157,7 +220,11 @@ pub fn summarize(model: &ModelProto) -> Result<OnnxSummary> {
         .filter(|v| !initializers.contains(v.name.as_str()))
         .map(spec_of)
         .collect::<Result<Vec<_>>>()?;
-    let outputs = graph.output.iter().map(spec_of).collect::<Result<Vec<_>>>()?;
+    let outputs = graph
+        .output
+        .iter()
+        .map(spec_of)
+        .collect::<Result<Vec<_>>>()?;
     let operators: BTreeSet<String> = graph.node.iter().map(|n| n.op_type.clone()).collect();
     let opset = model
         .opset_import
@@ -201,7 +268,9 @@ fn read_initializer(t: &TensorProto) -> Result<Init> {
             let v: Vec<f32> = if raw.is_empty() {
                 t.float_data.clone()
             } else {
-                raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+                raw.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
             };
             (v, vec![])
         }
@@ -228,9 +297,16 @@ fn read_initializer(t: &TensorProto) -> Result<Init> {
         other => return Err(bad(&format!("element type {other} is not supported"))),
     };
     if f32v.len() != n {
-        return Err(bad(&format!("holds {} values for shape {shape:?}", f32v.len())));
+        return Err(bad(&format!(
+            "holds {} values for shape {shape:?}",
+            f32v.len()
+        )));
     }
-    Ok(Init { shape, f32: f32v, i64: i64v })
+    Ok(Init {
+        shape,
+        f32: f32v,
+        i64: i64v,
+    })
 }
 
 fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
@@ -302,7 +378,9 @@ impl Lowering {
                 "{} `{}`: operand `{name}` must be a constant initializer",
                 node.op_type, node.name
             ))),
-            None => Err(EngineError::InvalidModel(format!("unknown tensor `{name}`"))),
+            None => Err(EngineError::InvalidModel(format!(
+                "unknown tensor `{name}`"
+            ))),
         }
     }
 
@@ -320,7 +398,9 @@ impl Lowering {
 
     /// The op that produced `v`, if `v` is read by nobody but the current node.
     fn sole_producer(&self, v: ValueId, name: &str) -> Option<usize> {
-        (self.uses.get(name) == Some(&1)).then(|| self.producer.get(&v).copied()).flatten()
+        (self.uses.get(name) == Some(&1))
+            .then(|| self.producer.get(&v).copied())
+            .flatten()
     }
 
     fn window(&self, node: &NodeProto, x: ValueId, kernel: (usize, usize)) -> Result<Window> {
@@ -332,18 +412,30 @@ impl Lowering {
             )));
         }
         if let Some(p) = attr_s(node, "auto_pad").filter(|p| p != "NOTSET" && p != "VALID") {
-            return Err(EngineError::Unsupported(format!("{}: auto_pad={p}", node.op_type)));
+            return Err(EngineError::Unsupported(format!(
+                "{}: auto_pad={p}",
+                node.op_type
+            )));
         }
         if attr_ints(node, "dilations").is_some_and(|d| d.iter().any(|&d| d != 1)) {
-            return Err(EngineError::Unsupported(format!("{}: dilations other than 1", node.op_type)));
+            return Err(EngineError::Unsupported(format!(
+                "{}: dilations other than 1",
+                node.op_type
+            )));
         }
         if attr_i(node, "ceil_mode", 0) != 0 {
-            return Err(EngineError::Unsupported(format!("{}: ceil_mode=1", node.op_type)));
+            return Err(EngineError::Unsupported(format!(
+                "{}: ceil_mode=1",
+                node.op_type
+            )));
         }
         let strides = attr_ints(node, "strides").unwrap_or_else(|| vec![1, 1]);
         let pads = attr_ints(node, "pads").unwrap_or_else(|| vec![0, 0, 0, 0]);
         if strides.len() != 2 || pads.len() != 4 || strides.iter().chain(&pads).any(|&v| v < 0) {
-            return Err(EngineError::InvalidModel(format!("{}: bad strides/pads", node.op_type)));
+            return Err(EngineError::InvalidModel(format!(
+                "{}: bad strides/pads",
+                node.op_type
+            )));
         }
         let win = Window {
             channels: shape[1],
@@ -379,17 +471,31 @@ impl Lowering {
                 let (alpha, beta) = (attr_f(node, "alpha", 1.0), attr_f(node, "beta", 1.0));
                 let xs = self.shapes[x].clone();
                 if xs.len() != 2 || b.shape.len() != 2 {
-                    return Err(EngineError::Unsupported(format!("Gemm `{}`: operands must be 2-D", node.name)));
+                    return Err(EngineError::Unsupported(format!(
+                        "Gemm `{}`: operands must be 2-D",
+                        node.name
+                    )));
                 }
                 let trans_b = attr_i(node, "transB", 0) != 0;
-                let (k, n) = if trans_b { (b.shape[1], b.shape[0]) } else { (b.shape[0], b.shape[1]) };
+                let (k, n) = if trans_b {
+                    (b.shape[1], b.shape[0])
+                } else {
+                    (b.shape[0], b.shape[1])
+                };
                 if xs[1] != k {
-                    return Err(EngineError::InvalidModel(format!("Gemm `{}`: inner dims {} vs {k}", node.name, xs[1])));
+                    return Err(EngineError::InvalidModel(format!(
+                        "Gemm `{}`: inner dims {} vs {k}",
+                        node.name, xs[1]
+                    )));
                 }
                 let mut w = vec![0f32; n * k];
                 for o in 0..n {
                     for i in 0..k {
-                        let v = if trans_b { b.f32[o * k + i] } else { b.f32[i * n + o] };
+                        let v = if trans_b {
+                            b.f32[o * k + i]
+                        } else {
+                            b.f32[i * n + o]
+                        };
                         w[o * k + i] = alpha * v;
                     }
                 }
@@ -398,11 +504,21 @@ impl Lowering {
                     Some(c) if c.f32.len() == n => c.f32.iter().map(|v| beta * v).collect(),
                     Some(c) if c.f32.len() == 1 => vec![beta * c.f32[0]; n],
                     Some(c) => {
-                        return Err(EngineError::Unsupported(format!("Gemm `{}`: bias shape {:?}", node.name, c.shape)))
+                        return Err(EngineError::Unsupported(format!(
+                            "Gemm `{}`: bias shape {:?}",
+                            node.name, c.shape
+                        )))
                     }
                 };
                 let y = self.new_value(vec![xs[0], n]);
-                self.push(FOp::Dense { x, y, w, b: bias, k, n });
+                self.push(FOp::Dense {
+                    x,
+                    y,
+                    w,
+                    b: bias,
+                    k,
+                    n,
+                });
                 self.bind(node, y);
             }
             "MatMul" => {
@@ -425,7 +541,14 @@ impl Lowering {
                 let mut ys = xs.clone();
                 *ys.last_mut().unwrap_or(&mut 0) = n;
                 let y = self.new_value(ys);
-                self.push(FOp::Dense { x, y, w, b: vec![0.0; n], k, n });
+                self.push(FOp::Dense {
+                    x,
+                    y,
+                    w,
+                    b: vec![0.0; n],
+                    k,
+                    n,
+                });
                 self.bind(node, y);
             }
             "Add" => self.lower_add(node)?,
@@ -434,19 +557,35 @@ impl Lowering {
                 let w = self.required_init(node, 1)?;
                 let b = self.init(node, 2)?;
                 if attr_i(node, "group", 1) != 1 {
-                    return Err(EngineError::Unsupported(format!("Conv `{}`: group != 1", node.name)));
+                    return Err(EngineError::Unsupported(format!(
+                        "Conv `{}`: group != 1",
+                        node.name
+                    )));
                 }
                 if w.shape.len() != 4 || w.shape[1] != self.shapes[x].get(1).copied().unwrap_or(0) {
-                    return Err(EngineError::InvalidModel(format!("Conv `{}`: weight shape {:?}", node.name, w.shape)));
+                    return Err(EngineError::InvalidModel(format!(
+                        "Conv `{}`: weight shape {:?}",
+                        node.name, w.shape
+                    )));
                 }
                 let win = self.window(node, x, (w.shape[2], w.shape[3]))?;
                 let oc = w.shape[0];
                 let bias = b.map_or(vec![0.0; oc], |b| b.f32);
                 if bias.len() != oc {
-                    return Err(EngineError::InvalidModel(format!("Conv `{}`: bias length", node.name)));
+                    return Err(EngineError::InvalidModel(format!(
+                        "Conv `{}`: bias length",
+                        node.name
+                    )));
                 }
                 let y = self.new_value(vec![self.shapes[x][0], oc, win.out_h(), win.out_w()]);
-                self.push(FOp::Conv { x, y, w: w.f32, b: bias, out_channels: oc, win });
+                self.push(FOp::Conv {
+                    x,
+                    y,
+                    w: w.f32,
+                    b: bias,
+                    out_channels: oc,
+                    win,
+                });
                 self.bind(node, y);
             }
             "BatchNormalization" => {
@@ -455,15 +594,27 @@ impl Lowering {
                 let (gamma, beta, mean, var) = (gamma?, beta?, mean?, var?);
                 let eps = attr_f(node, "epsilon", 1e-5);
                 let conv = self.sole_producer(x, &node.input[0]);
-                let Some(FOp::Conv { w, b, out_channels, win, .. }) = conv.map(|i| &mut self.ops[i]) else {
+                let Some(FOp::Conv {
+                    w,
+                    b,
+                    out_channels,
+                    win,
+                    ..
+                }) = conv.map(|i| &mut self.ops[i])
+                else {
                     return Err(EngineError::Unsupported(format!(
                         "BatchNormalization `{}` must directly follow a Conv (it is folded into it)",
                         node.name
                     )));
                 };
                 let oc = *out_channels;
-                if [&gamma, &beta, &mean, &var].iter().any(|t| t.f32.len() != oc) {
-                    return Err(EngineError::InvalidModel("BatchNormalization: parameter length".into()));
+                if [&gamma, &beta, &mean, &var]
+                    .iter()
+                    .any(|t| t.f32.len() != oc)
+                {
+                    return Err(EngineError::InvalidModel(
+                        "BatchNormalization: parameter length".into(),
+                    ));
                 }
                 let per = win.channels * win.kernel_h * win.kernel_w;
                 for c in 0..oc {
@@ -488,7 +639,10 @@ impl Lowering {
                 let rank = self.shapes[x].len() as i64;
                 let axis = attr_i(node, "axis", -1);
                 if axis != -1 && axis != rank - 1 {
-                    return Err(EngineError::Unsupported(format!("Softmax `{}` over axis {axis} (only the last axis)", node.name)));
+                    return Err(EngineError::Unsupported(format!(
+                        "Softmax `{}` over axis {axis} (only the last axis)",
+                        node.name
+                    )));
                 }
                 let y = self.new_value(self.shapes[x].clone());
                 self.push(FOp::Softmax { x, y });
@@ -498,14 +652,27 @@ impl Lowering {
                 let x = self.value(node, 0)?;
                 let k = attr_ints(node, "kernel_shape").unwrap_or_default();
                 if k.len() != 2 || k.iter().any(|&v| v <= 0) {
-                    return Err(EngineError::Unsupported(format!("{op} `{}`: needs a 2-D kernel_shape", node.name)));
+                    return Err(EngineError::Unsupported(format!(
+                        "{op} `{}`: needs a 2-D kernel_shape",
+                        node.name
+                    )));
                 }
                 let win = self.window(node, x, (k[0] as usize, k[1] as usize))?;
-                let y = self.new_value(vec![self.shapes[x][0], win.channels, win.out_h(), win.out_w()]);
+                let y = self.new_value(vec![
+                    self.shapes[x][0],
+                    win.channels,
+                    win.out_h(),
+                    win.out_w(),
+                ]);
                 self.push(if op == "MaxPool" {
                     FOp::MaxPool { x, y, win }
                 } else {
-                    FOp::AvgPool { x, y, win, count_include_pad: attr_i(node, "count_include_pad", 0) != 0 }
+                    FOp::AvgPool {
+                        x,
+                        y,
+                        win,
+                        count_include_pad: attr_i(node, "count_include_pad", 0) != 0,
+                    }
                 });
                 self.bind(node, y);
             }
@@ -513,14 +680,30 @@ impl Lowering {
                 let x = self.value(node, 0)?;
                 let s = self.shapes[x].clone();
                 if s.len() != 4 {
-                    return Err(EngineError::Unsupported("GlobalAveragePool on non-NCHW input".into()));
+                    return Err(EngineError::Unsupported(
+                        "GlobalAveragePool on non-NCHW input".into(),
+                    ));
                 }
                 let win = Window {
-                    channels: s[1], height: s[2], width: s[3], kernel_h: s[2], kernel_w: s[3],
-                    stride_h: 1, stride_w: 1, pad_top: 0, pad_left: 0, pad_bottom: 0, pad_right: 0,
+                    channels: s[1],
+                    height: s[2],
+                    width: s[3],
+                    kernel_h: s[2],
+                    kernel_w: s[3],
+                    stride_h: 1,
+                    stride_w: 1,
+                    pad_top: 0,
+                    pad_left: 0,
+                    pad_bottom: 0,
+                    pad_right: 0,
                 };
                 let y = self.new_value(vec![s[0], s[1], 1, 1]);
-                self.push(FOp::AvgPool { x, y, win, count_include_pad: false });
+                self.push(FOp::AvgPool {
+                    x,
+                    y,
+                    win,
+                    count_include_pad: false,
+                });
                 self.bind(node, y);
             }
             "Flatten" => {
@@ -531,7 +714,8 @@ impl Lowering {
                     axis += s.len() as i64;
                 }
                 let axis = (axis.max(0) as usize).min(s.len());
-                let y = self.new_value(vec![s[..axis].iter().product(), s[axis..].iter().product()]);
+                let y =
+                    self.new_value(vec![s[..axis].iter().product(), s[axis..].iter().product()]);
                 self.push(FOp::Reshape { x, y });
                 self.bind(node, y);
             }
@@ -544,47 +728,71 @@ impl Lowering {
                 let mut infer = None;
                 for (i, &d) in target.iter().enumerate() {
                     match d {
-                        0 => out.push(*s.get(i).ok_or_else(|| EngineError::InvalidModel("Reshape: 0 beyond input rank".into()))?),
+                        0 => out.push(*s.get(i).ok_or_else(|| {
+                            EngineError::InvalidModel("Reshape: 0 beyond input rank".into())
+                        })?),
                         -1 if infer.is_none() => {
                             infer = Some(i);
                             out.push(1);
                         }
                         d if d > 0 => out.push(d as usize),
-                        _ => return Err(EngineError::InvalidModel(format!("Reshape `{}`: bad target {target:?}", node.name))),
+                        _ => {
+                            return Err(EngineError::InvalidModel(format!(
+                                "Reshape `{}`: bad target {target:?}",
+                                node.name
+                            )))
+                        }
                     }
                 }
                 let known: usize = out.iter().product();
                 if let Some(i) = infer {
-                    if known == 0 || total % known != 0 {
-                        return Err(EngineError::InvalidModel(format!("Reshape `{}`: cannot infer -1", node.name)));
+                    if known == 0 || !total.is_multiple_of(known) {
+                        return Err(EngineError::InvalidModel(format!(
+                            "Reshape `{}`: cannot infer -1",
+                            node.name
+                        )));
                     }
                     out[i] = total / known;
                 }
                 if out.iter().product::<usize>() != total {
-                    return Err(EngineError::InvalidModel(format!("Reshape `{}`: {s:?} to {out:?}", node.name)));
+                    return Err(EngineError::InvalidModel(format!(
+                        "Reshape `{}`: {s:?} to {out:?}",
+                        node.name
+                    )));
                 }
                 let y = self.new_value(out);
                 self.push(FOp::Reshape { x, y });
                 self.bind(node, y);
             }
             "Concat" => {
-                let xs = (0..node.input.len()).map(|i| self.value(node, i)).collect::<Result<Vec<_>>>()?;
+                let xs = (0..node.input.len())
+                    .map(|i| self.value(node, i))
+                    .collect::<Result<Vec<_>>>()?;
                 let first = self.shapes[xs[0]].clone();
                 let mut axis = attr_i(node, "axis", 0);
                 if axis < 0 {
                     axis += first.len() as i64;
                 }
-                let axis = usize::try_from(axis).ok().filter(|&a| a < first.len()).ok_or_else(|| {
-                    EngineError::InvalidModel(format!("Concat `{}`: bad axis", node.name))
-                })?;
+                let axis = usize::try_from(axis)
+                    .ok()
+                    .filter(|&a| a < first.len())
+                    .ok_or_else(|| {
+                        EngineError::InvalidModel(format!("Concat `{}`: bad axis", node.name))
+                    })?;
                 let mut out = first.clone();
                 out[axis] = 0;
                 for &v in &xs {
                     let s = &self.shapes[v];
                     let compatible = s.len() == first.len()
-                        && s.iter().zip(&first).enumerate().all(|(i, (a, b))| i == axis || a == b);
+                        && s.iter()
+                            .zip(&first)
+                            .enumerate()
+                            .all(|(i, (a, b))| i == axis || a == b);
                     if !compatible {
-                        return Err(EngineError::InvalidModel(format!("Concat `{}`: shapes differ", node.name)));
+                        return Err(EngineError::InvalidModel(format!(
+                            "Concat `{}`: shapes differ",
+                            node.name
+                        )));
                     }
                     out[axis] += s[axis];
                 }
@@ -599,14 +807,26 @@ impl Lowering {
 
     fn lower_add(&mut self, node: &NodeProto) -> Result<()> {
         let slots: Vec<bool> = (0..2)
-            .map(|i| matches!(node.input.get(i).and_then(|n| self.names.get(n)), Some(Slot::Value(_))))
+            .map(|i| {
+                matches!(
+                    node.input.get(i).and_then(|n| self.names.get(n)),
+                    Some(Slot::Value(_))
+                )
+            })
             .collect();
         let (vi, ci) = match (slots[0], slots[1]) {
             (true, true) => {
                 let (a, b) = (self.value(node, 0)?, self.value(node, 1)?);
                 let (sa, sb) = (&self.shapes[a], &self.shapes[b]);
-                let (a, b) = if sa.ends_with(sb) { (a, b) } else if sb.ends_with(sa) { (b, a) } else {
-                    return Err(EngineError::Unsupported(format!("Add `{}`: shapes {sa:?} and {sb:?} do not broadcast by suffix", node.name)));
+                let (a, b) = if sa.ends_with(sb) {
+                    (a, b)
+                } else if sb.ends_with(sa) {
+                    (b, a)
+                } else {
+                    return Err(EngineError::Unsupported(format!(
+                        "Add `{}`: shapes {sa:?} and {sb:?} do not broadcast by suffix",
+                        node.name
+                    )));
                 };
                 let y = self.new_value(self.shapes[a].clone());
                 self.push(FOp::Add { a, b, y });
@@ -615,7 +835,12 @@ impl Lowering {
             }
             (true, false) => (0, 1),
             (false, true) => (1, 0),
-            (false, false) => return Err(EngineError::Unsupported(format!("Add `{}` of two constants", node.name))),
+            (false, false) => {
+                return Err(EngineError::Unsupported(format!(
+                    "Add `{}` of two constants",
+                    node.name
+                )))
+            }
         };
         let x = self.value(node, vi)?;
         let c = self.required_init(node, ci)?;
@@ -636,7 +861,10 @@ impl Lowering {
             cshape.remove(0);
         }
         if !xs.ends_with(&cshape) {
-            return Err(EngineError::Unsupported(format!("Add `{}`: constant of shape {:?} does not broadcast onto {xs:?}", node.name, c.shape)));
+            return Err(EngineError::Unsupported(format!(
+                "Add `{}`: constant of shape {:?} does not broadcast onto {xs:?}",
+                node.name, c.shape
+            )));
         }
         let b = self.new_value(cshape);
         self.push(FOp::Const { y: b, data: c.f32 });
@@ -650,15 +878,23 @@ impl Lowering {
 /// Lowers a decoded ONNX model to the operator list the quantizer works on. Dynamic dimensions
 /// (e.g. a symbolic batch) are fixed to 1.
 pub fn lower(model: &ModelProto) -> Result<FloatGraph> {
-    let graph = model.graph.as_ref().ok_or_else(|| EngineError::NotOnnx("no graph".into()))?;
+    let graph = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| EngineError::NotOnnx("no graph".into()))?;
     let unsupported: BTreeSet<String> = graph
         .node
         .iter()
-        .filter(|n| !CANONICAL_OPS.contains(&n.op_type.as_str()) || !(n.domain.is_empty() || n.domain == "ai.onnx"))
+        .filter(|n| {
+            !CANONICAL_OPS.contains(&n.op_type.as_str())
+                || !(n.domain.is_empty() || n.domain == "ai.onnx")
+        })
         .map(|n| n.op_type.clone())
         .collect();
     if !unsupported.is_empty() {
-        return Err(EngineError::UnsupportedOps(unsupported.into_iter().collect()));
+        return Err(EngineError::UnsupportedOps(
+            unsupported.into_iter().collect(),
+        ));
     }
     let mut lw = Lowering {
         shapes: vec![],
@@ -676,16 +912,23 @@ pub fn lower(model: &ModelProto) -> Result<FloatGraph> {
         *lw.uses.entry(o.name.clone()).or_default() += 1;
     }
     for t in &graph.initializer {
-        lw.names.insert(t.name.clone(), Slot::Init(read_initializer(t)?));
+        lw.names
+            .insert(t.name.clone(), Slot::Init(read_initializer(t)?));
     }
     let summary = summarize(model)?;
     let mut inputs = vec![];
     for spec in &summary.inputs {
         if spec.dtype != DType::F32 {
-            return Err(EngineError::Unsupported(format!("input `{}` is {}, expected f32", spec.name, spec.dtype)));
+            return Err(EngineError::Unsupported(format!(
+                "input `{}` is {}, expected f32",
+                spec.name, spec.dtype
+            )));
         }
         if spec.shape.is_empty() {
-            return Err(EngineError::Unsupported(format!("input `{}` has no declared shape", spec.name)));
+            return Err(EngineError::Unsupported(format!(
+                "input `{}` has no declared shape",
+                spec.name
+            )));
         }
         let v = lw.new_value(spec.shape.iter().map(|d| d.unwrap_or(1)).collect());
         lw.names.insert(spec.name.clone(), Slot::Value(v));
@@ -698,8 +941,18 @@ pub fn lower(model: &ModelProto) -> Result<FloatGraph> {
     for o in &graph.output {
         match lw.names.get(&o.name) {
             Some(Slot::Value(v)) => outputs.push((o.name.clone(), *v)),
-            _ => return Err(EngineError::Unsupported(format!("output `{}` is not computed from the inputs", o.name))),
+            _ => {
+                return Err(EngineError::Unsupported(format!(
+                    "output `{}` is not computed from the inputs",
+                    o.name
+                )))
+            }
         }
     }
-    Ok(FloatGraph { shapes: lw.shapes, inputs, outputs, ops: lw.ops })
+    Ok(FloatGraph {
+        shapes: lw.shapes,
+        inputs,
+        outputs,
+        ops: lw.ops,
+    })
 }

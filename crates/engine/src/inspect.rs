@@ -47,7 +47,11 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     let summary = graph::summarize(&proto)?;
     let canonical = match graph::lower(&proto) {
         Ok(_) => Ok(()),
-        Err(e @ (EngineError::UnsupportedOps(_) | EngineError::Unsupported(_) | EngineError::InvalidModel(_))) => Err(e.to_string()),
+        Err(
+            e @ (EngineError::UnsupportedOps(_)
+            | EngineError::Unsupported(_)
+            | EngineError::InvalidModel(_)),
+        ) => Err(e.to_string()),
         Err(e) => return Err(e),
     };
     Ok(Inspection {

@@ -87,17 +87,37 @@ fn rows(isa: Isa, x: &[i8], w: &[i8], k: usize, b: &[i32], rq: &[Requant], out: 
 
 /// y[r, o] = requant_o(sum_k x[r, k] * w[o, k] + b[o]) for every row r.
 #[allow(clippy::too_many_arguments)]
-pub fn dense(isa: Isa, threads: bool, x: &[i8], k: usize, w: &[i8], b: &[i32], rq: &[Requant], y: &mut [i8]) {
+pub fn dense(
+    isa: Isa,
+    threads: bool,
+    x: &[i8],
+    k: usize,
+    w: &[i8],
+    b: &[i32],
+    rq: &[Requant],
+    y: &mut [i8],
+) {
     let n = b.len();
     let macs = y.len() * k;
     let block = 16usize;
     for (r, out_row) in y.chunks_mut(n).enumerate() {
         let xr = &x[r * k..(r + 1) * k];
         if threads && macs >= PARALLEL_MACS {
-            out_row.par_chunks_mut(block).enumerate().for_each(|(i, out)| {
-                let o = i * block;
-                rows(isa, xr, &w[o * k..(o + out.len()) * k], k, &b[o..o + out.len()], &rq[o..o + out.len()], out);
-            });
+            out_row
+                .par_chunks_mut(block)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let o = i * block;
+                    rows(
+                        isa,
+                        xr,
+                        &w[o * k..(o + out.len()) * k],
+                        k,
+                        &b[o..o + out.len()],
+                        &rq[o..o + out.len()],
+                        out,
+                    );
+                });
         } else {
             rows(isa, xr, w, k, b, rq, out_row);
         }
@@ -136,15 +156,30 @@ pub fn im2col(x: &[i8], win: &crate::geometry::Window) -> Vec<i8> {
 
 /// NCHW convolution of one image: y[o, p] = requant_o(dot(cols[p], w[o]) + b[o]).
 #[allow(clippy::too_many_arguments)]
-pub fn conv(isa: Isa, threads: bool, x: &[i8], win: &crate::geometry::Window, w: &[i8], b: &[i32], rq: &[Requant], y: &mut [i8]) {
+pub fn conv(
+    isa: Isa,
+    threads: bool,
+    x: &[i8],
+    win: &crate::geometry::Window,
+    w: &[i8],
+    b: &[i32],
+    rq: &[Requant],
+    y: &mut [i8],
+) {
     let per = win.channels * win.kernel_h * win.kernel_w;
     let positions = win.out_h() * win.out_w();
     let cols = im2col(x, win);
-    let work = |o: usize, out: &mut [i8]| channel(isa, &w[o * per..(o + 1) * per], &cols, b[o], rq[o], out);
+    let work = |o: usize, out: &mut [i8]| {
+        channel(isa, &w[o * per..(o + 1) * per], &cols, b[o], rq[o], out)
+    };
     if threads && y.len() * per >= PARALLEL_MACS {
-        y.par_chunks_mut(positions).enumerate().for_each(|(o, out)| work(o, out));
+        y.par_chunks_mut(positions)
+            .enumerate()
+            .for_each(|(o, out)| work(o, out));
     } else {
-        y.chunks_mut(positions).enumerate().for_each(|(o, out)| work(o, out));
+        y.chunks_mut(positions)
+            .enumerate()
+            .for_each(|(o, out)| work(o, out));
     }
 }
 
@@ -153,7 +188,9 @@ mod tests {
     use super::*;
 
     fn lcg(seed: &mut u64) -> i8 {
-        *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (*seed >> 56) as i8
     }
 
@@ -167,10 +204,19 @@ mod tests {
         let mut w: Vec<i8> = (0..k * n).map(|_| lcg(&mut s)).collect();
         w[..64].iter_mut().for_each(|v| *v = -128);
         let b: Vec<i32> = (0..n as i32).map(|i| i * 37 - 5000).collect();
-        let rq = vec![Requant { mult: 1 << 30, shift: 40 }; n];
+        let rq = vec![
+            Requant {
+                mult: 1 << 30,
+                shift: 40
+            };
+            n
+        ];
         let mut reference = vec![0i8; n];
         for o in 0..n {
-            let acc: i64 = (0..k).map(|i| x[i] as i64 * w[o * k + i] as i64).sum::<i64>() + b[o] as i64;
+            let acc: i64 = (0..k)
+                .map(|i| x[i] as i64 * w[o * k + i] as i64)
+                .sum::<i64>()
+                + b[o] as i64;
             reference[o] = clamp_i8(rq[o].apply(acc));
         }
         for isa in [Isa::Portable, detect_isa()] {

@@ -26,8 +26,12 @@ impl Calibration {
         #[derive(Deserialize)]
         #[serde(transparent)]
         struct File(BTreeMap<String, Tensor>);
-        let File(tensors) = serde_json::from_slice(bytes).map_err(|e| EngineError::Calibration(e.to_string()))?;
-        Ok(Calibration { tensors, hash: Hash::of(domain::CALIBRATION, bytes) })
+        let File(tensors) =
+            serde_json::from_slice(bytes).map_err(|e| EngineError::Calibration(e.to_string()))?;
+        Ok(Calibration {
+            tensors,
+            hash: Hash::of(domain::CALIBRATION, bytes),
+        })
     }
 
     /// Splits into per-sample inputs matching the graph's input shapes.
@@ -35,11 +39,19 @@ impl Calibration {
         let mut count = None;
         let mut per_input = vec![];
         for (name, v) in &g.inputs {
-            let t = self.tensors.get(name).ok_or_else(|| EngineError::Calibration(format!("no samples for input `{name}`")))?;
-            let data = t.to_f32().ok_or_else(|| EngineError::Calibration(format!("`{name}` must be f32")))?;
+            let t = self.tensors.get(name).ok_or_else(|| {
+                EngineError::Calibration(format!("no samples for input `{name}`"))
+            })?;
+            let data = t
+                .to_f32()
+                .ok_or_else(|| EngineError::Calibration(format!("`{name}` must be f32")))?;
             let want: usize = g.shapes[*v].iter().product();
             let model_shape = &g.shapes[*v];
-            let per_sample = if model_shape.first() == Some(&1) { &model_shape[1..] } else { &model_shape[..] };
+            let per_sample = if model_shape.first() == Some(&1) {
+                &model_shape[1..]
+            } else {
+                &model_shape[..]
+            };
             let n = t.shape().first().copied().unwrap_or(0);
             if n == 0 || data.len() != n * want || &t.shape()[1..] != per_sample {
                 return Err(EngineError::Calibration(format!(
@@ -49,7 +61,9 @@ impl Calibration {
                 )));
             }
             if *count.get_or_insert(n) != n {
-                return Err(EngineError::Calibration("inputs have different sample counts".into()));
+                return Err(EngineError::Calibration(
+                    "inputs have different sample counts".into(),
+                ));
             }
             per_input.push(data);
         }
@@ -72,12 +86,16 @@ impl Calibration {
 /// `m` as `mult / 2^shift` with mult in [2^30, 2^31) when possible.
 fn requant_of(m: f64) -> Result<Requant> {
     if !(m.is_finite() && m > 0.0) {
-        return Err(EngineError::InvalidModel(format!("rescale factor {m} is not positive")));
+        return Err(EngineError::InvalidModel(format!(
+            "rescale factor {m} is not positive"
+        )));
     }
     let e = m.log2().floor() as i32;
     let mut shift = 30 - e;
     if shift < 1 {
-        return Err(EngineError::InvalidModel(format!("rescale factor {m} is too large")));
+        return Err(EngineError::InvalidModel(format!(
+            "rescale factor {m} is too large"
+        )));
     }
     shift = shift.min(62);
     let mut mult = (m * 2f64.powi(shift)).round();
@@ -85,7 +103,10 @@ fn requant_of(m: f64) -> Result<Requant> {
         mult /= 2.0;
         shift -= 1;
     }
-    Ok(Requant { mult: mult.max(1.0) as i32, shift: shift as u8 })
+    Ok(Requant {
+        mult: mult.max(1.0) as i32,
+        shift: shift as u8,
+    })
 }
 
 /// Largest quantized bias; keeps `sum |w|*128 + |b|` far below 2^31 for realistic fan-ins.
@@ -94,7 +115,12 @@ const MAX_BIAS: f64 = (1u64 << 29) as f64;
 /// Per-output-channel weights, bias and requantization for a Dense/Conv whose input has scale
 /// `s_x` and output scale `s_y`. A channel's weight scale is max|w|/127, raised if needed so
 /// that its bias fits in [`MAX_BIAS`] (a channel with near-zero weights and a large bias).
-fn quantize_layer(w: &[f32], b: &[f32], s_x: f64, s_y: f64) -> Result<(Vec<i8>, Vec<i32>, Vec<Requant>)> {
+fn quantize_layer(
+    w: &[f32],
+    b: &[f32],
+    s_x: f64,
+    s_y: f64,
+) -> Result<(Vec<i8>, Vec<i32>, Vec<Requant>)> {
     let channels = b.len();
     let per = w.len() / channels.max(1);
     let mut wq = Vec::with_capacity(w.len());
@@ -105,7 +131,10 @@ fn quantize_layer(w: &[f32], b: &[f32], s_x: f64, s_y: f64) -> Result<(Vec<i8>, 
         let mut s_w = if max > 0.0 { max / 127.0 } else { 1.0 };
         s_w = s_w.max((bias as f64).abs() / (s_x * MAX_BIAS));
         let acc_s = s_w * s_x;
-        wq.extend(row.iter().map(|&v| (v as f64 / s_w).round().clamp(-127.0, 127.0) as i8));
+        wq.extend(
+            row.iter()
+                .map(|&v| (v as f64 / s_w).round().clamp(-127.0, 127.0) as i8),
+        );
         bq.push((bias as f64 / acc_s).round().clamp(-MAX_BIAS, MAX_BIAS) as i32);
         rq.push(requant_of(acc_s / s_y)?);
     }
@@ -113,7 +142,11 @@ fn quantize_layer(w: &[f32], b: &[f32], s_x: f64, s_y: f64) -> Result<(Vec<i8>, 
 }
 
 /// Quantizes a lowered graph with the given calibration samples.
-pub fn quantize(g: &FloatGraph, calib: &Calibration, source_ops: Vec<String>) -> Result<CanonicalModel> {
+pub fn quantize(
+    g: &FloatGraph,
+    calib: &Calibration,
+    source_ops: Vec<String>,
+) -> Result<CanonicalModel> {
     let samples = calib.samples(g)?;
     let mut max_abs = vec![0f64; g.shapes.len()];
     for s in &samples {
@@ -121,12 +154,20 @@ pub fn quantize(g: &FloatGraph, calib: &Calibration, source_ops: Vec<String>) ->
         for (m, v) in max_abs.iter_mut().zip(&vals) {
             let local = v.iter().fold(0f32, |a, x| a.max(x.abs())) as f64;
             if !local.is_finite() {
-                return Err(EngineError::Calibration("the float model produced a non-finite value".into()));
+                return Err(EngineError::Calibration(
+                    "the float model produced a non-finite value".into(),
+                ));
             }
             *m = m.max(local);
         }
     }
-    let free_scale = |v: usize| if max_abs[v] > 0.0 { max_abs[v] / 127.0 } else { 1.0 / 127.0 };
+    let free_scale = |v: usize| {
+        if max_abs[v] > 0.0 {
+            max_abs[v] / 127.0
+        } else {
+            1.0 / 127.0
+        }
+    };
     let mut scale: Vec<f64> = (0..g.shapes.len()).map(free_scale).collect();
     let unit = 1.0 / 127.0;
     let mut ops = Vec::with_capacity(g.ops.len());
@@ -134,11 +175,34 @@ pub fn quantize(g: &FloatGraph, calib: &Calibration, source_ops: Vec<String>) ->
         let q = match op {
             FOp::Dense { x, y, w, b, k, n } => {
                 let (wq, bq, rq) = quantize_layer(w, b, scale[*x], scale[*y])?;
-                QOp::Dense { x: *x, y: *y, k: *k, n: *n, w: wq, b: bq, rq }
+                QOp::Dense {
+                    x: *x,
+                    y: *y,
+                    k: *k,
+                    n: *n,
+                    w: wq,
+                    b: bq,
+                    rq,
+                }
             }
-            FOp::Conv { x, y, w, b, out_channels, win } => {
+            FOp::Conv {
+                x,
+                y,
+                w,
+                b,
+                out_channels,
+                win,
+            } => {
                 let (wq, bq, rq) = quantize_layer(w, b, scale[*x], scale[*y])?;
-                QOp::Conv { x: *x, y: *y, out_channels: *out_channels, win: *win, w: wq, b: bq, rq }
+                QOp::Conv {
+                    x: *x,
+                    y: *y,
+                    out_channels: *out_channels,
+                    win: *win,
+                    w: wq,
+                    b: bq,
+                    rq,
+                }
             }
             FOp::Relu { x, y } => {
                 scale[*y] = scale[*x];
@@ -150,42 +214,83 @@ pub fn quantize(g: &FloatGraph, calib: &Calibration, source_ops: Vec<String>) ->
                 let table = (-128i32..=127)
                     .map(|q| {
                         let v = q as f64 * scale[*x];
-                        let f = if sigmoid { 1.0 / (1.0 + (-v).exp()) } else { v.tanh() };
+                        let f = if sigmoid {
+                            1.0 / (1.0 + (-v).exp())
+                        } else {
+                            v.tanh()
+                        };
                         (f * 127.0).round().clamp(-128.0, 127.0) as i8
                     })
                     .collect();
-                QOp::Lut { x: *x, y: *y, table }
+                QOp::Lut {
+                    x: *x,
+                    y: *y,
+                    table,
+                }
             }
             FOp::Softmax { x, y } => {
                 scale[*y] = unit;
-                let exp = (0..256).map(|d| ((-(d as f64) * scale[*x]).exp() * (1u32 << 20) as f64).round() as u32).collect();
+                let exp = (0..256)
+                    .map(|d| ((-(d as f64) * scale[*x]).exp() * (1u32 << 20) as f64).round() as u32)
+                    .collect();
                 QOp::Softmax { x: *x, y: *y, exp }
             }
             FOp::Add { a, b, y } => {
                 let (ra, rb) = (scale[*a] / scale[*y], scale[*b] / scale[*y]);
                 let e = ra.max(rb).log2().floor() as i32;
                 let shift = (29 - e).clamp(1, 62);
-                let to_mult = |r: f64| (r * 2f64.powi(shift)).round().min(((1u32 << 30) - 1) as f64) as i32;
-                QOp::Add { a: *a, b: *b, y: *y, ma: to_mult(ra), mb: to_mult(rb), shift: shift as u8 }
+                let to_mult = |r: f64| {
+                    (r * 2f64.powi(shift))
+                        .round()
+                        .min(((1u32 << 30) - 1) as f64) as i32
+                };
+                QOp::Add {
+                    a: *a,
+                    b: *b,
+                    y: *y,
+                    ma: to_mult(ra),
+                    mb: to_mult(rb),
+                    shift: shift as u8,
+                }
             }
             FOp::Const { y, data } => QOp::Const {
                 y: *y,
-                data: data.iter().map(|&v| (v as f64 / scale[*y]).round().clamp(-128.0, 127.0) as i8).collect(),
+                data: data
+                    .iter()
+                    .map(|&v| (v as f64 / scale[*y]).round().clamp(-128.0, 127.0) as i8)
+                    .collect(),
             },
             FOp::MaxPool { x, y, win } => {
                 scale[*y] = scale[*x];
-                QOp::MaxPool { x: *x, y: *y, win: *win }
+                QOp::MaxPool {
+                    x: *x,
+                    y: *y,
+                    win: *win,
+                }
             }
-            FOp::AvgPool { x, y, win, count_include_pad } => {
+            FOp::AvgPool {
+                x,
+                y,
+                win,
+                count_include_pad,
+            } => {
                 scale[*y] = scale[*x];
-                QOp::AvgPool { x: *x, y: *y, win: *win, count_include_pad: *count_include_pad }
+                QOp::AvgPool {
+                    x: *x,
+                    y: *y,
+                    win: *win,
+                    count_include_pad: *count_include_pad,
+                }
             }
             FOp::Reshape { x, y } => {
                 scale[*y] = scale[*x];
                 QOp::Reshape { x: *x, y: *y }
             }
             FOp::Concat { xs, y, axis } => QOp::Concat {
-                xs: xs.iter().map(|&x| Ok((x, requant_of(scale[x] / scale[*y])?))).collect::<Result<_>>()?,
+                xs: xs
+                    .iter()
+                    .map(|&x| Ok((x, requant_of(scale[x] / scale[*y])?)))
+                    .collect::<Result<_>>()?,
                 y: *y,
                 axis: *axis,
             },
@@ -194,8 +299,24 @@ pub fn quantize(g: &FloatGraph, calib: &Calibration, source_ops: Vec<String>) ->
     }
     let model = CanonicalModel {
         shapes: g.shapes.clone(),
-        inputs: g.inputs.iter().map(|(name, v)| QInput { name: name.clone(), value: *v, inv_scale: (1.0 / scale[*v]) as f32 }).collect(),
-        outputs: g.outputs.iter().map(|(name, v)| QOutput { name: name.clone(), value: *v, scale: scale[*v] as f32 }).collect(),
+        inputs: g
+            .inputs
+            .iter()
+            .map(|(name, v)| QInput {
+                name: name.clone(),
+                value: *v,
+                inv_scale: (1.0 / scale[*v]) as f32,
+            })
+            .collect(),
+        outputs: g
+            .outputs
+            .iter()
+            .map(|(name, v)| QOutput {
+                name: name.clone(),
+                value: *v,
+                scale: scale[*v] as f32,
+            })
+            .collect(),
         ops,
         source_ops,
     };

@@ -16,23 +16,39 @@ pub enum Reexecuted {
     Float,
 }
 
-pub fn reexecute(receipt: &Receipt, model_bytes: &[u8], inputs: &TensorMap) -> Result<Reexecuted, VerifyError> {
+pub fn reexecute(
+    receipt: &Receipt,
+    model_bytes: &[u8],
+    inputs: &TensorMap,
+) -> Result<Reexecuted, VerifyError> {
     let fail = |m: String| VerifyError::Reexecution(m);
     let id = ModelId::of_bytes(model_bytes);
     if id != receipt.model {
-        return Err(fail(format!("the model file hashes to {id}, the receipt names {}", receipt.model)));
+        return Err(fail(format!(
+            "the model file hashes to {id}, the receipt names {}",
+            receipt.model
+        )));
     }
     let actual = hash_map(inputs);
     if actual != receipt.input_hash {
-        return Err(VerifyError::InputHash { claimed: receipt.input_hash, actual });
+        return Err(VerifyError::InputHash {
+            claimed: receipt.input_hash,
+            actual,
+        });
     }
     let (outputs, trace_root, kind) = if is_canonical_file(model_bytes) {
         let m = CanonicalModel::decode(model_bytes).map_err(|e| fail(e.to_string()))?;
-        let e = Interpreter::new(m).run(inputs).map_err(|e| fail(e.to_string()))?;
+        let e = Interpreter::new(m)
+            .run(inputs)
+            .map_err(|e| fail(e.to_string()))?;
         (e.outputs, Some(e.trace_root), Reexecuted::Canonical)
     } else {
         let m = FloatModel::load(model_bytes).map_err(|e| fail(e.to_string()))?;
-        (m.run(inputs).map_err(|e| fail(e.to_string()))?, None, Reexecuted::Float)
+        (
+            m.run(inputs).map_err(|e| fail(e.to_string()))?,
+            None,
+            Reexecuted::Float,
+        )
     };
     if trace_root != receipt.trace_root {
         return Err(fail(format!(
@@ -43,7 +59,10 @@ pub fn reexecute(receipt: &Receipt, model_bytes: &[u8], inputs: &TensorMap) -> R
     }
     let local = hash_map(&outputs);
     if local != receipt.output_hash || outputs != receipt.outputs {
-        return Err(fail(format!("outputs differ: local output hash {local}, receipt {}", receipt.output_hash)));
+        return Err(fail(format!(
+            "outputs differ: local output hash {local}, receipt {}",
+            receipt.output_hash
+        )));
     }
     Ok(kind)
 }

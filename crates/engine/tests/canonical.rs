@@ -9,7 +9,9 @@ use verity_engine::kernels::{detect_isa, Isa};
 use verity_engine::{inspect, quantize_onnx, Calibration, EngineError, Interpreter};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name);
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
@@ -25,17 +27,32 @@ struct Digits {
 
 fn digits() -> Digits {
     let v: serde_json::Value = serde_json::from_slice(&fixture("digits_test.json")).unwrap();
-    let x = v["x"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    let y = v["y"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let x = v["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap() as f32)
+        .collect();
+    let y = v["y"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
     Digits { x, y }
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
+    v.iter()
+        .enumerate()
+        .fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }
 
 fn input(shape: &[usize], data: &[f32]) -> TensorMap {
-    TensorMap::from([("input".to_string(), Tensor::from_f32(shape.to_vec(), data).unwrap())])
+    TensorMap::from([(
+        "input".to_string(),
+        Tensor::from_f32(shape.to_vec(), data).unwrap(),
+    )])
 }
 
 /// (float accuracy, int8 accuracy) on the held-out split.
@@ -75,13 +92,26 @@ fn int8_cnn_keeps_accuracy_within_one_point() {
 fn ops_mix_tracks_float_outputs() {
     let m = canonical("ops_mix.onnx", "ops_calib.json");
     let ops: Vec<&str> = m.ops.iter().map(|o| o.name()).collect();
-    for want in ["Dense", "Lut", "Add", "Concat", "Softmax", "Relu", "Reshape"] {
+    for want in [
+        "Dense", "Lut", "Add", "Concat", "Softmax", "Relu", "Reshape",
+    ] {
         assert!(ops.contains(&want), "{want} missing from {ops:?}");
     }
     let inp: TensorMap = serde_json::from_slice(&fixture("ops_input.json")).unwrap();
-    let q = Interpreter::new(m).run(&inp).unwrap().outputs["probs"].to_f32().unwrap();
-    let f = FloatModel::load(&fixture("ops_mix.onnx")).unwrap().run(&inp).unwrap()["probs"].to_f32().unwrap();
-    let worst = q.iter().zip(&f).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let q = Interpreter::new(m).run(&inp).unwrap().outputs["probs"]
+        .to_f32()
+        .unwrap();
+    let f = FloatModel::load(&fixture("ops_mix.onnx"))
+        .unwrap()
+        .run(&inp)
+        .unwrap()["probs"]
+        .to_f32()
+        .unwrap();
+    let worst = q
+        .iter()
+        .zip(&f)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(worst < 0.05, "int8 {q:?} vs float {f:?}");
 }
 
@@ -103,10 +133,18 @@ fn output_and_trace_identical_across_runs_kernels_and_threads() {
         let d = digits();
         for i in [0, 7, 99] {
             let inp = input(&shape, &d.x[i * 64..(i + 1) * 64]);
-            let reference = Interpreter::with_options(m.clone(), Isa::Portable, false).run(&inp).unwrap();
-            for (isa, threads) in [(Isa::Portable, true), (detect_isa(), false), (detect_isa(), true)] {
+            let reference = Interpreter::with_options(m.clone(), Isa::Portable, false)
+                .run(&inp)
+                .unwrap();
+            for (isa, threads) in [
+                (Isa::Portable, true),
+                (detect_isa(), false),
+                (detect_isa(), true),
+            ] {
                 for _ in 0..3 {
-                    let got = Interpreter::with_options(m.clone(), isa, threads).run(&inp).unwrap();
+                    let got = Interpreter::with_options(m.clone(), isa, threads)
+                        .run(&inp)
+                        .unwrap();
                     assert_eq!(got.outputs, reference.outputs);
                     assert_eq!(got.trace, reference.trace);
                     assert_eq!(got.trace_root, reference.trace_root);
@@ -136,15 +174,24 @@ fn wrong_inputs_are_named_errors() {
     assert!(e.contains("[1, 64]"), "{e}");
     let mut extra = input(&[1, 64], &[0.0; 64]);
     extra.insert("other".into(), Tensor::from_f32(vec![1], &[0.0]).unwrap());
-    assert!(matches!(m.run(&extra), Err(EngineError::UnknownInput { .. })));
-    assert!(matches!(m.run(&TensorMap::new()), Err(EngineError::MissingInput(_))));
+    assert!(matches!(
+        m.run(&extra),
+        Err(EngineError::UnknownInput { .. })
+    ));
+    assert!(matches!(
+        m.run(&TensorMap::new()),
+        Err(EngineError::MissingInput(_))
+    ));
 }
 
 #[test]
 fn malformed_canonical_files_are_rejected_without_panicking() {
     let bytes = canonical("digits_cnn.onnx", "digits_calib_cnn.json").encode();
     for cut in (0..bytes.len()).step_by(97) {
-        assert!(CanonicalModel::decode(&bytes[..cut]).is_err(), "prefix of {cut} bytes accepted");
+        assert!(
+            CanonicalModel::decode(&bytes[..cut]).is_err(),
+            "prefix of {cut} bytes accepted"
+        );
     }
     // Flip bytes across the file: each result is either a clean error or a valid model.
     let mut accepted = 0;
@@ -168,5 +215,8 @@ fn inspect_describes_models_and_refuses_garbage() {
     assert!(inspect(b"definitely not a model").is_err());
     assert!(inspect(&[]).is_err());
     let onnx = fixture("digits_mlp.onnx");
-    assert!(inspect(&onnx[..onnx.len() / 2]).is_err(), "truncated ONNX must be rejected");
+    assert!(
+        inspect(&onnx[..onnx.len() / 2]).is_err(),
+        "truncated ONNX must be rejected"
+    );
 }

@@ -60,8 +60,12 @@ pub struct Health {
 /// Name suffix of the canonical model derived at publish time.
 pub const CANONICAL_SUFFIX: &str = ".int8";
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(e.to_string()))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 pub async fn health(State(node): State<Arc<Node>>) -> Result<Json<Health>, ApiError> {
@@ -75,7 +79,13 @@ pub async fn health(State(node): State<Arc<Node>>) -> Result<Json<Health>, ApiEr
 }
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], node.metrics.render())
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
         .into_response()
 }
 
@@ -84,12 +94,21 @@ pub struct ListQuery {
     name: Option<String>,
 }
 
-pub async fn list_models(State(node): State<Arc<Node>>, Query(q): Query<ListQuery>) -> Result<Json<Vec<ModelManifest>>, ApiError> {
+pub async fn list_models(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<ModelManifest>>, ApiError> {
     let mut all = node.store.manifests()?;
     if let Some(name) = q.name {
         all.retain(|m| m.name == name);
     }
-    all.sort_by(|a, b| (&a.name, version_key(&a.version), a.created_at_ms).cmp(&(&b.name, version_key(&b.version), b.created_at_ms)));
+    all.sort_by(|a, b| {
+        (&a.name, version_key(&a.version), a.created_at_ms).cmp(&(
+            &b.name,
+            version_key(&b.version),
+            b.created_at_ms,
+        ))
+    });
     Ok(Json(all))
 }
 
@@ -100,7 +119,9 @@ fn version_key(v: &str) -> Vec<u64> {
 /// `blake3:<hex>`, `name@version`, or `name` (its highest version).
 pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, ApiError> {
     let id = if reference.starts_with("blake3:") {
-        reference.parse::<ModelId>().map_err(|e| ApiError::bad_request(e.to_string()))?
+        reference
+            .parse::<ModelId>()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
     } else if let Some((name, version)) = reference.split_once('@') {
         node.store
             .resolve_name(name, version)?
@@ -114,14 +135,22 @@ pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, ApiError> 
             .max_by_key(|m| version_key(&m.version));
         return latest.ok_or_else(|| ApiError::not_found(format!("no model named `{reference}`")));
     };
-    node.store.manifest(&id)?.ok_or_else(|| ApiError::not_found(format!("unknown model {id}")))
+    node.store
+        .manifest(&id)?
+        .ok_or_else(|| ApiError::not_found(format!("unknown model {id}")))
 }
 
-pub async fn show_model(State(node): State<Arc<Node>>, Path(reference): Path<String>) -> Result<Json<ModelManifest>, ApiError> {
+pub async fn show_model(
+    State(node): State<Arc<Node>>,
+    Path(reference): Path<String>,
+) -> Result<Json<ModelManifest>, ApiError> {
     Ok(Json(resolve(&node, &reference)?))
 }
 
-pub async fn download_model(State(node): State<Arc<Node>>, Path(reference): Path<String>) -> Result<Response, ApiError> {
+pub async fn download_model(
+    State(node): State<Arc<Node>>,
+    Path(reference): Path<String>,
+) -> Result<Response, ApiError> {
     let m = resolve(&node, &reference)?;
     let file = tokio::fs::File::open(node.store.blob_path(&m.id))
         .await
@@ -139,7 +168,10 @@ pub async fn download_model(State(node): State<Arc<Node>>, Path(reference): Path
         }
     });
     Ok((
-        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, m.size.to_string())],
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, m.size.to_string()),
+        ],
         Body::from_stream(stream),
     )
         .into_response())
@@ -148,7 +180,10 @@ pub async fn download_model(State(node): State<Arc<Node>>, Path(reference): Path
 /// Multipart upload with parts `meta` (JSON [`PublishMeta`]), `model` (the file, streamed to
 /// disk while hashed) and optionally `calibration` (JSON samples). Either everything is
 /// published (the model, and its canonical int8 form when calibration is given) or nothing.
-pub async fn publish(State(node): State<Arc<Node>>, mut form: Multipart) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+pub async fn publish(
+    State(node): State<Arc<Node>>,
+    mut form: Multipart,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
     let mut meta: Option<PublishMeta> = None;
     let mut blob: Option<BlobWriter> = None;
     let mut calibration: Option<Vec<u8>> = None;
@@ -156,74 +191,112 @@ pub async fn publish(State(node): State<Arc<Node>>, mut form: Multipart) -> Resu
         match field.name().unwrap_or_default() {
             "meta" => {
                 let bytes = field.bytes().await?;
-                meta = Some(serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("meta: {e}")))?);
+                meta = Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| ApiError::bad_request(format!("meta: {e}")))?,
+                );
             }
             "model" => {
                 let mut w = node.store.new_blob()?;
                 while let Some(chunk) = field.chunk().await? {
                     if w.len() + chunk.len() as u64 > node.config.max_model_bytes {
-                        return Err(ApiError::too_large(format!("model exceeds this node's limit of {} bytes", node.config.max_model_bytes)));
+                        return Err(ApiError::too_large(format!(
+                            "model exceeds this node's limit of {} bytes",
+                            node.config.max_model_bytes
+                        )));
                     }
                     w.write(&chunk)?;
                 }
                 blob = Some(w);
             }
             "calibration" => calibration = Some(field.bytes().await?.to_vec()),
-            other => return Err(ApiError::bad_request(format!("unexpected form part `{other}`"))),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected form part `{other}`"
+                )))
+            }
         }
     }
     let meta = meta.ok_or_else(|| ApiError::bad_request("missing `meta` part"))?;
     let blob = blob.ok_or_else(|| ApiError::bad_request("missing `model` part"))?;
     validate_name_version(&meta.name, &meta.version).map_err(ApiError::bad_request)?;
     if blob.len() != meta.size {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "truncated_upload", format!("received {} of {} bytes", blob.len(), meta.size)));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "truncated_upload",
+            format!("received {} of {} bytes", blob.len(), meta.size),
+        ));
     }
     if blob.id() != meta.id {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "hash_mismatch", format!("received bytes hash to {}, not {}", blob.id(), meta.id)));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "hash_mismatch",
+            format!("received bytes hash to {}, not {}", blob.id(), meta.id),
+        ));
     }
-    let calib_hash = calibration.as_deref().map(|c| Hash::of(verity_core::hash::domain::CALIBRATION, c));
+    let calib_hash = calibration
+        .as_deref()
+        .map(|c| Hash::of(verity_core::hash::domain::CALIBRATION, c));
     if calib_hash != meta.calibration_hash {
-        return Err(ApiError::bad_request("calibration_hash does not match the calibration part"));
+        return Err(ApiError::bad_request(
+            "calibration_hash does not match the calibration part",
+        ));
     }
     let statement = publish_statement(&meta.name, &meta.version, &meta.id, calib_hash.as_ref());
     if !meta.publisher.verify(&statement.0, &meta.signature) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", "publisher signature does not cover this name, version and model"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "publisher signature does not cover this name, version and model",
+        ));
     }
     let node2 = node.clone();
-    let (models, response) = blocking(move || prepare_publish(&node2, meta, blob, calibration, calib_hash)).await?;
+    let (models, response) =
+        blocking(move || prepare_publish(&node2, meta, blob, calibration, calib_hash)).await?;
     let store_node = node.clone();
     blocking(move || Ok(store_node.store.publish(models)?)).await?;
-    node.metrics.models_published.inc_by(1 + response.canonical.is_some() as u64);
+    node.metrics
+        .models_published
+        .inc_by(1 + response.canonical.is_some() as u64);
     Ok((StatusCode::CREATED, Json(response)))
 }
 
 type Prepared = (Vec<(BlobWriter, ModelManifest)>, PublishResponse);
 
-fn prepare_publish(node: &Node, meta: PublishMeta, blob: BlobWriter, calibration: Option<Vec<u8>>, calib_hash: Option<Hash>) -> Result<Prepared, ApiError> {
+fn prepare_publish(
+    node: &Node,
+    meta: PublishMeta,
+    blob: BlobWriter,
+    calibration: Option<Vec<u8>>,
+    calib_hash: Option<Hash>,
+) -> Result<Prepared, ApiError> {
     let bytes = std::fs::read(blob.path()).map_err(|e| ApiError::internal(e.to_string()))?;
     let info = inspect(&bytes)?;
     let now = verity_core::now_ms();
-    let manifest_for = |id, format, inspection: &verity_engine::Inspection, name: String, size| ModelManifest {
-        id,
-        name,
-        version: meta.version.clone(),
-        format,
-        inputs: inspection.inputs.clone(),
-        outputs: inspection.outputs.clone(),
-        operators: inspection.operators.clone(),
-        size,
-        publisher: meta.publisher,
-        created_at_ms: now,
-        parent: None,
-        calibration_hash: None,
-        canonical: None,
-    };
+    let manifest_for =
+        |id, format, inspection: &verity_engine::Inspection, name: String, size| ModelManifest {
+            id,
+            name,
+            version: meta.version.clone(),
+            format,
+            inputs: inspection.inputs.clone(),
+            outputs: inspection.outputs.clone(),
+            operators: inspection.operators.clone(),
+            size,
+            publisher: meta.publisher,
+            created_at_ms: now,
+            parent: None,
+            calibration_hash: None,
+            canonical: None,
+        };
     let mut model = manifest_for(meta.id, info.format, &info, meta.name.clone(), meta.size);
     let mut items = vec![];
     let mut canonical = None;
     match (info.format, calibration) {
         (ModelFormat::VerityInt8, Some(_)) => {
-            return Err(ApiError::bad_request("this model is already canonical int8; calibration data is only for float models"))
+            return Err(ApiError::bad_request(
+                "this model is already canonical int8; calibration data is only for float models",
+            ))
         }
         (ModelFormat::VerityInt8, None) => {}
         (ModelFormat::Onnx, calibration) => {
@@ -231,7 +304,13 @@ fn prepare_publish(node: &Node, meta: PublishMeta, blob: BlobWriter, calibration
                 let q = quantize_onnx(&bytes, &Calibration::from_json(&c)?)?.encode();
                 let qinfo = inspect(&q)?;
                 let qblob = node.store.blob_from_bytes(&q)?;
-                let mut cm = manifest_for(qinfo.id, ModelFormat::VerityInt8, &qinfo, format!("{}{CANONICAL_SUFFIX}", meta.name), q.len() as u64);
+                let mut cm = manifest_for(
+                    qinfo.id,
+                    ModelFormat::VerityInt8,
+                    &qinfo,
+                    format!("{}{CANONICAL_SUFFIX}", meta.name),
+                    q.len() as u64,
+                );
                 cm.parent = Some(meta.id);
                 cm.calibration_hash = calib_hash;
                 model.canonical = Some(cm.id);
@@ -246,10 +325,17 @@ fn prepare_publish(node: &Node, meta: PublishMeta, blob: BlobWriter, calibration
     Ok((items, PublishResponse { model, canonical }))
 }
 
-pub async fn infer(State(node): State<Arc<Node>>, body: Result<Json<SignedRequest>, JsonRejection>) -> Result<Json<InferResponse>, ApiError> {
+pub async fn infer(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<SignedRequest>, JsonRejection>,
+) -> Result<Json<InferResponse>, ApiError> {
     let Json(signed) = body?;
     if !signed.signature_is_valid() {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", "the request signature does not verify under its client key"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_signature",
+            "the request signature does not verify under its client key",
+        ));
     }
     let req = signed.request;
     let manifest = node
@@ -257,7 +343,11 @@ pub async fn infer(State(node): State<Arc<Node>>, body: Result<Json<SignedReques
         .manifest(&req.model)?
         .ok_or_else(|| ApiError::not_found(format!("unknown model {}", req.model)))?;
     if node.store.nonce_used(&req.client, req.nonce)? {
-        return Err(ApiError::new(StatusCode::CONFLICT, "replayed_nonce", format!("nonce {} was already used by this client", req.nonce)));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "replayed_nonce",
+            format!("nonce {} was already used by this client", req.nonce),
+        ));
     }
     let node2 = node.clone();
     let result = blocking(move || {
@@ -267,11 +357,25 @@ pub async fn infer(State(node): State<Arc<Node>>, body: Result<Json<SignedReques
             Err(_) => "none".to_string(),
         };
         let outcome = outcome.map_err(|e| {
-            node2.metrics.inferences.get_or_create(&InferLabels { engine: engine.clone(), outcome: "error".into() }).inc();
+            node2
+                .metrics
+                .inferences
+                .get_or_create(&InferLabels {
+                    engine: engine.clone(),
+                    outcome: "error".into(),
+                })
+                .inc();
             ApiError::from(e)
         })?;
         node2.metrics.inference_seconds.observe(outcome.seconds);
-        node2.metrics.inferences.get_or_create(&InferLabels { engine, outcome: "ok".into() }).inc();
+        node2
+            .metrics
+            .inferences
+            .get_or_create(&InferLabels {
+                engine,
+                outcome: "ok".into(),
+            })
+            .inc();
         let receipt = ReceiptBody {
             request_hash: req.hash(),
             model: req.model,
@@ -284,14 +388,25 @@ pub async fn infer(State(node): State<Arc<Node>>, body: Result<Json<SignedReques
             timestamp_ms: verity_core::now_ms(),
         }
         .sign(&node2.key);
-        node2.store.commit_receipt(&receipt, &req.client, req.nonce)?;
+        node2
+            .store
+            .commit_receipt(&receipt, &req.client, req.nonce)?;
         Ok(receipt)
     })
     .await?;
-    Ok(Json(InferResponse { receipt_id: result.id(), receipt: result }))
+    Ok(Json(InferResponse {
+        receipt_id: result.id(),
+        receipt: result,
+    }))
 }
 
-pub async fn get_receipt(State(node): State<Arc<Node>>, Path(id): Path<String>) -> Result<Json<Receipt>, ApiError> {
+pub async fn get_receipt(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<Receipt>, ApiError> {
     let id = Hash::from_hex(&id).map_err(|e| ApiError::bad_request(format!("receipt id: {e}")))?;
-    node.store.receipt(&id)?.map(Json).ok_or_else(|| ApiError::not_found(format!("unknown receipt {id}")))
+    node.store
+        .receipt(&id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("unknown receipt {id}")))
 }

@@ -17,7 +17,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -46,7 +50,9 @@ impl From<StoreError> for ApiError {
             StoreError::DuplicateName { .. } | StoreError::DuplicateId { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "already_published", e.to_string())
             }
-            StoreError::Replay { .. } => ApiError::new(StatusCode::CONFLICT, "replayed_nonce", e.to_string()),
+            StoreError::Replay { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "replayed_nonce", e.to_string())
+            }
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -55,16 +61,18 @@ impl From<StoreError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         let (status, code) = match &e {
-            EngineError::MissingInput(_) | EngineError::UnknownInput { .. } | EngineError::InputMismatch { .. } => {
+            EngineError::MissingInput(_)
+            | EngineError::UnknownInput { .. }
+            | EngineError::InputMismatch { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input")
             }
             EngineError::UnsupportedOps(_) | EngineError::Unsupported(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_operator")
             }
             EngineError::Overflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "accumulator_overflow"),
-            EngineError::NotOnnx(_) | EngineError::NotCanonical(_) | EngineError::InvalidModel(_) => {
-                (StatusCode::BAD_REQUEST, "invalid_model")
-            }
+            EngineError::NotOnnx(_)
+            | EngineError::NotCanonical(_)
+            | EngineError::InvalidModel(_) => (StatusCode::BAD_REQUEST, "invalid_model"),
             EngineError::Calibration(_) => (StatusCode::BAD_REQUEST, "invalid_calibration"),
             EngineError::Core(_) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input"),
             EngineError::Float(_) => (StatusCode::UNPROCESSABLE_ENTITY, "float_engine"),
@@ -76,14 +84,22 @@ impl From<EngineError> for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
         match r {
-            JsonRejection::JsonDataError(e) => {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text())
+            JsonRejection::JsonDataError(e) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.body_text(),
+            ),
+            JsonRejection::JsonSyntaxError(e) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text())
             }
-            JsonRejection::JsonSyntaxError(e) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.body_text()),
-            JsonRejection::MissingJsonContentType(e) => {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "content_type", e.body_text())
+            JsonRejection::MissingJsonContentType(e) => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content_type",
+                e.body_text(),
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::too_large(other.body_text())
             }
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(other.body_text()),
             other => ApiError::new(other.status(), "bad_request", other.body_text()),
         }
     }
@@ -94,7 +110,11 @@ impl From<MultipartError> for ApiError {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(e.body_text())
         } else {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_upload", format!("upload failed (truncated?): {}", e.body_text()))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_upload",
+                format!("upload failed (truncated?): {}", e.body_text()),
+            )
         }
     }
 }

@@ -11,7 +11,7 @@ use verity_engine::{exec, EngineError, Interpreter};
 
 pub enum Loaded {
     Canonical(Interpreter),
-    Float(FloatModel),
+    Float(Box<FloatModel>),
 }
 
 pub struct Outcome {
@@ -28,21 +28,35 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(store: Arc<Store>) -> Executor {
-        Executor { store, cache: Mutex::new(HashMap::new()) }
+        Executor {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     fn load(&self, m: &ModelManifest) -> Result<Arc<Loaded>, EngineError> {
-        if let Some(l) = self.cache.lock().map_err(|_| EngineError::Float("cache poisoned".into()))?.get(&m.id) {
+        if let Some(l) = self
+            .cache
+            .lock()
+            .map_err(|_| EngineError::Float("cache poisoned".into()))?
+            .get(&m.id)
+        {
             return Ok(l.clone());
         }
-        let bytes = std::fs::read(self.store.blob_path(&m.id))
-            .map_err(|e| EngineError::InvalidModel(format!("model bytes for {} unavailable: {e}", m.id)))?;
+        let bytes = std::fs::read(self.store.blob_path(&m.id)).map_err(|e| {
+            EngineError::InvalidModel(format!("model bytes for {} unavailable: {e}", m.id))
+        })?;
         if ModelId::of_bytes(&bytes) != m.id {
-            return Err(EngineError::InvalidModel(format!("stored bytes of {} do not match its id", m.id)));
+            return Err(EngineError::InvalidModel(format!(
+                "stored bytes of {} do not match its id",
+                m.id
+            )));
         }
         let loaded = Arc::new(match m.format {
-            ModelFormat::VerityInt8 => Loaded::Canonical(Interpreter::new(CanonicalModel::decode(&bytes)?)),
-            ModelFormat::Onnx => Loaded::Float(FloatModel::load(&bytes)?),
+            ModelFormat::VerityInt8 => {
+                Loaded::Canonical(Interpreter::new(CanonicalModel::decode(&bytes)?))
+            }
+            ModelFormat::Onnx => Loaded::Float(Box::new(FloatModel::load(&bytes)?)),
         });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(m.id, loaded.clone());
@@ -61,6 +75,11 @@ impl Executor {
             }
             Loaded::Float(f) => (f.run(inputs)?, None, float_engine::engine_id()),
         };
-        Ok(Outcome { outputs, trace_root, engine, seconds: start.elapsed().as_secs_f64() })
+        Ok(Outcome {
+            outputs,
+            trace_root,
+            engine,
+            seconds: start.elapsed().as_secs_f64(),
+        })
     }
 }

@@ -41,7 +41,12 @@ fn default_max_request_bytes() -> usize {
 
 impl NodeConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
-        NodeConfig { data_dir, listen, max_model_bytes: default_max_model_bytes(), max_request_bytes: default_max_request_bytes() }
+        NodeConfig {
+            data_dir,
+            listen,
+            max_model_bytes: default_max_model_bytes(),
+            max_request_bytes: default_max_request_bytes(),
+        }
     }
 }
 
@@ -59,14 +64,25 @@ impl Node {
         let key = NodeKey::load_or_create(&config.data_dir.join("node.key"))?;
         let store = Arc::new(store::Store::open(&config.data_dir)?);
         let executor = executor::Executor::new(store.clone());
-        Ok(Arc::new(Node { config, key, store, executor, metrics: metrics::Metrics::new() }))
+        Ok(Arc::new(Node {
+            config,
+            key,
+            store,
+            executor,
+            metrics: metrics::Metrics::new(),
+        }))
     }
 }
 
 async fn count_errors(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     if resp.status().as_u16() >= 400 {
-        node.metrics.http_errors.get_or_create(&metrics::HttpLabels { status: resp.status().as_u16() }).inc();
+        node.metrics
+            .http_errors
+            .get_or_create(&metrics::HttpLabels {
+                status: resp.status().as_u16(),
+            })
+            .inc();
     }
     resp
 }
@@ -76,13 +92,21 @@ pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
-        .route("/v1/models", get(api::list_models).post(api::publish).layer(DefaultBodyLimit::max(upload_limit)))
+        .route(
+            "/v1/models",
+            get(api::list_models)
+                .post(api::publish)
+                .layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route("/v1/models/{reference}", get(api::show_model))
         .route("/v1/models/{reference}/file", get(api::download_model))
         .route("/v1/infer", post(api::infer))
         .route("/v1/receipts/{id}", get(api::get_receipt))
         .layer(DefaultBodyLimit::max(node.config.max_request_bytes))
-        .layer(axum::middleware::from_fn_with_state(node.clone(), count_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            count_errors,
+        ))
         .with_state(node)
 }
 

@@ -32,11 +32,33 @@ impl Metrics {
         let inference_seconds = Histogram::new(exponential_buckets(1e-5, 3.0, 14));
         let models_published = Counter::default();
         let http_errors = Family::<HttpLabels, Counter>::default();
-        registry.register("inferences", "Inference requests by engine and outcome", inferences.clone());
-        registry.register("inference_seconds", "Engine execution time per inference", inference_seconds.clone());
-        registry.register("models_published", "Models published to this node", models_published.clone());
-        registry.register("http_errors", "Error responses by status code", http_errors.clone());
-        Metrics { registry, inferences, inference_seconds, models_published, http_errors }
+        registry.register(
+            "inferences",
+            "Inference requests by engine and outcome",
+            inferences.clone(),
+        );
+        registry.register(
+            "inference_seconds",
+            "Engine execution time per inference",
+            inference_seconds.clone(),
+        );
+        registry.register(
+            "models_published",
+            "Models published to this node",
+            models_published.clone(),
+        );
+        registry.register(
+            "http_errors",
+            "Error responses by status code",
+            http_errors.clone(),
+        );
+        Metrics {
+            registry,
+            inferences,
+            inference_seconds,
+            models_published,
+            http_errors,
+        }
     }
 
     pub fn render(&self) -> String {

@@ -26,9 +26,17 @@ pub enum StoreError {
     #[error("corrupt record: {0}")]
     Corrupt(String),
     #[error("{name}@{version} is already published as {id}")]
-    DuplicateName { name: String, version: String, id: ModelId },
+    DuplicateName {
+        name: String,
+        version: String,
+        id: ModelId,
+    },
     #[error("model {id} is already published as {name}@{version}")]
-    DuplicateId { id: ModelId, name: String, version: String },
+    DuplicateId {
+        id: ModelId,
+        name: String,
+        version: String,
+    },
     #[error("nonce {nonce} was already used by client {client}")]
     Replay { client: PublicKey, nonce: u64 },
 }
@@ -38,7 +46,13 @@ macro_rules! db_err {
         fn from(e: $t) -> Self { StoreError::Db(e.into()) }
     })*};
 }
-db_err!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+db_err!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
@@ -120,8 +134,16 @@ impl Store {
         let mut rnd = [0u8; 16];
         getrandom_name(&mut rnd);
         let path = self.tmp.join(hex::encode(rnd));
-        let file = std::fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(BlobWriter { file, path, hasher: blake3::Hasher::new(), len: 0 })
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(BlobWriter {
+            file,
+            path,
+            hasher: blake3::Hasher::new(),
+            len: 0,
+        })
     }
 
     /// Writes bytes already in memory (e.g. a derived canonical model) as a pending blob.
@@ -140,13 +162,24 @@ impl Store {
             let models = txn.open_table(MODELS)?;
             for (_, m) in &items {
                 if let Some(existing) = models.get(m.id.to_string().as_str())? {
-                    let old: ModelManifest =
-                        serde_json::from_slice(existing.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                    return Err(StoreError::DuplicateId { id: m.id, name: old.name, version: old.version });
+                    let old: ModelManifest = serde_json::from_slice(existing.value())
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    return Err(StoreError::DuplicateId {
+                        id: m.id,
+                        name: old.name,
+                        version: old.version,
+                    });
                 }
                 if let Some(existing) = names.get(name_key(&m.name, &m.version).as_str())? {
-                    let id = existing.value().parse().map_err(|_| StoreError::Corrupt("name index".into()))?;
-                    return Err(StoreError::DuplicateName { name: m.name.clone(), version: m.version.clone(), id });
+                    let id = existing
+                        .value()
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt("name index".into()))?;
+                    return Err(StoreError::DuplicateName {
+                        name: m.name.clone(),
+                        version: m.version.clone(),
+                        id,
+                    });
                 }
             }
         }
@@ -160,7 +193,10 @@ impl Store {
             for (_, m) in &items {
                 let json = serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 models.insert(m.id.to_string().as_str(), json.as_slice())?;
-                names.insert(name_key(&m.name, &m.version).as_str(), m.id.to_string().as_str())?;
+                names.insert(
+                    name_key(&m.name, &m.version).as_str(),
+                    m.id.to_string().as_str(),
+                )?;
             }
         }
         txn.commit()?;
@@ -170,15 +206,24 @@ impl Store {
     pub fn manifest(&self, id: &ModelId) -> Result<Option<ModelManifest>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(MODELS)?;
-        let Some(v) = t.get(id.to_string().as_str())? else { return Ok(None) };
-        serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+        let Some(v) = t.get(id.to_string().as_str())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     pub fn resolve_name(&self, name: &str, version: &str) -> Result<Option<ModelId>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(NAMES)?;
-        let Some(v) = t.get(name_key(name, version).as_str())? else { return Ok(None) };
-        v.value().parse().map(Some).map_err(|_| StoreError::Corrupt("name index".into()))
+        let Some(v) = t.get(name_key(name, version).as_str())? else {
+            return Ok(None);
+        };
+        v.value()
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt("name index".into()))
     }
 
     pub fn manifests(&self) -> Result<Vec<ModelManifest>> {
@@ -187,7 +232,10 @@ impl Store {
         let mut out = vec![];
         for entry in t.iter()? {
             let (_, v) = entry?;
-            out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+            out.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
         }
         Ok(out)
     }
@@ -207,7 +255,10 @@ impl Store {
             let mut nonces = txn.open_table(NONCES)?;
             let key = nonce_key(client, nonce);
             if nonces.get(key.as_slice())?.is_some() {
-                return Err(StoreError::Replay { client: *client, nonce });
+                return Err(StoreError::Replay {
+                    client: *client,
+                    nonce,
+                });
             }
             nonces.insert(key.as_slice(), receipt.timestamp_ms)?;
             let mut receipts = txn.open_table(RECEIPTS)?;
@@ -220,8 +271,12 @@ impl Store {
     pub fn receipt(&self, id: &Hash) -> Result<Option<Receipt>> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(RECEIPTS)?;
-        let Some(v) = t.get(id.to_hex().as_str())? else { return Ok(None) };
-        serde_json::from_slice(v.value()).map(Some).map_err(|e| StoreError::Corrupt(e.to_string()))
+        let Some(v) = t.get(id.to_hex().as_str())? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
     }
 
     pub fn receipt_count(&self) -> Result<u64> {
@@ -233,7 +288,10 @@ impl Store {
 /// Random temp-file names; collisions only cost a retry, so the clock is an acceptable
 /// fallback if the OS has no randomness.
 fn getrandom_name(buf: &mut [u8; 16]) {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     buf[..8].copy_from_slice(&(t as u64).to_le_bytes());
     buf[8..].copy_from_slice(&c.to_le_bytes());
