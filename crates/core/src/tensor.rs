@@ -236,7 +236,10 @@ impl Tensor {
 
 /// [`Tensor::hash`] without building a tensor (the engine hashes its buffers in place).
 pub fn hash_parts(dtype: DType, shape: &[usize], data: &[u8]) -> Hash {
-    let mut h = blake3::Hasher::new_derive_key(domain::TENSOR);
+    // Deriving the key hashes the context string; do it once and clone the keyed state.
+    static KEYED: std::sync::LazyLock<blake3::Hasher> =
+        std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(domain::TENSOR));
+    let mut h = KEYED.clone();
     h.update(&[dtype.tag()]);
     h.update(&(shape.len() as u32).to_le_bytes());
     for &d in shape {

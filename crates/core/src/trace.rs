@@ -11,7 +11,11 @@ pub struct TraceHasher;
 impl Hasher for TraceHasher {
     type Hash = [u8; 32];
     fn hash(data: &[u8]) -> [u8; 32] {
-        Hash::of(domain::TRACE_NODE, data).0
+        static KEYED: std::sync::LazyLock<blake3::Hasher> =
+            std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(domain::TRACE_NODE));
+        let mut h = KEYED.clone();
+        h.update(data);
+        *h.finalize().as_bytes()
     }
 }
 
@@ -27,6 +31,14 @@ pub fn trace_root(leaves: &[Hash]) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_keyed_state_equals_fresh_derivation() {
+        assert_eq!(
+            TraceHasher::hash(b"abc"),
+            Hash::of(domain::TRACE_NODE, b"abc").0
+        );
+    }
 
     #[test]
     fn root_depends_on_every_leaf_and_order() {

@@ -30,6 +30,8 @@ pub struct Execution {
 
 pub struct Interpreter {
     model: CanonicalModel,
+    /// Per op: the weights widened to i16 for the dot-product kernels (empty if unused).
+    widened: Vec<Vec<i16>>,
     isa: Isa,
     threads: bool,
 }
@@ -42,17 +44,23 @@ fn as_bytes(v: &[i8]) -> &[u8] {
 impl Interpreter {
     /// Fastest kernels this CPU has, using threads for large layers.
     pub fn new(model: CanonicalModel) -> Interpreter {
-        Interpreter {
-            model,
-            isa: kernels::detect_isa(),
-            threads: true,
-        }
+        Interpreter::with_options(model, kernels::detect_isa(), true)
     }
 
     /// Chooses kernels and threading explicitly (tests prove the choice never changes results).
     pub fn with_options(model: CanonicalModel, isa: Isa, threads: bool) -> Interpreter {
+        let widened = model
+            .ops
+            .iter()
+            .map(|op| match op {
+                QOp::Dense { w, .. } => kernels::widen(w),
+                QOp::Conv { w, win, .. } if kernels::uses_dot_products(win) => kernels::widen(w),
+                _ => Vec::new(),
+            })
+            .collect();
         Interpreter {
             model,
+            widened,
             isa,
             threads,
         }
@@ -97,7 +105,7 @@ impl Interpreter {
                     .to_f32()
                     .unwrap_or_default()
                     .iter()
-                    .map(|&x| (x * spec.inv_scale).round_ties_even().clamp(-128.0, 127.0) as i8)
+                    .map(|&x| quantize_input(x, spec.inv_scale))
                     .collect();
                 Ok((spec.value, q))
             })
@@ -112,9 +120,9 @@ impl Interpreter {
             trace.push(hash_parts(DType::I8, &m.shapes[v], as_bytes(&q)));
             vals[v] = q;
         }
-        for op in &m.ops {
+        for (op, widened) in m.ops.iter().zip(&self.widened) {
             let y = op.output();
-            let out = self.step(op, &vals);
+            let out = self.step(op, widened, &vals);
             trace.push(hash_parts(DType::I8, &m.shapes[y], as_bytes(&out)));
             vals[y] = out;
         }
@@ -134,15 +142,22 @@ impl Interpreter {
         })
     }
 
-    fn step(&self, op: &QOp, vals: &[Vec<i8>]) -> Vec<i8> {
+    fn step(&self, op: &QOp, widened: &[i16], vals: &[Vec<i8>]) -> Vec<i8> {
         let m = &self.model;
         let numel = |v: usize| m.shapes[v].iter().product::<usize>();
         match op {
-            QOp::Dense {
-                x, y, k, w, b, rq, ..
-            } => {
+            QOp::Dense { x, y, k, b, rq, .. } => {
                 let mut out = vec![0i8; numel(*y)];
-                kernels::dense(self.isa, self.threads, &vals[*x], *k, w, b, rq, &mut out);
+                kernels::dense(
+                    self.isa,
+                    self.threads,
+                    &vals[*x],
+                    *k,
+                    widened,
+                    b,
+                    rq,
+                    &mut out,
+                );
                 out
             }
             QOp::Conv {
@@ -158,7 +173,7 @@ impl Interpreter {
                 let plane = win.channels * win.height * win.width;
                 let out_plane = out.len() / m.shapes[*y][0].max(1);
                 for (img, o) in vals[*x].chunks(plane).zip(out.chunks_mut(out_plane.max(1))) {
-                    kernels::conv(self.isa, self.threads, img, win, w, b, rq, o);
+                    kernels::conv(self.isa, self.threads, img, win, w, widened, b, rq, o);
                 }
                 out
             }
@@ -202,23 +217,26 @@ impl Interpreter {
                     .collect()
             }
             QOp::Const { data, .. } => data.clone(),
-            QOp::MaxPool { x, win, .. } => pool(&vals[*x], win, |it, _| {
-                it.map(|v| v as i32).max().unwrap_or(-128) as i8
-            }),
+            QOp::MaxPool { x, win, .. } => pool(&vals[*x], win, i8::MIN, |a, v| a.max(v), |a, _| a),
             QOp::AvgPool {
                 x,
                 win,
                 count_include_pad,
                 ..
-            } => pool(&vals[*x], win, |it, count| {
-                let sum: i64 = it.map(|v| v as i64).sum();
-                let count = if *count_include_pad {
-                    (win.kernel_h * win.kernel_w) as i64
-                } else {
-                    count as i64
-                };
-                clamp_i8((2 * sum + count).div_euclid(2 * count))
-            }),
+            } => pool(
+                &vals[*x],
+                win,
+                0i64,
+                |a, v| a + v as i64,
+                |sum, count| {
+                    let count = if *count_include_pad {
+                        (win.kernel_h * win.kernel_w) as i64
+                    } else {
+                        count as i64
+                    };
+                    clamp_i8((2 * sum + count).div_euclid(2 * count))
+                },
+            ),
             QOp::Reshape { x, .. } => vals[*x].clone(),
             QOp::Concat { xs, y, axis } => {
                 let outer: usize = m.shapes[*y][..*axis].iter().product();
@@ -239,11 +257,24 @@ impl Interpreter {
     }
 }
 
-/// Applies `reduce(values_in_window, count)` to every window of every channel plane.
-fn pool(
+/// `clamp(round_half_even(x * inv_scale), -128, 127)` (docs/canonical-semantics.md §2).
+/// Clamping to [-129, 128] first changes no result and keeps |v| < 2^22, where adding and
+/// subtracting 1.5 * 2^23 rounds half to even exactly in IEEE binary32 (no libm call).
+#[inline]
+fn quantize_input(x: f32, inv_scale: f32) -> i8 {
+    const MAGIC: f32 = 12_582_912.0;
+    let v = (x * inv_scale).clamp(-129.0, 128.0);
+    ((v + MAGIC) - MAGIC).clamp(-128.0, 127.0) as i8
+}
+
+/// Folds every window of every channel plane (`fold` over the positions inside the image,
+/// then `finish(acc, count_inside)`).
+fn pool<A: Copy>(
     x: &[i8],
     win: &crate::geometry::Window,
-    reduce: impl Fn(&mut dyn Iterator<Item = i8>, usize) -> i8,
+    init: A,
+    fold: impl Fn(A, i8) -> A,
+    finish: impl Fn(A, usize) -> i8,
 ) -> Vec<i8> {
     let (oh, ow) = (win.out_h(), win.out_w());
     let plane = win.height * win.width;
@@ -253,10 +284,50 @@ fn pool(
             for ox in 0..ow {
                 let (rows, cols) = win.span(oy, ox);
                 let count = rows.len() * cols.len();
-                let mut it = rows.flat_map(|r| cols.clone().map(move |c| p[r * win.width + c]));
-                out.push(reduce(&mut it, count));
+                let mut acc = init;
+                for r in rows {
+                    for &v in &p[r * win.width + cols.start..r * win.width + cols.end] {
+                        acc = fold(acc, v);
+                    }
+                }
+                out.push(finish(acc, count));
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantize_input;
+
+    #[test]
+    fn input_rounding_is_half_even_then_clamped() {
+        for (x, q) in [
+            (0.5, 0),
+            (1.5, 2),
+            (2.5, 2),
+            (-0.5, 0),
+            (-1.5, -2),
+            (-2.5, -2),
+            (126.5, 126),
+            (127.5, 127),
+            (1e30, 127),
+            (-1e30, -128),
+            (-128.5, -128),
+            (3.49, 3),
+        ] {
+            assert_eq!(quantize_input(x, 1.0), q, "{x}");
+        }
+        // Agrees with the definition over a dense sweep.
+        let mut x = -200.0f32;
+        while x < 200.0 {
+            assert_eq!(
+                quantize_input(x, 1.0),
+                x.round_ties_even().clamp(-128.0, 127.0) as i8,
+                "{x}"
+            );
+            x += 0.0625 / 3.0;
+        }
+    }
 }

@@ -13,16 +13,29 @@ pub struct FloatModel {
     outputs: Vec<(String, NodeId)>,
 }
 
-/// "rten" with its version and the instruction-set class its kernels will pick here.
+/// "rten" with its version and the CPU class its kernels will pick here.
 pub fn engine_id() -> EngineId {
-    let isa = match crate::kernels::detect_isa() {
-        crate::kernels::Isa::Avx2 => "avx2",
-        crate::kernels::Isa::Portable => "baseline",
-    };
     EngineId {
         name: "rten".into(),
-        version: format!("0.27/{}-{isa}", std::env::consts::ARCH),
+        version: format!("0.27/{}-{}", std::env::consts::ARCH, cpu_class()),
     }
+}
+
+/// The instruction-set class that decides which float kernels rten picks on this CPU.
+fn cpu_class() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "avx512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            return "avx2-fma";
+        }
+        "sse"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    "baseline"
 }
 
 impl FloatModel {

@@ -136,11 +136,15 @@ fn output_and_trace_identical_across_runs_kernels_and_threads() {
             let reference = Interpreter::with_options(m.clone(), Isa::Portable, false)
                 .run(&inp)
                 .unwrap();
-            for (isa, threads) in [
+            let mut variants = vec![
                 (Isa::Portable, true),
                 (detect_isa(), false),
                 (detect_isa(), true),
-            ] {
+            ];
+            if std::arch::is_x86_feature_detected!("avx2") {
+                variants.extend([(Isa::Avx2, false), (Isa::Avx2, true)]);
+            }
+            for (isa, threads) in variants {
                 for _ in 0..3 {
                     let got = Interpreter::with_options(m.clone(), isa, threads)
                         .run(&inp)
