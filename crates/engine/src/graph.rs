@@ -930,7 +930,16 @@ pub fn lower(model: &ModelProto) -> Result<FloatGraph> {
                 spec.name
             )));
         }
-        let v = lw.new_value(spec.shape.iter().map(|d| d.unwrap_or(1)).collect());
+        let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+        let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if elements.is_none_or(|n| n > verity_core::tensor::MAX_ELEMENTS) {
+            return Err(EngineError::Unsupported(format!(
+                "input `{}` has shape {shape:?}, larger than {} elements",
+                spec.name,
+                verity_core::tensor::MAX_ELEMENTS
+            )));
+        }
+        let v = lw.new_value(shape);
         lw.names.insert(spec.name.clone(), Slot::Value(v));
         inputs.push((spec.name.clone(), v));
     }

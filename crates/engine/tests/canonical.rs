@@ -224,3 +224,40 @@ fn inspect_describes_models_and_refuses_garbage() {
         "truncated ONNX must be rejected"
     );
 }
+
+#[test]
+fn corrupted_onnx_files_never_panic() {
+    // Truncations and byte flips across the whole file: inspect, lower and quantize must
+    // return (Ok or a clean error), never panic or overflow.
+    for (name, calib) in [
+        ("digits_cnn.onnx", "digits_calib_cnn.json"),
+        ("ops_mix.onnx", "ops_calib.json"),
+    ] {
+        // Two calibration samples are enough to exercise every code path.
+        let full = Calibration::from_json(&fixture(calib)).unwrap();
+        let t = &full.tensors["input"];
+        let per: usize = t.shape()[1..].iter().product();
+        let mut shape = t.shape().to_vec();
+        shape[0] = 2;
+        let small = Tensor::from_f32(shape, &t.to_f32().unwrap()[..2 * per]).unwrap();
+        let json = serde_json::to_vec(&TensorMap::from([("input".to_string(), small)])).unwrap();
+        let calib = Calibration::from_json(&json).unwrap();
+        let bytes = fixture(name);
+        let mut variants: Vec<Vec<u8>> = (0..bytes.len())
+            .step_by(61)
+            .map(|n| bytes[..n].to_vec())
+            .collect();
+        for pos in (0..bytes.len()).step_by(11) {
+            for flip in [0x01u8, 0x80, 0xFF] {
+                let mut b = bytes.clone();
+                b[pos] ^= flip;
+                variants.push(b);
+            }
+        }
+        for v in &variants {
+            if inspect(v).is_ok() {
+                let _ = quantize_onnx(v, &calib);
+            }
+        }
+    }
+}
