@@ -1,10 +1,11 @@
 //! Receipts: the node's signed statement "model M produced outputs O on inputs I".
 
-use crate::encode::Encoder;
+use crate::encode::{Decoder, Encoder};
 use crate::hash::{domain, Hash, ModelId};
 use crate::keys::{NodeKey, PublicKey, Signature};
 use crate::request::Mode;
-use crate::tensor::TensorMap;
+use crate::tensor::{Tensor, TensorMap};
+use crate::CoreError;
 use serde::{Deserialize, Serialize};
 
 pub const RECEIPT_VERSION: u32 = 1;
@@ -94,5 +95,74 @@ impl Receipt {
     /// A receipt's id is its signing hash: unique per statement, known before storage.
     pub fn id(&self) -> Hash {
         self.signing_hash()
+    }
+
+    /// Full canonical encoding (for ledger transactions and blocks): the signed fields in
+    /// signing order, then the outputs map and the signature.
+    pub fn encode_into(&self, e: &mut Encoder) {
+        e.u32(self.version)
+            .fixed32(&self.request_hash.0)
+            .fixed32(&self.model.0)
+            .fixed32(&self.input_hash.0)
+            .fixed32(&self.output_hash.0);
+        match &self.trace_root {
+            None => e.u8(0),
+            Some(h) => e.u8(1).fixed32(&h.0),
+        };
+        e.str(&self.engine.name)
+            .str(&self.engine.version)
+            .str(self.mode.name())
+            .fixed32(&self.node.0)
+            .u64(self.timestamp_ms);
+        e.u64(self.outputs.len() as u64);
+        for (name, t) in &self.outputs {
+            e.str(name);
+            t.encode_into(e);
+        }
+        for &b in &self.signature.0 {
+            e.u8(b);
+        }
+    }
+
+    pub fn decode_from(d: &mut Decoder<'_>) -> Result<Receipt, CoreError> {
+        let version = d.u32()?;
+        let request_hash = Hash(d.fixed32()?);
+        let model = ModelId(d.fixed32()?);
+        let input_hash = Hash(d.fixed32()?);
+        let output_hash = Hash(d.fixed32()?);
+        let trace_root = match d.u8()? {
+            0 => None,
+            1 => Some(Hash(d.fixed32()?)),
+            t => return Err(CoreError::Malformed(format!("option tag {t}"))),
+        };
+        let engine = EngineId {
+            name: d.str()?.to_string(),
+            version: d.str()?.to_string(),
+        };
+        let mode = Mode::parse(d.str()?)?;
+        let node = PublicKey(d.fixed32()?);
+        let timestamp_ms = d.u64()?;
+        let mut outputs = TensorMap::new();
+        for _ in 0..d.count(16)? {
+            let name = d.str()?.to_string();
+            outputs.insert(name, Tensor::decode_from(d)?);
+        }
+        let mut signature = [0u8; 64];
+        signature[..32].copy_from_slice(&d.fixed32()?);
+        signature[32..].copy_from_slice(&d.fixed32()?);
+        Ok(Receipt {
+            version,
+            request_hash,
+            model,
+            input_hash,
+            outputs,
+            output_hash,
+            trace_root,
+            engine,
+            mode,
+            node,
+            timestamp_ms,
+            signature: Signature(signature),
+        })
     }
 }

@@ -1,0 +1,16 @@
+//! Verity's ledger: the deterministic state machine every validator replicates.
+//!
+//! It knows nothing about consensus or networking: a block is an ordered list of signed
+//! transactions, and applying the same blocks to the same genesis gives the same state root on
+//! every validator. Consensus (which orders blocks) and storage (which keeps them) wrap it.
+//! The economic rules are written in docs/economics.md.
+
+pub mod block;
+pub mod error;
+pub mod state;
+pub mod tx;
+
+pub use block::{receipts_root, Block, ReceiptProof};
+pub use error::TxError;
+pub use state::{Genesis, LedgerState, Params};
+pub use tx::{Action, Transaction};

@@ -1,0 +1,540 @@
+//! The replicated state and its transition function.
+
+use crate::block::{receipts_root, txs_root, Block, BlockHeader};
+use crate::error::TxError;
+use crate::tx::{Action, Transaction};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use verity_core::encode::Encoder;
+use verity_core::hash::domain;
+use verity_core::verify::{verify_receipt, Expectations};
+use verity_core::{Hash, ModelId, PublicKey, Receipt};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Smallest stake an executor node may lock.
+    pub min_stake: u64,
+    /// Blocks after which the client of an unsettled request may take its escrow back.
+    pub refund_after: u64,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            min_stake: 1_000,
+            refund_after: 100,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenesisNode {
+    pub key: PublicKey,
+    pub stake: u64,
+    pub endpoint: String,
+}
+
+/// The starting state: funded accounts and the initial (validator) nodes with locked stake.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Genesis {
+    pub chain_id: String,
+    pub accounts: Vec<(PublicKey, u64)>,
+    pub nodes: Vec<GenesisNode>,
+    #[serde(default)]
+    pub params: Params,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Account {
+    balance: u64,
+    nonce: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NodeEntry {
+    pub stake: u64,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModelEntry {
+    pub publisher: PublicKey,
+    pub price: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Escrow {
+    pub client: PublicKey,
+    pub model: ModelId,
+    pub executors: u32,
+    pub amount: u64,
+    pub opened_at: u64,
+}
+
+/// Conflicting signed receipts for one request, kept as evidence.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Disagreement {
+    pub request: Hash,
+    pub height: u64,
+    pub receipts: Vec<Receipt>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LedgerState {
+    params: Params,
+    chain_id: String,
+    height: u64,
+    last_digest: Hash,
+    last_timestamp_ms: u64,
+    accounts: BTreeMap<PublicKey, Account>,
+    nodes: BTreeMap<PublicKey, NodeEntry>,
+    models: BTreeMap<ModelId, ModelEntry>,
+    escrows: BTreeMap<Hash, Escrow>,
+    settled: BTreeSet<Hash>,
+    disagreements: Vec<Disagreement>,
+}
+
+/// Why a proposed block is invalid.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlockError {
+    #[error("block height {got}, expected {expected}")]
+    Height { expected: u64, got: u64 },
+    #[error("block does not extend the last block")]
+    Parent,
+    #[error("transaction {index} is invalid: {error}")]
+    Tx { index: usize, error: TxError },
+    #[error("block time goes backwards")]
+    Time,
+    #[error("{0} root does not match the block's contents")]
+    Root(&'static str),
+}
+
+impl LedgerState {
+    pub fn from_genesis(g: &Genesis) -> Result<LedgerState, TxError> {
+        let mut s = LedgerState {
+            params: g.params.clone(),
+            chain_id: g.chain_id.clone(),
+            height: 0,
+            last_digest: Hash::of(domain::BLOCK, g.chain_id.as_bytes()),
+            last_timestamp_ms: 0,
+            accounts: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            models: BTreeMap::new(),
+            escrows: BTreeMap::new(),
+            settled: BTreeSet::new(),
+            disagreements: Vec::new(),
+        };
+        for (key, balance) in &g.accounts {
+            let a = s.accounts.entry(*key).or_default();
+            a.balance = a
+                .balance
+                .checked_add(*balance)
+                .ok_or_else(|| TxError::Invalid("genesis balance overflow".into()))?;
+        }
+        for n in &g.nodes {
+            if n.stake < s.params.min_stake {
+                return Err(TxError::StakeTooLow {
+                    stake: n.stake,
+                    min: s.params.min_stake,
+                });
+            }
+            if s.nodes
+                .insert(
+                    n.key,
+                    NodeEntry {
+                        stake: n.stake,
+                        endpoint: n.endpoint.clone(),
+                    },
+                )
+                .is_some()
+            {
+                return Err(TxError::NodeExists(n.key));
+            }
+        }
+        Ok(s)
+    }
+
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+    pub fn last_digest(&self) -> Hash {
+        self.last_digest
+    }
+    pub fn last_timestamp_ms(&self) -> u64 {
+        self.last_timestamp_ms
+    }
+    pub fn balance(&self, key: &PublicKey) -> u64 {
+        self.accounts.get(key).map_or(0, |a| a.balance)
+    }
+    pub fn nonce(&self, key: &PublicKey) -> u64 {
+        self.accounts.get(key).map_or(0, |a| a.nonce)
+    }
+    pub fn node(&self, key: &PublicKey) -> Option<&NodeEntry> {
+        self.nodes.get(key)
+    }
+    pub fn nodes(&self) -> &BTreeMap<PublicKey, NodeEntry> {
+        &self.nodes
+    }
+    pub fn model(&self, id: &ModelId) -> Option<&ModelEntry> {
+        self.models.get(id)
+    }
+    pub fn escrow(&self, request: &Hash) -> Option<&Escrow> {
+        self.escrows.get(request)
+    }
+    pub fn is_settled(&self, request: &Hash) -> bool {
+        self.settled.contains(request)
+    }
+    pub fn disagreements(&self) -> &[Disagreement] {
+        &self.disagreements
+    }
+
+    /// Total of balances, stakes and escrows: constant under every transaction.
+    pub fn total_supply(&self) -> u128 {
+        let b: u128 = self.accounts.values().map(|a| a.balance as u128).sum();
+        let s: u128 = self.nodes.values().map(|n| n.stake as u128).sum();
+        let e: u128 = self.escrows.values().map(|e| e.amount as u128).sum();
+        b + s + e
+    }
+
+    /// Commitment to the whole state (docs/economics.md §state root).
+    pub fn state_root(&self) -> Hash {
+        let mut e = Encoder::new();
+        e.str(&self.chain_id)
+            .u64(self.height)
+            .fixed32(&self.last_digest.0);
+        e.u64(self.accounts.len() as u64);
+        for (k, a) in &self.accounts {
+            e.fixed32(&k.0).u64(a.balance).u64(a.nonce);
+        }
+        e.u64(self.nodes.len() as u64);
+        for (k, n) in &self.nodes {
+            e.fixed32(&k.0).u64(n.stake).str(&n.endpoint);
+        }
+        e.u64(self.models.len() as u64);
+        for (k, m) in &self.models {
+            e.fixed32(&k.0).fixed32(&m.publisher.0).u64(m.price);
+        }
+        e.u64(self.escrows.len() as u64);
+        for (k, x) in &self.escrows {
+            e.fixed32(&k.0)
+                .fixed32(&x.client.0)
+                .fixed32(&x.model.0)
+                .u32(x.executors)
+                .u64(x.amount)
+                .u64(x.opened_at);
+        }
+        e.u64(self.settled.len() as u64);
+        for k in &self.settled {
+            e.fixed32(&k.0);
+        }
+        e.u64(self.disagreements.len() as u64);
+        for d in &self.disagreements {
+            e.fixed32(&d.request.0)
+                .u64(d.height)
+                .u64(d.receipts.len() as u64);
+            for r in &d.receipts {
+                e.fixed32(&r.id().0);
+            }
+        }
+        Hash::of(domain::STATE, &e.finish())
+    }
+
+    fn debit(&mut self, key: &PublicKey, amount: u64) -> Result<(), TxError> {
+        let have = self.balance(key);
+        if have < amount {
+            return Err(TxError::Balance { need: amount, have });
+        }
+        self.accounts.entry(*key).or_default().balance = have - amount;
+        Ok(())
+    }
+
+    fn credit(&mut self, key: &PublicKey, amount: u64) {
+        let a = self.accounts.entry(*key).or_default();
+        // Credits only move existing supply, so they cannot exceed u64 in total.
+        a.balance = a.balance.saturating_add(amount);
+    }
+
+    /// Checks receipts for `request`: valid signatures, the escrowed model, distinct
+    /// registered nodes. Returns their output hashes.
+    fn check_receipts(
+        &self,
+        request: &Hash,
+        model: &ModelId,
+        receipts: &[Receipt],
+    ) -> Result<Vec<Hash>, TxError> {
+        let mut seen = BTreeSet::new();
+        receipts
+            .iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let bad = |reason: String| TxError::Receipt { index, reason };
+                verify_receipt(r, &Expectations::default()).map_err(|e| bad(e.to_string()))?;
+                if r.request_hash != *request {
+                    return Err(bad("names another request".into()));
+                }
+                if r.model != *model {
+                    return Err(bad("names another model".into()));
+                }
+                if !self.nodes.contains_key(&r.node) {
+                    return Err(bad(format!("signer {} is not a registered node", r.node)));
+                }
+                if !seen.insert(r.node) {
+                    return Err(bad(format!("node {} signed twice", r.node)));
+                }
+                Ok(r.output_hash)
+            })
+            .collect()
+    }
+
+    /// Applies one transaction at `height`. On error nothing changes. Returns the ids of the
+    /// receipts it settled.
+    pub fn apply_tx(&mut self, tx: &Transaction, height: u64) -> Result<Vec<Hash>, TxError> {
+        if !tx.signature_is_valid() {
+            return Err(TxError::Signature);
+        }
+        let expected = self.nonce(&tx.sender);
+        if tx.nonce != expected {
+            return Err(TxError::Nonce {
+                account: tx.sender,
+                expected,
+                got: tx.nonce,
+            });
+        }
+        let settled = self.apply_action(&tx.sender, &tx.action, height)?;
+        self.accounts.entry(tx.sender).or_default().nonce += 1;
+        Ok(settled)
+    }
+
+    fn apply_action(
+        &mut self,
+        sender: &PublicKey,
+        action: &Action,
+        height: u64,
+    ) -> Result<Vec<Hash>, TxError> {
+        match action {
+            Action::Transfer { to, amount } => {
+                if *amount == 0 {
+                    return Err(TxError::ZeroAmount);
+                }
+                self.debit(sender, *amount)?;
+                self.credit(to, *amount);
+            }
+            Action::RegisterNode { stake, endpoint } => {
+                if self.nodes.contains_key(sender) {
+                    return Err(TxError::NodeExists(*sender));
+                }
+                if *stake < self.params.min_stake {
+                    return Err(TxError::StakeTooLow {
+                        stake: *stake,
+                        min: self.params.min_stake,
+                    });
+                }
+                if endpoint.len() > 256 {
+                    return Err(TxError::Invalid("endpoint longer than 256 bytes".into()));
+                }
+                self.debit(sender, *stake)?;
+                self.nodes.insert(
+                    *sender,
+                    NodeEntry {
+                        stake: *stake,
+                        endpoint: endpoint.clone(),
+                    },
+                );
+            }
+            Action::RegisterModel { model, price } => {
+                if self.models.contains_key(model) {
+                    return Err(TxError::ModelExists(*model));
+                }
+                self.models.insert(
+                    *model,
+                    ModelEntry {
+                        publisher: *sender,
+                        price: *price,
+                    },
+                );
+            }
+            Action::OpenRequest {
+                request,
+                model,
+                executors,
+            } => {
+                if !(1..=16).contains(executors) {
+                    return Err(TxError::QuorumSize(*executors));
+                }
+                if self.escrows.contains_key(request) || self.settled.contains(request) {
+                    return Err(TxError::RequestExists(*request));
+                }
+                let price = self
+                    .models
+                    .get(model)
+                    .ok_or(TxError::UnknownModel(*model))?
+                    .price;
+                let amount = price
+                    .checked_mul(*executors as u64)
+                    .ok_or_else(|| TxError::Invalid("fee overflows".into()))?;
+                self.debit(sender, amount)?;
+                self.escrows.insert(
+                    *request,
+                    Escrow {
+                        client: *sender,
+                        model: *model,
+                        executors: *executors,
+                        amount,
+                        opened_at: height,
+                    },
+                );
+            }
+            Action::Settle { request, receipts } => {
+                let escrow = self
+                    .escrows
+                    .get(request)
+                    .ok_or(TxError::UnknownRequest(*request))?
+                    .clone();
+                if receipts.len() != escrow.executors as usize {
+                    return Err(TxError::Invalid(format!(
+                        "{} receipts for a request that needs {}",
+                        receipts.len(),
+                        escrow.executors
+                    )));
+                }
+                let outputs = self.check_receipts(request, &escrow.model, receipts)?;
+                if outputs.iter().any(|o| *o != outputs[0]) {
+                    return Err(TxError::Disagreement);
+                }
+                let share = escrow.amount / escrow.executors as u64;
+                for r in receipts {
+                    self.credit(&r.node, share);
+                }
+                // Integer division leftovers go back to the client.
+                self.credit(
+                    &escrow.client,
+                    escrow.amount - share * escrow.executors as u64,
+                );
+                self.escrows.remove(request);
+                self.settled.insert(*request);
+                return Ok(receipts.iter().map(Receipt::id).collect());
+            }
+            Action::Disagree { request, receipts } => {
+                let escrow = self
+                    .escrows
+                    .get(request)
+                    .ok_or(TxError::UnknownRequest(*request))?
+                    .clone();
+                if receipts.len() < 2 || receipts.len() > 16 {
+                    return Err(TxError::Invalid(
+                        "a disagreement needs 2 to 16 receipts".into(),
+                    ));
+                }
+                let outputs = self.check_receipts(request, &escrow.model, receipts)?;
+                if outputs.iter().all(|o| *o == outputs[0]) {
+                    return Err(TxError::NoDisagreement);
+                }
+                self.credit(&escrow.client, escrow.amount);
+                self.escrows.remove(request);
+                self.disagreements.push(Disagreement {
+                    request: *request,
+                    height,
+                    receipts: receipts.clone(),
+                });
+            }
+            Action::Refund { request } => {
+                let escrow = self
+                    .escrows
+                    .get(request)
+                    .ok_or(TxError::UnknownRequest(*request))?
+                    .clone();
+                if escrow.client != *sender {
+                    return Err(TxError::NotClient("take back an escrow"));
+                }
+                let from = escrow.opened_at.saturating_add(self.params.refund_after);
+                if height < from {
+                    return Err(TxError::TooEarly {
+                        request: *request,
+                        from,
+                    });
+                }
+                self.credit(sender, escrow.amount);
+                self.escrows.remove(request);
+            }
+        }
+        Ok(vec![])
+    }
+
+    /// Builds the next block from candidate transactions: invalid ones are left out (with
+    /// their reasons). Does not change `self`.
+    pub fn propose(
+        &self,
+        candidates: Vec<Transaction>,
+        proposer: PublicKey,
+        timestamp_ms: u64,
+    ) -> (Block, Vec<(Transaction, TxError)>) {
+        let mut next = self.clone();
+        let height = self.height + 1;
+        let timestamp_ms = timestamp_ms.max(self.last_timestamp_ms);
+        let mut txs = Vec::new();
+        let mut rejected = Vec::new();
+        let mut receipt_ids = Vec::new();
+        for tx in candidates {
+            match next.apply_tx(&tx, height) {
+                Ok(ids) => {
+                    receipt_ids.extend(ids);
+                    txs.push(tx);
+                }
+                Err(e) => rejected.push((tx, e)),
+            }
+        }
+        let mut header = BlockHeader {
+            height,
+            parent: self.last_digest,
+            timestamp_ms,
+            proposer,
+            txs_root: txs_root(&txs),
+            receipts_root: receipts_root(&receipt_ids),
+            state_root: Hash::default(),
+        };
+        next.height = height;
+        next.last_digest = self.last_digest;
+        header.state_root = next.state_root();
+        (Block { header, txs }, rejected)
+    }
+
+    /// Validates `block` against this state and applies it. Every transaction must apply and
+    /// every root must match. On error nothing changes. Returns the settled receipt ids.
+    pub fn apply_block(&mut self, block: &Block) -> Result<Vec<Hash>, BlockError> {
+        let h = &block.header;
+        if h.height != self.height + 1 {
+            return Err(BlockError::Height {
+                expected: self.height + 1,
+                got: h.height,
+            });
+        }
+        if h.parent != self.last_digest {
+            return Err(BlockError::Parent);
+        }
+        if h.timestamp_ms < self.last_timestamp_ms {
+            return Err(BlockError::Time);
+        }
+        if h.txs_root != txs_root(&block.txs) {
+            return Err(BlockError::Root("transactions"));
+        }
+        let mut next = self.clone();
+        let mut receipt_ids = Vec::new();
+        for (index, tx) in block.txs.iter().enumerate() {
+            receipt_ids.extend(
+                next.apply_tx(tx, h.height)
+                    .map_err(|error| BlockError::Tx { index, error })?,
+            );
+        }
+        if h.receipts_root != receipts_root(&receipt_ids) {
+            return Err(BlockError::Root("receipts"));
+        }
+        next.height = h.height;
+        if h.state_root != next.state_root() {
+            return Err(BlockError::Root("state"));
+        }
+        next.last_digest = block.digest();
+        next.last_timestamp_ms = h.timestamp_ms;
+        *self = next;
+        Ok(receipt_ids)
+    }
+}

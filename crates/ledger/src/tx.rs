@@ -1,0 +1,181 @@
+//! Signed transactions and their canonical encoding (docs/economics.md lists the actions).
+
+use serde::{Deserialize, Serialize};
+use verity_core::encode::{Decoder, Encoder};
+use verity_core::hash::domain;
+use verity_core::keys::Signature;
+use verity_core::{CoreError, Hash, ModelId, NodeKey, PublicKey, Receipt};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Action {
+    /// Move balance to another account.
+    Transfer { to: PublicKey, amount: u64 },
+    /// Register the sender as an executor node, locking `stake` from its balance.
+    RegisterNode { stake: u64, endpoint: String },
+    /// Register a model (by id) with a price per execution, paid to each executor.
+    RegisterModel { model: ModelId, price: u64 },
+    /// Open an inference request: escrows `price * executors` from the client's balance.
+    OpenRequest {
+        request: Hash,
+        model: ModelId,
+        executors: u32,
+    },
+    /// Settle an open request with its receipts: `executors` receipts by distinct registered
+    /// nodes, for this request and model, with equal output hashes. Pays each executor.
+    Settle {
+        request: Hash,
+        receipts: Vec<Receipt>,
+    },
+    /// Record receipts for one request that disagree on the output; refunds the client.
+    Disagree {
+        request: Hash,
+        receipts: Vec<Receipt>,
+    },
+    /// Take back the escrow of a request nobody settled within the timeout.
+    Refund { request: Hash },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub sender: PublicKey,
+    pub nonce: u64,
+    pub action: Action,
+    pub signature: Signature,
+}
+
+fn put_receipts(e: &mut Encoder, receipts: &[Receipt]) {
+    e.u64(receipts.len() as u64);
+    for r in receipts {
+        r.encode_into(e);
+    }
+}
+
+fn get_receipts(d: &mut Decoder<'_>) -> Result<Vec<Receipt>, CoreError> {
+    let n = d.count(200)?;
+    (0..n).map(|_| Receipt::decode_from(d)).collect()
+}
+
+impl Action {
+    pub fn encode_into(&self, e: &mut Encoder) {
+        match self {
+            Action::Transfer { to, amount } => {
+                e.u8(1).fixed32(&to.0).u64(*amount);
+            }
+            Action::RegisterNode { stake, endpoint } => {
+                e.u8(2).u64(*stake).str(endpoint);
+            }
+            Action::RegisterModel { model, price } => {
+                e.u8(3).fixed32(&model.0).u64(*price);
+            }
+            Action::OpenRequest {
+                request,
+                model,
+                executors,
+            } => {
+                e.u8(4)
+                    .fixed32(&request.0)
+                    .fixed32(&model.0)
+                    .u32(*executors);
+            }
+            Action::Settle { request, receipts } => {
+                e.u8(5).fixed32(&request.0);
+                put_receipts(e, receipts);
+            }
+            Action::Disagree { request, receipts } => {
+                e.u8(6).fixed32(&request.0);
+                put_receipts(e, receipts);
+            }
+            Action::Refund { request } => {
+                e.u8(7).fixed32(&request.0);
+            }
+        }
+    }
+
+    pub fn decode_from(d: &mut Decoder<'_>) -> Result<Action, CoreError> {
+        Ok(match d.u8()? {
+            1 => Action::Transfer {
+                to: PublicKey(d.fixed32()?),
+                amount: d.u64()?,
+            },
+            2 => Action::RegisterNode {
+                stake: d.u64()?,
+                endpoint: d.str()?.to_string(),
+            },
+            3 => Action::RegisterModel {
+                model: ModelId(d.fixed32()?),
+                price: d.u64()?,
+            },
+            4 => Action::OpenRequest {
+                request: Hash(d.fixed32()?),
+                model: ModelId(d.fixed32()?),
+                executors: d.u32()?,
+            },
+            5 => Action::Settle {
+                request: Hash(d.fixed32()?),
+                receipts: get_receipts(d)?,
+            },
+            6 => Action::Disagree {
+                request: Hash(d.fixed32()?),
+                receipts: get_receipts(d)?,
+            },
+            7 => Action::Refund {
+                request: Hash(d.fixed32()?),
+            },
+            t => return Err(CoreError::Malformed(format!("unknown action tag {t}"))),
+        })
+    }
+}
+
+/// The hash a sender signs: sender, nonce and action, in the `verity/tx/v1` domain.
+fn signing_hash(sender: &PublicKey, nonce: u64, action: &Action) -> Hash {
+    let mut e = Encoder::new();
+    e.fixed32(&sender.0).u64(nonce);
+    action.encode_into(&mut e);
+    Hash::of(domain::TX, &e.finish())
+}
+
+impl Transaction {
+    pub fn new(key: &NodeKey, nonce: u64, action: Action) -> Transaction {
+        let sender = key.public();
+        let signature = key.sign(&signing_hash(&sender, nonce, &action).0);
+        Transaction {
+            sender,
+            nonce,
+            action,
+            signature,
+        }
+    }
+
+    /// The transaction's id (its signing hash).
+    pub fn id(&self) -> Hash {
+        signing_hash(&self.sender, self.nonce, &self.action)
+    }
+
+    pub fn signature_is_valid(&self) -> bool {
+        self.sender.verify(&self.id().0, &self.signature)
+    }
+
+    pub fn encode_into(&self, e: &mut Encoder) {
+        e.fixed32(&self.sender.0).u64(self.nonce);
+        self.action.encode_into(e);
+        for &b in &self.signature.0 {
+            e.u8(b);
+        }
+    }
+
+    pub fn decode_from(d: &mut Decoder<'_>) -> Result<Transaction, CoreError> {
+        let sender = PublicKey(d.fixed32()?);
+        let nonce = d.u64()?;
+        let action = Action::decode_from(d)?;
+        let mut sig = [0u8; 64];
+        sig[..32].copy_from_slice(&d.fixed32()?);
+        sig[32..].copy_from_slice(&d.fixed32()?);
+        Ok(Transaction {
+            sender,
+            nonce,
+            action,
+            signature: Signature(sig),
+        })
+    }
+}

@@ -1,0 +1,537 @@
+//! The ledger state machine: fees, stakes, escrows, settlement, disagreements, refunds,
+//! replay protection, and block validation across replicas.
+
+use std::collections::BTreeMap;
+use verity_core::receipt::ReceiptBody;
+use verity_core::tensor::hash_map;
+use verity_core::{EngineId, Hash, Mode, ModelId, NodeKey, Receipt, Tensor, TensorMap};
+use verity_ledger::state::{BlockError, GenesisNode};
+use verity_ledger::{
+    Action, Block, Genesis, LedgerState, Params, ReceiptProof, Transaction, TxError,
+};
+
+fn key(i: u8) -> NodeKey {
+    NodeKey::from_seed([i; 32])
+}
+
+fn genesis() -> Genesis {
+    Genesis {
+        chain_id: "test".into(),
+        accounts: (1..=6).map(|i| (key(i).public(), 1_000_000)).collect(),
+        nodes: (1..=4)
+            .map(|i| GenesisNode {
+                key: key(i).public(),
+                stake: 10_000,
+                endpoint: format!("127.0.0.1:{i}"),
+            })
+            .collect(),
+        params: Params {
+            min_stake: 1_000,
+            refund_after: 5,
+        },
+    }
+}
+
+fn receipt(node: &NodeKey, request: Hash, model: ModelId, value: f32) -> Receipt {
+    let outputs: TensorMap = BTreeMap::from([(
+        "y".to_string(),
+        Tensor::from_f32(vec![1], &[value]).unwrap(),
+    )]);
+    ReceiptBody {
+        request_hash: request,
+        model,
+        input_hash: Hash::of("in", b"x"),
+        output_hash: hash_map(&outputs),
+        outputs,
+        trace_root: Some(Hash::of("trace", b"t")),
+        engine: EngineId {
+            name: "verity-int8".into(),
+            version: "semantics-v1".into(),
+        },
+        mode: Mode::Signed,
+        timestamp_ms: 1,
+    }
+    .sign(node)
+}
+
+struct Chain {
+    state: LedgerState,
+    nonces: BTreeMap<u8, u64>,
+}
+
+impl Chain {
+    fn new() -> Chain {
+        Chain {
+            state: LedgerState::from_genesis(&genesis()).unwrap(),
+            nonces: BTreeMap::new(),
+        }
+    }
+    fn tx(&mut self, who: u8, action: Action) -> Transaction {
+        let n = self.nonces.entry(who).or_default();
+        let tx = Transaction::new(&key(who), *n, action);
+        *n += 1;
+        tx
+    }
+    /// Applies in a block of its own; returns the error if the tx was rejected.
+    fn run(&mut self, who: u8, action: Action) -> Result<Vec<Hash>, TxError> {
+        let tx = self.tx(who, action);
+        let (block, mut rejected) = self.state.propose(vec![tx], key(1).public(), 0);
+        if let Some((_, e)) = rejected.pop() {
+            *self.nonces.get_mut(&who).unwrap() -= 1;
+            return Err(e);
+        }
+        Ok(self.state.apply_block(&block).unwrap())
+    }
+}
+
+const MODEL: ModelId = ModelId([7; 32]);
+
+#[test]
+fn transfers_nonces_and_rejections_change_nothing() {
+    let mut c = Chain::new();
+    let supply = c.state.total_supply();
+    c.run(
+        5,
+        Action::Transfer {
+            to: key(9).public(),
+            amount: 250,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.balance(&key(9).public()), 250);
+    assert_eq!(c.state.balance(&key(5).public()), 1_000_000 - 250);
+    let root = c.state.state_root();
+    // Replay of an old transaction, overdraft, zero amount: rejected with reasons, no change.
+    let replay = Transaction::new(
+        &key(5),
+        0,
+        Action::Transfer {
+            to: key(9).public(),
+            amount: 250,
+        },
+    );
+    let mut s = c.state.clone();
+    assert!(matches!(
+        s.apply_tx(&replay, 9),
+        Err(TxError::Nonce {
+            expected: 1,
+            got: 0,
+            ..
+        })
+    ));
+    assert!(matches!(
+        c.run(
+            5,
+            Action::Transfer {
+                to: key(9).public(),
+                amount: 10_000_000
+            }
+        ),
+        Err(TxError::Balance { .. })
+    ));
+    assert_eq!(
+        c.run(
+            5,
+            Action::Transfer {
+                to: key(9).public(),
+                amount: 0
+            }
+        ),
+        Err(TxError::ZeroAmount)
+    );
+    let mut forged = c.tx(
+        5,
+        Action::Transfer {
+            to: key(9).public(),
+            amount: 1,
+        },
+    );
+    forged.action = Action::Transfer {
+        to: key(9).public(),
+        amount: 500,
+    };
+    assert_eq!(s.apply_tx(&forged, 9), Err(TxError::Signature));
+    assert_eq!(c.state.state_root(), root);
+    assert_eq!(c.state.total_supply(), supply);
+}
+
+#[test]
+fn quorum_request_is_escrowed_then_settled_and_paid() {
+    let mut c = Chain::new();
+    let supply = c.state.total_supply();
+    c.run(
+        6,
+        Action::RegisterModel {
+            model: MODEL,
+            price: 30,
+        },
+    )
+    .unwrap();
+    let req = Hash::of("req", b"1");
+    c.run(
+        5,
+        Action::OpenRequest {
+            request: req,
+            model: MODEL,
+            executors: 3,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.balance(&key(5).public()), 1_000_000 - 90);
+    assert_eq!(c.state.escrow(&req).unwrap().amount, 90);
+    let receipts: Vec<Receipt> = (1..=3).map(|i| receipt(&key(i), req, MODEL, 0.5)).collect();
+    // Wrong count, duplicate signer, unregistered signer, other request: rejected.
+    assert!(c
+        .run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: receipts[..2].to_vec()
+            }
+        )
+        .is_err());
+    let dup = vec![
+        receipts[0].clone(),
+        receipts[0].clone(),
+        receipts[1].clone(),
+    ];
+    assert!(matches!(
+        c.run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: dup
+            }
+        ),
+        Err(TxError::Receipt { index: 1, .. })
+    ));
+    let stranger = vec![
+        receipts[0].clone(),
+        receipts[1].clone(),
+        receipt(&key(9), req, MODEL, 0.5),
+    ];
+    assert!(matches!(
+        c.run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: stranger
+            }
+        ),
+        Err(TxError::Receipt { index: 2, .. })
+    ));
+    let other = vec![
+        receipts[0].clone(),
+        receipts[1].clone(),
+        receipt(&key(3), Hash::of("req", b"2"), MODEL, 0.5),
+    ];
+    assert!(matches!(
+        c.run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: other
+            }
+        ),
+        Err(TxError::Receipt { index: 2, .. })
+    ));
+    let mut tampered = receipts.clone();
+    tampered[1].timestamp_ms += 1;
+    assert!(matches!(
+        c.run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: tampered
+            }
+        ),
+        Err(TxError::Receipt { index: 1, .. })
+    ));
+
+    let before: Vec<u64> = (1..=3).map(|i| c.state.balance(&key(i).public())).collect();
+    let ids = c
+        .run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: receipts.clone(),
+            },
+        )
+        .unwrap();
+    assert_eq!(ids, receipts.iter().map(Receipt::id).collect::<Vec<_>>());
+    for (i, b) in (1..=3).zip(before) {
+        assert_eq!(
+            c.state.balance(&key(i).public()),
+            b + 30,
+            "executor {i} paid"
+        );
+    }
+    assert!(c.state.is_settled(&req) && c.state.escrow(&req).is_none());
+    // Settling or reopening the same request again is refused.
+    assert!(c
+        .run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts
+            }
+        )
+        .is_err());
+    assert_eq!(
+        c.run(
+            5,
+            Action::OpenRequest {
+                request: req,
+                model: MODEL,
+                executors: 1
+            }
+        ),
+        Err(TxError::RequestExists(req))
+    );
+    assert_eq!(c.state.total_supply(), supply);
+}
+
+#[test]
+fn disagreement_is_recorded_with_evidence_and_client_refunded() {
+    let mut c = Chain::new();
+    c.run(
+        6,
+        Action::RegisterModel {
+            model: MODEL,
+            price: 10,
+        },
+    )
+    .unwrap();
+    let req = Hash::of("req", b"d");
+    c.run(
+        5,
+        Action::OpenRequest {
+            request: req,
+            model: MODEL,
+            executors: 3,
+        },
+    )
+    .unwrap();
+    let receipts = vec![
+        receipt(&key(1), req, MODEL, 0.5),
+        receipt(&key(2), req, MODEL, 0.5),
+        receipt(&key(3), req, MODEL, 0.9),
+    ];
+    assert_eq!(
+        c.run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: receipts.clone()
+            }
+        ),
+        Err(TxError::Disagreement)
+    );
+    assert_eq!(
+        c.run(
+            6,
+            Action::Disagree {
+                request: req,
+                receipts: receipts[..2].to_vec()
+            }
+        ),
+        Err(TxError::NoDisagreement)
+    );
+    c.run(
+        6,
+        Action::Disagree {
+            request: req,
+            receipts: receipts.clone(),
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.balance(&key(5).public()), 1_000_000);
+    let d = &c.state.disagreements()[0];
+    assert_eq!((d.request, d.receipts.len()), (req, 3));
+}
+
+#[test]
+fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
+    let mut c = Chain::new();
+    c.run(
+        6,
+        Action::RegisterModel {
+            model: MODEL,
+            price: 10,
+        },
+    )
+    .unwrap();
+    let req = Hash::of("req", b"r");
+    c.run(
+        5,
+        Action::OpenRequest {
+            request: req,
+            model: MODEL,
+            executors: 1,
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        c.run(5, Action::Refund { request: req }),
+        Err(TxError::TooEarly { .. })
+    ));
+    for _ in 0..5 {
+        c.run(
+            6,
+            Action::Transfer {
+                to: key(6).public(),
+                amount: 1,
+            },
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        c.run(6, Action::Refund { request: req }),
+        Err(TxError::NotClient("take back an escrow"))
+    );
+    c.run(5, Action::Refund { request: req }).unwrap();
+    assert_eq!(c.state.balance(&key(5).public()), 1_000_000);
+
+    assert!(matches!(
+        c.run(
+            5,
+            Action::RegisterNode {
+                stake: 10,
+                endpoint: "x".into()
+            }
+        ),
+        Err(TxError::StakeTooLow { .. })
+    ));
+    c.run(
+        5,
+        Action::RegisterNode {
+            stake: 5_000,
+            endpoint: "127.0.0.1:9".into(),
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.balance(&key(5).public()), 995_000);
+    assert_eq!(c.state.node(&key(5).public()).unwrap().stake, 5_000);
+    assert_eq!(
+        c.run(
+            5,
+            Action::RegisterNode {
+                stake: 5_000,
+                endpoint: "y".into()
+            }
+        ),
+        Err(TxError::NodeExists(key(5).public()))
+    );
+}
+
+#[test]
+fn replicas_agree_and_reject_tampered_blocks() {
+    let mut a = Chain::new();
+    let mut b = LedgerState::from_genesis(&genesis()).unwrap();
+    let t1 = a.tx(
+        6,
+        Action::RegisterModel {
+            model: MODEL,
+            price: 7,
+        },
+    );
+    let req = Hash::of("req", b"b");
+    let t2 = a.tx(
+        5,
+        Action::OpenRequest {
+            request: req,
+            model: MODEL,
+            executors: 2,
+        },
+    );
+    let bad = Transaction::new(
+        &key(4),
+        99,
+        Action::Transfer {
+            to: key(1).public(),
+            amount: 1,
+        },
+    );
+    let (block1, rejected) = a.state.propose(vec![t1, bad, t2], key(2).public(), 10);
+    assert_eq!(rejected.len(), 1, "the bad-nonce transaction is left out");
+    a.state.apply_block(&block1).unwrap();
+    b.apply_block(&Block::decode(&block1.encode()).unwrap())
+        .unwrap();
+    assert_eq!(a.state.state_root(), b.state_root());
+
+    let receipts = vec![
+        receipt(&key(3), req, MODEL, 1.0),
+        receipt(&key(4), req, MODEL, 1.0),
+    ];
+    let t3 = a.tx(
+        6,
+        Action::Settle {
+            request: req,
+            receipts: receipts.clone(),
+        },
+    );
+    let (block2, _) = a.state.propose(vec![t3], key(3).public(), 20);
+    // Tampering with the block: each is rejected and leaves the replica unchanged.
+    let root_before = b.state_root();
+    let mut t = block2.clone();
+    t.txs.clear();
+    assert_eq!(b.apply_block(&t), Err(BlockError::Root("transactions")));
+    let mut t = block2.clone();
+    t.header.receipts_root = Hash::default();
+    assert_eq!(b.apply_block(&t), Err(BlockError::Root("receipts")));
+    let mut t = block2.clone();
+    t.header.state_root = Hash::default();
+    assert_eq!(b.apply_block(&t), Err(BlockError::Root("state")));
+    let mut t = block2.clone();
+    t.header.parent = Hash::default();
+    assert_eq!(b.apply_block(&t), Err(BlockError::Parent));
+    assert_eq!(
+        b.apply_block(&block1),
+        Err(BlockError::Height {
+            expected: 2,
+            got: 1
+        })
+    );
+    let mut t = block2.clone();
+    t.header.timestamp_ms = 5;
+    assert_eq!(b.apply_block(&t), Err(BlockError::Time));
+    assert_eq!(b.state_root(), root_before);
+
+    let ids = b.apply_block(&block2).unwrap();
+    a.state.apply_block(&block2).unwrap();
+    assert_eq!(a.state.state_root(), b.state_root());
+    // Each settled receipt is provably under the block's receipts root.
+    for (i, r) in receipts.iter().enumerate() {
+        let p = ReceiptProof::new(&ids, i).unwrap();
+        assert!(p.verify(&block2.header.receipts_root, &r.id()));
+    }
+}
+
+#[test]
+fn truncated_or_corrupted_blocks_do_not_decode_or_apply() {
+    let mut c = Chain::new();
+    let t = c.tx(
+        5,
+        Action::Transfer {
+            to: key(9).public(),
+            amount: 3,
+        },
+    );
+    let (block, _) = c.state.propose(vec![t], key(1).public(), 0);
+    let bytes = block.encode();
+    for cut in 0..bytes.len() {
+        assert!(Block::decode(&bytes[..cut]).is_err());
+    }
+    // Bytes 40..80 are the timestamp and the proposer: the proposer's own choices, bound by
+    // consensus (leader signature) and the monotonic-time rule, not by the state machine.
+    for pos in (0..bytes.len()).filter(|p| !(40..80).contains(p)) {
+        let mut b = bytes.clone();
+        b[pos] ^= 0x10;
+        if let Ok(decoded) = Block::decode(&b) {
+            assert!(
+                c.state.clone().apply_block(&decoded).is_err(),
+                "flip at {pos} accepted"
+            );
+        }
+    }
+}
