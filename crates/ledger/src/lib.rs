@@ -6,6 +6,7 @@
 //! The economic rules are written in docs/economics.md.
 
 pub mod block;
+pub mod consensus;
 pub mod error;
 pub mod state;
 pub mod tx;

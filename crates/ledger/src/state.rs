@@ -115,7 +115,7 @@ impl LedgerState {
             params: g.params.clone(),
             chain_id: g.chain_id.clone(),
             height: 0,
-            last_digest: Hash::of(domain::BLOCK, g.chain_id.as_bytes()),
+            last_digest: Hash::default(),
             last_timestamp_ms: 0,
             accounts: BTreeMap::new(),
             nodes: BTreeMap::new(),
@@ -151,7 +151,27 @@ impl LedgerState {
                 return Err(TxError::NodeExists(n.key));
             }
         }
+        s.last_digest = s.genesis_block().digest();
         Ok(s)
+    }
+
+    /// The height-0 block every chain starts from: no transactions, committing to the genesis
+    /// state. Only meaningful on a state fresh from [`LedgerState::from_genesis`].
+    pub fn genesis_block(&self) -> Block {
+        let mut at_zero = self.clone();
+        at_zero.last_digest = Hash::default();
+        Block {
+            header: BlockHeader {
+                height: 0,
+                parent: Hash::default(),
+                timestamp_ms: 0,
+                proposer: PublicKey([0; 32]),
+                txs_root: txs_root(&[]),
+                receipts_root: receipts_root(&[]),
+                state_root: at_zero.state_root(),
+            },
+            txs: vec![],
+        }
     }
 
     pub fn height(&self) -> u64 {

@@ -1,0 +1,293 @@
+//! Wiring the ledger to Commonware's BFT consensus (simplex, via its `marshal` block layer).
+//!
+//! Consensus orders block digests; marshal disseminates full blocks, backfills the ones a
+//! validator missed (e.g. while it was down) and delivers finalized blocks in height order.
+//! This module supplies the two things they need from Verity: the block type ([`ChainBlock`],
+//! whose consensus digest *is* the ledger header digest) and the application ([`LedgerApp`]),
+//! which builds and verifies blocks by running the ledger state machine on their parent state.
+
+use crate::block::Block;
+use crate::state::{Genesis, LedgerState};
+use crate::tx::Transaction;
+use commonware_actor::Feedback;
+use commonware_codec::{Buf, EncodeSize, Error as CodecError, Read, Write};
+use commonware_consensus::marshal::ancestry::Ancestry;
+use commonware_consensus::marshal::Update;
+use commonware_consensus::simplex::scheme::ed25519::Scheme;
+use commonware_consensus::simplex::types::Context;
+use commonware_consensus::types::Height;
+use commonware_consensus::{Application, Heightable, Reporter};
+use commonware_cryptography::{ed25519, sha256, Digested, Digestible};
+use commonware_runtime::Clock;
+use commonware_utils::Acknowledgement;
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use verity_core::{Hash, PublicKey};
+
+/// Largest encoded block a validator accepts from a peer.
+pub const MAX_BLOCK_BYTES: usize = 8 << 20;
+
+/// The consensus digest type: 32 bytes (Commonware's digest container) holding Verity's
+/// BLAKE3 header digest.
+pub type Digest = sha256::Digest;
+
+pub fn to_digest(h: &Hash) -> Digest {
+    sha256::Digest(h.0)
+}
+
+pub fn from_digest(d: &Digest) -> Hash {
+    Hash(d.0)
+}
+
+/// A ledger block as Commonware sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainBlock(pub Block);
+
+impl Write for ChainBlock {
+    fn write(&self, writer: &mut impl bytes::BufMut) {
+        let bytes = self.0.encode();
+        writer.put_u32_le(bytes.len() as u32);
+        writer.put_slice(&bytes);
+    }
+}
+
+impl EncodeSize for ChainBlock {
+    fn encode_size(&self) -> usize {
+        4 + self.0.encode().len()
+    }
+}
+
+impl Read for ChainBlock {
+    /// The largest block accepted, in bytes.
+    type Cfg = usize;
+
+    fn read_cfg(reader: &mut impl Buf, max: &usize) -> Result<Self, CodecError> {
+        if reader.remaining() < 4 {
+            return Err(CodecError::EndOfBuffer);
+        }
+        let len = reader.get_u32_le() as usize;
+        if len > *max || reader.remaining() < len {
+            return Err(CodecError::Invalid("ChainBlock", "length"));
+        }
+        let mut bytes = vec![0u8; len];
+        reader.copy_to_slice(&mut bytes);
+        Block::decode(&bytes)
+            .map(ChainBlock)
+            .map_err(|_| CodecError::Invalid("ChainBlock", "encoding"))
+    }
+}
+
+impl Digestible for ChainBlock {
+    type Digest = Digest;
+    fn digest(&self) -> Digest {
+        to_digest(&self.0.digest())
+    }
+}
+
+impl Heightable for ChainBlock {
+    fn height(&self) -> Height {
+        Height::new(self.0.header.height)
+    }
+}
+
+impl commonware_consensus::Block for ChainBlock {
+    fn parent(&self) -> Digest {
+        to_digest(&self.0.header.parent)
+    }
+}
+
+impl commonware_consensus::BoundedBlock for ChainBlock {
+    fn max_encode_size(cfg: &usize) -> usize {
+        4 + cfg
+    }
+}
+
+/// A finalized block as this validator applied it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Finalized {
+    pub height: u64,
+    pub digest: Hash,
+    pub state_root: Hash,
+    /// Receipt ids settled by the block, in order (the leaves of its receipts root).
+    pub receipts: Vec<Hash>,
+}
+
+struct Inner {
+    /// Post-state of every block this validator built or verified, by digest (pruned below
+    /// the finalized height).
+    states: HashMap<Hash, LedgerState>,
+    finalized: LedgerState,
+    log: BTreeMap<u64, Finalized>,
+    mempool: Vec<Transaction>,
+}
+
+/// The ledger as a Commonware application: shared between the consensus wrapper (which asks
+/// it to propose and verify) and marshal (which reports finalized blocks to it).
+#[derive(Clone)]
+pub struct LedgerApp {
+    me: PublicKey,
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// The genesis block: height 0, committing to the genesis state.
+pub fn genesis_block(genesis: &Genesis) -> Result<Block, crate::TxError> {
+    Ok(LedgerState::from_genesis(genesis)?.genesis_block())
+}
+
+impl LedgerApp {
+    pub fn new(genesis: &Genesis, me: PublicKey) -> Result<LedgerApp, crate::TxError> {
+        let state = LedgerState::from_genesis(genesis)?;
+        let mut states = HashMap::new();
+        states.insert(state.last_digest(), state.clone());
+        Ok(LedgerApp {
+            me,
+            inner: Arc::new(Mutex::new(Inner {
+                states,
+                finalized: state,
+                log: BTreeMap::new(),
+                mempool: Vec::new(),
+            })),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way later
+        // readers rely on, so recover the guard.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a transaction for the next block this validator proposes.
+    pub fn submit(&self, tx: Transaction) {
+        self.lock().mempool.push(tx);
+    }
+
+    /// The state after the last finalized block.
+    pub fn finalized_state(&self) -> LedgerState {
+        self.lock().finalized.clone()
+    }
+
+    pub fn finalized_height(&self) -> u64 {
+        self.lock().finalized.height()
+    }
+
+    /// Every finalized block this validator applied, by height.
+    pub fn finalized_log(&self) -> BTreeMap<u64, Finalized> {
+        self.lock().log.clone()
+    }
+
+    /// The post-state of the block at the head of `ancestry`, applying any unknown blocks on
+    /// the way from the newest known ancestor.
+    async fn state_after(&self, mut ancestry: impl Ancestry<ChainBlock>) -> Option<LedgerState> {
+        let mut pending = Vec::new();
+        loop {
+            let block = ancestry.next().await?;
+            let digest = from_digest(&block.digest());
+            if let Some(state) = self.lock().states.get(&digest).cloned() {
+                let mut state = state;
+                for b in pending.iter().rev() {
+                    let b: &Block = b;
+                    state.apply_block(b).ok()?;
+                    self.lock().states.insert(b.digest(), state.clone());
+                }
+                return Some(state);
+            }
+            pending.push(block.inner().0.clone());
+            if pending.len() > 10_000 {
+                return None;
+            }
+        }
+    }
+}
+
+impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
+    type SigningScheme = Scheme;
+    type Context = Context<Digest, ed25519::PublicKey>;
+    type Block = ChainBlock;
+    type Input = ();
+
+    async fn propose(
+        &mut self,
+        (runtime, _ctx): (E, Self::Context),
+        ancestry: impl Ancestry<ChainBlock>,
+        _: (),
+    ) -> Option<Digested<ChainBlock>> {
+        let parent = self.state_after(ancestry).await?;
+        let now = runtime
+            .current()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let candidates = self.lock().mempool.clone();
+        let (block, _rejected) = parent.propose(candidates, self.me, now);
+        let mut next = parent;
+        next.apply_block(&block).ok()?;
+        self.lock().states.insert(block.digest(), next);
+        let block = ChainBlock(block);
+        let digest = block.digest();
+        Some(Digested::precomputed(block, digest))
+    }
+
+    async fn verify(
+        &mut self,
+        _context: (E, Self::Context),
+        mut ancestry: impl Ancestry<ChainBlock>,
+    ) -> bool {
+        let Some(block) = ancestry.next().await else {
+            return false;
+        };
+        let Some(mut state) = self.state_after(ancestry).await else {
+            return false;
+        };
+        match state.apply_block(&block.inner().0) {
+            Ok(_) => {
+                self.lock().states.insert(block.inner().0.digest(), state);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+impl Reporter for LedgerApp {
+    type Activity = Update<ChainBlock>;
+
+    fn report(&mut self, activity: Self::Activity) -> Feedback {
+        let Update::Block(block, ack) = activity else {
+            return Feedback::Ok;
+        };
+        let b = &block.inner().0;
+        let mut inner = self.lock();
+        if b.header.height == inner.finalized.height() + 1 {
+            let mut next = inner.finalized.clone();
+            match next.apply_block(b) {
+                Ok(receipts) => {
+                    inner.log.insert(
+                        b.header.height,
+                        Finalized {
+                            height: b.header.height,
+                            digest: b.digest(),
+                            state_root: b.header.state_root,
+                            receipts,
+                        },
+                    );
+                    inner.finalized = next;
+                    let included: std::collections::HashSet<Hash> =
+                        b.txs.iter().map(Transaction::id).collect();
+                    let fin = inner.finalized.clone();
+                    inner.mempool.retain(|tx| {
+                        !included.contains(&tx.id()) && tx.nonce >= fin.nonce(&tx.sender)
+                    });
+                    let h = fin.height();
+                    inner.states.retain(|_, s| s.height() >= h);
+                }
+                // Consensus finalized a block our state machine rejects: a fault we cannot
+                // recover from here. Keep the ack pending so marshal stops rather than skips.
+                Err(_) => return Feedback::Ok,
+            }
+        }
+        drop(inner);
+        ack.acknowledge();
+        Feedback::Ok
+    }
+}
