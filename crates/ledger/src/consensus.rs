@@ -183,8 +183,9 @@ impl LedgerApp {
         loop {
             let block = ancestry.next().await?;
             let digest = from_digest(&block.digest());
-            if let Some(state) = self.lock().states.get(&digest).cloned() {
-                let mut state = state;
+            // Bind first: the guard must be released before the loop below locks again.
+            let known = self.lock().states.get(&digest).cloned();
+            if let Some(mut state) = known {
                 for b in pending.iter().rev() {
                     let b: &Block = b;
                     state.apply_block(b).ok()?;

@@ -24,11 +24,13 @@ use commonware_utils::{probability, NZDuration, NZUsize, NZU16, NZU32, NZU64};
 use std::time::Duration;
 use verity_core::{NodeKey, PublicKey};
 use verity_ledger::consensus::{genesis_block, ChainBlock, LedgerApp, MAX_BLOCK_BYTES};
+use verity_ledger::proof::{
+    encode_finalization, verify_inclusion, InclusionError, InclusionProof, ValidatorSet,
+};
 use verity_ledger::state::GenesisNode;
-use verity_ledger::{Action, Genesis, Params, Transaction};
+use verity_ledger::{Action, Genesis, Params, ReceiptProof, Transaction};
 
 const N: usize = 4;
-const NAMESPACE: &[u8] = b"verity-test";
 const QUOTA: Quota = Quota::per_second(NZU32!(10_000));
 
 fn validator_keys() -> Vec<ed25519::PrivateKey> {
@@ -44,6 +46,27 @@ fn verity_public(k: &ed25519::PrivateKey) -> PublicKey {
 fn client(i: u8) -> NodeKey {
     NodeKey::from_seed([100 + i; 32])
 }
+
+/// The Verity node key holding the same Ed25519 secret as the consensus key.
+fn verity_key(k: &ed25519::PrivateKey) -> NodeKey {
+    use commonware_codec::Encode;
+    let seed: [u8; 32] = k.encode()[..].try_into().expect("32-byte seed");
+    let key = NodeKey::from_seed(seed);
+    assert_eq!(key.public(), verity_public(k));
+    key
+}
+
+fn validator_set(keys: &[ed25519::PrivateKey]) -> ValidatorSet {
+    ValidatorSet {
+        chain_id: "verity-sim".into(),
+        validators: keys.iter().map(verity_public).collect(),
+    }
+}
+
+type MarshalMailbox = commonware_consensus::marshal::core::Mailbox<
+    Scheme,
+    commonware_consensus::marshal::standard::Standard<ChainBlock>,
+>;
 
 fn genesis(keys: &[ed25519::PrivateKey]) -> Genesis {
     Genesis {
@@ -69,12 +92,17 @@ async fn start_validator(
     key: ed25519::PrivateKey,
     idx: usize,
     genesis: &Genesis,
-) -> LedgerApp {
+) -> (LedgerApp, MarshalMailbox) {
     let pk = key.public_key();
     let app = LedgerApp::new(genesis, verity_public(&key)).expect("genesis");
     let gblock = ChainBlock(genesis_block(genesis).expect("genesis"));
     let gdigest = gblock.digest();
-    let scheme = Scheme::signer(NAMESPACE, participants.clone(), key).expect("participant");
+    let namespace = ValidatorSet {
+        chain_id: genesis.chain_id.clone(),
+        validators: vec![],
+    }
+    .namespace();
+    let scheme = Scheme::signer(&namespace, participants.clone(), key).expect("participant");
     let context = context.child("validator").with_attribute("index", idx);
     let control = oracle.control(pk.clone());
     let page_cache = CacheRef::new(NZU16!(1024), NZUsize!(10));
@@ -162,7 +190,7 @@ async fn start_validator(
     let inline = Inline::new(
         context.child("inline"),
         app.clone(),
-        mailbox,
+        mailbox.clone(),
         FixedEpocher::new(NZU64!(u64::MAX)),
     );
 
@@ -201,7 +229,7 @@ async fn start_validator(
         },
     );
     engine.start(votes, certificates, cert_resolver);
-    app
+    (app, mailbox)
 }
 
 async fn network(
@@ -264,7 +292,11 @@ fn run_full(seed: u64, crash_one: bool) -> (Vec<Vec<(u64, verity_core::Hash)>>, 
         let oracle = network(&context, &participants).await;
         let mut apps = Vec::new();
         for (i, k) in keys.iter().cloned().enumerate() {
-            apps.push(start_validator(&context, &oracle, &participants, k, i, &genesis).await);
+            apps.push(
+                start_validator(&context, &oracle, &participants, k, i, &genesis)
+                    .await
+                    .0,
+            );
         }
         // Every validator's mempool gets the same transfers; whoever proposes includes them.
         for n in 0..5u64 {
@@ -366,4 +398,160 @@ fn same_seed_same_run() {
     let (b_logs, b_state) = run(11, false);
     assert_eq!(a_logs, b_logs);
     assert_eq!(a_state, b_state);
+}
+
+#[test]
+fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
+    use commonware_consensus::types::Height;
+    use verity_core::receipt::ReceiptBody;
+    use verity_core::tensor::hash_map;
+    use verity_core::{EngineId, Hash, Mode, ModelId, Tensor, TensorMap};
+
+    let runner = deterministic::Runner::new(
+        deterministic::Config::new()
+            .with_seed(3)
+            .with_timeout(Some(Duration::from_secs(600))),
+    );
+    runner.start(|context| async move {
+        let keys = validator_keys();
+        let participants: Set<ed25519::PublicKey> =
+            Set::try_from(keys.iter().map(|k| k.public_key()).collect::<Vec<_>>()).expect("unique");
+        let genesis = genesis(&keys);
+        let oracle = network(&context, &participants).await;
+        let mut nodes = Vec::new();
+        for (i, k) in keys.iter().cloned().enumerate() {
+            nodes.push(start_validator(&context, &oracle, &participants, k, i, &genesis).await);
+        }
+        // A model, a quorum request (k = 3) and its settlement by three validators' receipts.
+        let model = ModelId([9; 32]);
+        let request = Hash::of("request", b"r1");
+        let outputs: TensorMap = [(
+            "y".to_string(),
+            Tensor::from_f32(vec![1], &[0.25]).expect("tensor"),
+        )]
+        .into();
+        let receipts: Vec<_> = keys[..3]
+            .iter()
+            .map(|k| {
+                ReceiptBody {
+                    request_hash: request,
+                    model,
+                    input_hash: Hash::of("in", b"x"),
+                    output_hash: hash_map(&outputs),
+                    outputs: outputs.clone(),
+                    trace_root: None,
+                    engine: EngineId {
+                        name: "verity-int8".into(),
+                        version: "semantics-v1".into(),
+                    },
+                    mode: Mode::Signed,
+                    timestamp_ms: 5,
+                }
+                .sign(&verity_key(k))
+            })
+            .collect();
+        let txs = [
+            Transaction::new(&client(2), 0, Action::RegisterModel { model, price: 40 }),
+            Transaction::new(
+                &client(0),
+                0,
+                Action::OpenRequest {
+                    request,
+                    model,
+                    executors: 3,
+                },
+            ),
+            Transaction::new(
+                &client(2),
+                1,
+                Action::Settle {
+                    request,
+                    receipts: receipts.clone(),
+                },
+            ),
+        ];
+        for tx in txs {
+            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()));
+        }
+        let settled_at = loop {
+            if let Some(f) = nodes[0]
+                .0
+                .finalized_log()
+                .values()
+                .find(|f| !f.receipts.is_empty())
+            {
+                break f.clone();
+            }
+            context.sleep(Duration::from_millis(100)).await;
+        };
+        let mailbox = &nodes[1].1;
+        let block = mailbox
+            .get_block(Height::new(settled_at.height))
+            .await
+            .expect("block");
+        let finalization = mailbox
+            .get_finalization(Height::new(settled_at.height))
+            .await
+            .expect("finalization");
+        let set = validator_set(&keys);
+        let proof = InclusionProof {
+            receipt: receipts[1].clone(),
+            path: ReceiptProof::new(&settled_at.receipts, 1).expect("leaf"),
+            header: block.inner().0.header.clone(),
+            finalization: encode_finalization(&finalization),
+        };
+        verify_inclusion(&proof, &set).expect("valid proof");
+        // Executors were paid through the ledger.
+        let state = nodes[0].0.finalized_state();
+        assert_eq!(state.balance(&verity_public(&keys[1])), 40);
+
+        // Tampering with any part is rejected.
+        let mut t = proof.clone();
+        t.path.path[0].0[3] ^= 1;
+        assert_eq!(verify_inclusion(&t, &set), Err(InclusionError::Path));
+        let mut t = proof.clone();
+        t.path.index = 0;
+        assert_eq!(verify_inclusion(&t, &set), Err(InclusionError::Path));
+        let mut t = proof.clone();
+        t.receipt = receipts[0].clone();
+        assert_eq!(verify_inclusion(&t, &set), Err(InclusionError::Path));
+        let mut t = proof.clone();
+        t.receipt.timestamp_ms += 1;
+        assert!(matches!(
+            verify_inclusion(&t, &set),
+            Err(InclusionError::Receipt(_))
+        ));
+        let mut t = proof.clone();
+        t.header.receipts_root = verity_ledger::receipts_root(&[receipts[1].id()]);
+        t.path = ReceiptProof::new(&[receipts[1].id()], 0).expect("leaf");
+        assert_eq!(
+            verify_inclusion(&t, &set),
+            Err(InclusionError::WrongBlock),
+            "a forged root is not the finalized header"
+        );
+        let mut t = proof.clone();
+        let mut bytes = hex::decode(&t.finalization).expect("hex");
+        let last = bytes.len() - 5;
+        bytes[last] ^= 0x01; // inside the last signature
+        t.finalization = hex::encode(bytes);
+        assert_eq!(verify_inclusion(&t, &set), Err(InclusionError::Signatures));
+        let mut other = set.clone();
+        other.validators[2] = verity_public(&ed25519::PrivateKey::from_seed(99));
+        assert_eq!(
+            verify_inclusion(&proof, &other),
+            Err(InclusionError::Signatures)
+        );
+        let mut other = set.clone();
+        other.chain_id = "another-chain".into();
+        assert_eq!(
+            verify_inclusion(&proof, &other),
+            Err(InclusionError::Signatures)
+        );
+        let mut t = proof.clone();
+        t.finalization.truncate(20);
+        assert!(matches!(
+            verify_inclusion(&t, &set),
+            Err(InclusionError::Malformed(_))
+        ));
+    });
 }
