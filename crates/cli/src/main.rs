@@ -82,6 +82,14 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Verify offline that a receipt was committed by the ledger: its Merkle path, the block
+    /// header and the block's finalization certificate against a validator set file.
+    VerifyInclusion {
+        proof: PathBuf,
+        /// Validator set (JSON: {"chain_id", "validators": [hex keys]}), e.g. from genesis.
+        #[arg(long)]
+        validators: PathBuf,
+    },
     /// Verify a receipt offline: signature and hashes; with --reexecute, bit-equal outputs.
     Verify {
         receipt: PathBuf,
@@ -238,6 +246,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
+        Command::VerifyInclusion { proof, validators } => verify_inclusion(&proof, &validators),
         Command::Verify {
             receipt,
             input,
@@ -401,6 +410,33 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
             Ok(())
         }
     }
+}
+
+fn verify_inclusion(proof: &Path, validators: &Path) -> Result<()> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let proof: verity_ledger::proof::InclusionProof =
+        serde_json::from_slice(&read(proof)?).context("not a valid inclusion proof")?;
+    let set: verity_ledger::proof::ValidatorSet =
+        serde_json::from_slice(&read(validators)?).context("not a valid validator set")?;
+    verity_ledger::proof::verify_inclusion(&proof, &set)?;
+    println!(
+        "ok  receipt {} by node {}",
+        proof.receipt.id(),
+        proof.receipt.node
+    );
+    println!(
+        "ok  Merkle path to receipts root {} (leaf {} of {})",
+        proof.header.receipts_root, proof.path.index, proof.path.total
+    );
+    println!(
+        "ok  block {} at height {} finalized by a quorum of the {} validators of chain {}",
+        proof.header.digest(),
+        proof.header.height,
+        set.validators.len(),
+        set.chain_id
+    );
+    println!("inclusion verified");
+    Ok(())
 }
 
 fn verify(

@@ -250,3 +250,67 @@ fn node_process_publish_infer_verify_kill_restart() {
     );
     assert!(out.contains("404"), "{out}");
 }
+
+#[test]
+fn verify_inclusion_accepts_the_fixture_and_rejects_tampering() {
+    let proof = fixture("inclusion/inclusion_proof.json");
+    let set = fixture("inclusion/validators.json");
+    let out = ok(verity()
+        .arg("verify-inclusion")
+        .arg(&proof)
+        .arg("--validators")
+        .arg(&set));
+    assert!(out.contains("inclusion verified"), "{out}");
+    let original: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&proof).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tampered = dir.path().join("p.json");
+    let check = |edit: &dyn Fn(&mut serde_json::Value), expect: &str| {
+        let mut v = original.clone();
+        edit(&mut v);
+        std::fs::write(&tampered, serde_json::to_vec(&v).unwrap()).unwrap();
+        let out = fails(
+            verity()
+                .arg("verify-inclusion")
+                .arg(&tampered)
+                .arg("--validators")
+                .arg(&set),
+        );
+        assert!(out.contains(expect), "expected `{expect}` in: {out}");
+    };
+    check(
+        &|v| v["path"]["index"] = serde_json::json!(0),
+        "Merkle path",
+    );
+    check(
+        &|v| v["header"]["height"] = serde_json::json!(99),
+        "another block",
+    );
+    check(
+        &|v| {
+            let f = v["finalization"].as_str().unwrap().to_string();
+            let flipped = if f.ends_with('0') { "1" } else { "0" };
+            v["finalization"] = serde_json::json!(format!("{}{flipped}", &f[..f.len() - 1]));
+        },
+        "do not verify",
+    );
+    check(
+        &|v| v["receipt"]["timestamp_ms"] = serde_json::json!(1),
+        "signature check failed",
+    );
+    let other_set = dir.path().join("set.json");
+    let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(&set).unwrap()).unwrap();
+    s["validators"][0] = serde_json::json!("11".repeat(32));
+    std::fs::write(&other_set, serde_json::to_vec(&s).unwrap()).unwrap();
+    let out = fails(
+        verity()
+            .arg("verify-inclusion")
+            .arg(&proof)
+            .arg("--validators")
+            .arg(&other_set),
+    );
+    assert!(
+        out.contains("validator set") || out.contains("do not verify"),
+        "{out}"
+    );
+}

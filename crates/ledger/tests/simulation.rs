@@ -501,6 +501,23 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             finalization: encode_finalization(&finalization),
         };
         verify_inclusion(&proof, &set).expect("valid proof");
+        // The JSON forms round-trip (they are what `verity verify-inclusion` reads).
+        let json = serde_json::to_string(&proof).expect("json");
+        verify_inclusion(&serde_json::from_str(&json).expect("json"), &set)
+            .expect("valid after JSON");
+        if let Some(dir) = std::env::var_os("VERITY_WRITE_FIXTURES") {
+            let dir = std::path::PathBuf::from(dir);
+            std::fs::write(
+                dir.join("inclusion_proof.json"),
+                serde_json::to_vec_pretty(&proof).expect("json"),
+            )
+            .expect("write");
+            std::fs::write(
+                dir.join("validators.json"),
+                serde_json::to_vec_pretty(&set).expect("json"),
+            )
+            .expect("write");
+        }
         // Executors were paid through the ledger.
         let state = nodes[0].0.finalized_state();
         assert_eq!(state.balance(&verity_public(&keys[1])), 40);
