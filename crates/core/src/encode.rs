@@ -40,6 +40,11 @@ impl Encoder {
         self.buf.extend_from_slice(v);
         self
     }
+    /// 64 raw bytes, no length prefix (signatures).
+    pub fn fixed64(&mut self, v: &[u8; 64]) -> &mut Self {
+        self.buf.extend_from_slice(v);
+        self
+    }
     pub fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.u64(v.len() as u64);
         self.buf.extend_from_slice(v);
@@ -100,6 +105,9 @@ impl<'a> Decoder<'a> {
         Ok(f32::from_le_bytes(self.array()?))
     }
     pub fn fixed32(&mut self) -> Result<[u8; 32], CoreError> {
+        self.array()
+    }
+    pub fn fixed64(&mut self) -> Result<[u8; 64], CoreError> {
         self.array()
     }
     pub fn bytes(&mut self) -> Result<&'a [u8], CoreError> {

@@ -75,6 +75,12 @@ impl Receipt {
     /// Outputs are bound through `output_hash`; the verifier recomputes that from `outputs`.
     pub fn signing_hash(&self) -> Hash {
         let mut e = Encoder::new();
+        self.encode_signed_fields(&mut e);
+        Hash::of(domain::RECEIPT, &e.finish())
+    }
+
+    /// The signed fields, in signing order (everything but the outputs and the signature).
+    fn encode_signed_fields(&self, e: &mut Encoder) {
         e.u32(self.version)
             .fixed32(&self.request_hash.0)
             .fixed32(&self.model.0)
@@ -89,7 +95,6 @@ impl Receipt {
             .str(self.mode.name())
             .fixed32(&self.node.0)
             .u64(self.timestamp_ms);
-        Hash::of(domain::RECEIPT, &e.finish())
     }
 
     /// A receipt's id is its signing hash: unique per statement, known before storage.
@@ -100,28 +105,13 @@ impl Receipt {
     /// Full canonical encoding (for ledger transactions and blocks): the signed fields in
     /// signing order, then the outputs map and the signature.
     pub fn encode_into(&self, e: &mut Encoder) {
-        e.u32(self.version)
-            .fixed32(&self.request_hash.0)
-            .fixed32(&self.model.0)
-            .fixed32(&self.input_hash.0)
-            .fixed32(&self.output_hash.0);
-        match &self.trace_root {
-            None => e.u8(0),
-            Some(h) => e.u8(1).fixed32(&h.0),
-        };
-        e.str(&self.engine.name)
-            .str(&self.engine.version)
-            .str(self.mode.name())
-            .fixed32(&self.node.0)
-            .u64(self.timestamp_ms);
+        self.encode_signed_fields(e);
         e.u64(self.outputs.len() as u64);
         for (name, t) in &self.outputs {
             e.str(name);
             t.encode_into(e);
         }
-        for &b in &self.signature.0 {
-            e.u8(b);
-        }
+        e.fixed64(&self.signature.0);
     }
 
     pub fn decode_from(d: &mut Decoder<'_>) -> Result<Receipt, CoreError> {
@@ -147,9 +137,7 @@ impl Receipt {
             let name = d.str()?.to_string();
             outputs.insert(name, Tensor::decode_from(d)?);
         }
-        let mut signature = [0u8; 64];
-        signature[..32].copy_from_slice(&d.fixed32()?);
-        signature[32..].copy_from_slice(&d.fixed32()?);
+        let signature = d.fixed64()?;
         Ok(Receipt {
             version,
             request_hash,

@@ -159,18 +159,14 @@ impl Transaction {
     pub fn encode_into(&self, e: &mut Encoder) {
         e.fixed32(&self.sender.0).u64(self.nonce);
         self.action.encode_into(e);
-        for &b in &self.signature.0 {
-            e.u8(b);
-        }
+        e.fixed64(&self.signature.0);
     }
 
     pub fn decode_from(d: &mut Decoder<'_>) -> Result<Transaction, CoreError> {
         let sender = PublicKey(d.fixed32()?);
         let nonce = d.u64()?;
         let action = Action::decode_from(d)?;
-        let mut sig = [0u8; 64];
-        sig[..32].copy_from_slice(&d.fixed32()?);
-        sig[32..].copy_from_slice(&d.fixed32()?);
+        let sig = d.fixed64()?;
         Ok(Transaction {
             sender,
             nonce,

@@ -278,26 +278,39 @@ fn run(seed: u64, crash_one: bool) -> (Vec<Vec<(u64, verity_core::Hash)>>, Strin
     (logs, state)
 }
 
-fn run_full(seed: u64, crash_one: bool) -> (Vec<Vec<(u64, verity_core::Hash)>>, String, u64) {
-    let runner = deterministic::Runner::new(
+/// Starts the simulated network and the 4 validators; returns their keys, apps and mailboxes.
+async fn start_chain(
+    context: &deterministic::Context,
+) -> (
+    Vec<ed25519::PrivateKey>,
+    Set<ed25519::PublicKey>,
+    Oracle<ed25519::PublicKey, deterministic::Context>,
+    Vec<(LedgerApp, MarshalMailbox)>,
+) {
+    let keys = validator_keys();
+    let participants: Set<ed25519::PublicKey> =
+        Set::try_from(keys.iter().map(|k| k.public_key()).collect::<Vec<_>>()).expect("unique");
+    let genesis = genesis(&keys);
+    let oracle = network(context, &participants).await;
+    let mut nodes = Vec::new();
+    for (i, k) in keys.iter().cloned().enumerate() {
+        nodes.push(start_validator(context, &oracle, &participants, k, i, &genesis).await);
+    }
+    (keys, participants, oracle, nodes)
+}
+
+fn runner(seed: u64) -> deterministic::Runner {
+    deterministic::Runner::new(
         deterministic::Config::new()
             .with_seed(seed)
             .with_timeout(Some(Duration::from_secs(600))),
-    );
-    runner.start(|context| async move {
-        let keys = validator_keys();
-        let participants: Set<ed25519::PublicKey> =
-            Set::try_from(keys.iter().map(|k| k.public_key()).collect::<Vec<_>>()).expect("unique");
-        let genesis = genesis(&keys);
-        let oracle = network(&context, &participants).await;
-        let mut apps = Vec::new();
-        for (i, k) in keys.iter().cloned().enumerate() {
-            apps.push(
-                start_validator(&context, &oracle, &participants, k, i, &genesis)
-                    .await
-                    .0,
-            );
-        }
+    )
+}
+
+fn run_full(seed: u64, crash_one: bool) -> (Vec<Vec<(u64, verity_core::Hash)>>, String, u64) {
+    runner(seed).start(|context| async move {
+        let (keys, participants, oracle, nodes) = start_chain(&context).await;
+        let apps: Vec<LedgerApp> = nodes.into_iter().map(|(app, _)| app).collect();
         // Every validator's mempool gets the same transfers; whoever proposes includes them.
         for n in 0..5u64 {
             let tx = Transaction::new(
@@ -407,21 +420,8 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
     use verity_core::tensor::hash_map;
     use verity_core::{EngineId, Hash, Mode, ModelId, Tensor, TensorMap};
 
-    let runner = deterministic::Runner::new(
-        deterministic::Config::new()
-            .with_seed(3)
-            .with_timeout(Some(Duration::from_secs(600))),
-    );
-    runner.start(|context| async move {
-        let keys = validator_keys();
-        let participants: Set<ed25519::PublicKey> =
-            Set::try_from(keys.iter().map(|k| k.public_key()).collect::<Vec<_>>()).expect("unique");
-        let genesis = genesis(&keys);
-        let oracle = network(&context, &participants).await;
-        let mut nodes = Vec::new();
-        for (i, k) in keys.iter().cloned().enumerate() {
-            nodes.push(start_validator(&context, &oracle, &participants, k, i, &genesis).await);
-        }
+    runner(3).start(|context| async move {
+        let (keys, _participants, _oracle, nodes) = start_chain(&context).await;
         // A model, a quorum request (k = 3) and its settlement by three validators' receipts.
         let model = ModelId([9; 32]);
         let request = Hash::of("request", b"r1");
