@@ -259,7 +259,13 @@ impl Reporter for LedgerApp {
         };
         let b = &block.inner().0;
         let mut inner = self.lock();
-        if b.header.height == inner.finalized.height() + 1 {
+        let expected = inner.finalized.height() + 1;
+        if b.header.height > expected {
+            // A gap (e.g. marshal resuming after a restart while this state restarted from
+            // genesis): never skip blocks. Dropping the ack halts marshal visibly instead.
+            return Feedback::Ok;
+        }
+        if b.header.height == expected {
             let mut next = inner.finalized.clone();
             match next.apply_block(b) {
                 Ok(receipts) => {
