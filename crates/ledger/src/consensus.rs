@@ -19,6 +19,7 @@ use commonware_consensus::types::Height;
 use commonware_consensus::{Application, Heightable, Reporter};
 use commonware_cryptography::{ed25519, sha256, Digested, Digestible};
 use commonware_runtime::Clock;
+use commonware_utils::acknowledgement::Exact;
 use commonware_utils::Acknowledgement;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -120,6 +121,45 @@ struct Inner {
     finalized: LedgerState,
     log: BTreeMap<u64, Finalized>,
     mempool: Vec<Transaction>,
+    /// Finalized blocks delivered ahead of the next expected height (while a restarted
+    /// validator restores its history), with their unsent acknowledgements.
+    pending: BTreeMap<u64, (Block, Exact)>,
+}
+
+impl Inner {
+    /// Applies the next finalized block. An error means consensus finalized a block this state
+    /// machine rejects, which must halt the validator rather than be skipped.
+    fn apply_finalized(&mut self, b: &Block) -> Result<(), crate::state::BlockError> {
+        let mut next = self.finalized.clone();
+        let receipts = next.apply_block(b)?;
+        self.log.insert(
+            b.header.height,
+            Finalized {
+                height: b.header.height,
+                digest: b.digest(),
+                state_root: b.header.state_root,
+                receipts,
+            },
+        );
+        self.states.insert(b.digest(), next.clone());
+        let included: std::collections::HashSet<Hash> = b.txs.iter().map(Transaction::id).collect();
+        self.mempool
+            .retain(|tx| !included.contains(&tx.id()) && tx.nonce >= next.nonce(&tx.sender));
+        let h = next.height();
+        self.states.retain(|_, s| s.height() >= h);
+        self.finalized = next;
+        Ok(())
+    }
+
+    /// Applies (and acknowledges) buffered blocks that are now next in line.
+    fn drain_pending(&mut self) {
+        while let Some((b, ack)) = self.pending.remove(&(self.finalized.height() + 1)) {
+            if self.apply_finalized(&b).is_err() {
+                return; // dropping the ack halts marshal
+            }
+            ack.acknowledge();
+        }
+    }
 }
 
 /// The ledger as a Commonware application: shared between the consensus wrapper (which asks
@@ -147,6 +187,7 @@ impl LedgerApp {
                 finalized: state,
                 log: BTreeMap::new(),
                 mempool: Vec::new(),
+                pending: BTreeMap::new(),
             })),
         })
     }
@@ -155,6 +196,19 @@ impl LedgerApp {
         // A panic while holding the lock cannot leave the maps half-updated in a way later
         // readers rely on, so recover the guard.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Re-applies blocks finalized before a restart (read back from marshal's archive, heights
+    /// 1..=n in order), then any newer blocks marshal delivered meanwhile.
+    pub fn restore(&self, blocks: Vec<Block>) -> Result<(), crate::state::BlockError> {
+        let mut inner = self.lock();
+        for b in &blocks {
+            if b.header.height == inner.finalized.height() + 1 {
+                inner.apply_finalized(b)?;
+            }
+        }
+        inner.drain_pending();
+        Ok(())
     }
 
     /// Queues a transaction for the next block this validator proposes.
@@ -261,37 +315,16 @@ impl Reporter for LedgerApp {
         let mut inner = self.lock();
         let expected = inner.finalized.height() + 1;
         if b.header.height > expected {
-            // A gap (e.g. marshal resuming after a restart while this state restarted from
-            // genesis): never skip blocks. Dropping the ack halts marshal visibly instead.
+            // Ahead of our history (a restarted validator still restoring): keep it, and its
+            // acknowledgement, until the gap is filled. Blocks are never skipped.
+            inner.pending.insert(b.header.height, (b.clone(), ack));
             return Feedback::Ok;
         }
         if b.header.height == expected {
-            let mut next = inner.finalized.clone();
-            match next.apply_block(b) {
-                Ok(receipts) => {
-                    inner.log.insert(
-                        b.header.height,
-                        Finalized {
-                            height: b.header.height,
-                            digest: b.digest(),
-                            state_root: b.header.state_root,
-                            receipts,
-                        },
-                    );
-                    inner.finalized = next;
-                    let included: std::collections::HashSet<Hash> =
-                        b.txs.iter().map(Transaction::id).collect();
-                    let fin = inner.finalized.clone();
-                    inner.mempool.retain(|tx| {
-                        !included.contains(&tx.id()) && tx.nonce >= fin.nonce(&tx.sender)
-                    });
-                    let h = fin.height();
-                    inner.states.retain(|_, s| s.height() >= h);
-                }
-                // Consensus finalized a block our state machine rejects: a fault we cannot
-                // recover from here. Keep the ack pending so marshal stops rather than skips.
-                Err(_) => return Feedback::Ok,
+            if inner.apply_finalized(b).is_err() {
+                return Feedback::Ok; // dropping the ack halts marshal
             }
+            inner.drain_pending();
         }
         drop(inner);
         ack.acknowledge();

@@ -184,9 +184,20 @@ async fn start_validator(
     )
     .await
     .expect("archive");
-    let (actor, mailbox, _floor) =
+    let (actor, mailbox, floor) =
         Actor::init(context.child("marshal"), finalizations, blocks, marshal_cfg).await;
     actor.start(app.clone(), buffer, resolver);
+    // After a restart, rebuild the ledger state from the blocks marshal persisted.
+    let processed = floor.processed().map_or(0, |p| p.height().get());
+    let mut history = Vec::new();
+    for h in 1..=processed {
+        let block = mailbox
+            .get_block(commonware_consensus::types::Height::new(h))
+            .await
+            .expect("persisted block");
+        history.push(block.inner().0.clone());
+    }
+    app.restore(history).expect("persisted blocks apply");
     let inline = Inline::new(
         context.child("inline"),
         app.clone(),
@@ -570,5 +581,58 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             verify_inclusion(&t, &set),
             Err(InclusionError::Malformed(_))
         ));
+    });
+}
+
+#[test]
+fn validators_restart_from_storage_and_continue() {
+    // Run to height >= 8, stop everything, restart all four from their persisted storage.
+    let (before, checkpoint) = runner(5).start_and_recover(|context| async move {
+        let (_, _, _, nodes) = start_chain(&context).await;
+        for n in 0..3u64 {
+            let tx = Transaction::new(
+                &client(0),
+                n,
+                Action::Transfer {
+                    to: client(1).public(),
+                    amount: 7,
+                },
+            );
+            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()));
+        }
+        while !nodes.iter().all(|(a, _)| a.finalized_height() >= 8) {
+            context.sleep(Duration::from_millis(100)).await;
+        }
+        nodes[0].0.finalized_log()
+    });
+    deterministic::Runner::from(checkpoint).start(|context| async move {
+        let (_, _, _, nodes) = start_chain(&context).await;
+        let restored = nodes[0].0.finalized_height();
+        assert!(
+            restored >= 8,
+            "state restored from disk up to the persisted height, got {restored}"
+        );
+        let target = before.keys().max().copied().unwrap_or(0) + 4;
+        while !nodes.iter().all(|(a, _)| a.finalized_height() >= target) {
+            context.sleep(Duration::from_millis(100)).await;
+        }
+        for (a, _) in &nodes {
+            let log = a.finalized_log();
+            for (h, f) in &before {
+                assert_eq!(log.get(h), Some(f), "height {h} changed across the restart");
+            }
+            assert_eq!(
+                log.get(&target).map(|f| f.state_root),
+                nodes[0]
+                    .0
+                    .finalized_log()
+                    .get(&target)
+                    .map(|f| f.state_root)
+            );
+        }
+        assert_eq!(
+            nodes[0].0.finalized_state().balance(&client(1).public()),
+            1_000_021
+        );
     });
 }
