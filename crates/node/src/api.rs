@@ -198,14 +198,20 @@ pub async fn publish(
             }
             "model" => {
                 let mut w = node.store.new_blob()?;
+                let mut received = 0u64;
                 while let Some(chunk) = field.chunk().await? {
-                    if w.len() + chunk.len() as u64 > node.config.max_model_bytes {
-                        return Err(ApiError::too_large(format!(
-                            "model exceeds this node's limit of {} bytes",
-                            node.config.max_model_bytes
-                        )));
+                    received += chunk.len() as u64;
+                    // Past the limit, keep reading (bounded by the route's body limit) without
+                    // storing, so the client gets the 413 instead of a reset connection.
+                    if received <= node.config.max_model_bytes {
+                        w.write(&chunk)?;
                     }
-                    w.write(&chunk)?;
+                }
+                if received > node.config.max_model_bytes {
+                    return Err(ApiError::too_large(format!(
+                        "model of {received} bytes exceeds this node's limit of {} bytes",
+                        node.config.max_model_bytes
+                    )));
                 }
                 blob = Some(w);
             }
