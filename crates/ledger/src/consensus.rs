@@ -41,21 +41,35 @@ pub fn from_digest(d: &Digest) -> Hash {
     Hash(d.0)
 }
 
-/// A ledger block as Commonware sees it.
+/// A ledger block as Commonware sees it. The encoding is computed once: Commonware asks for
+/// the size and the bytes separately, and every gossip of the block needs them.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ChainBlock(pub Block);
+pub struct ChainBlock {
+    block: Block,
+    encoded: Arc<Vec<u8>>,
+}
+
+impl ChainBlock {
+    pub fn new(block: Block) -> ChainBlock {
+        let encoded = Arc::new(block.encode());
+        ChainBlock { block, encoded }
+    }
+
+    pub fn block(&self) -> &Block {
+        &self.block
+    }
+}
 
 impl Write for ChainBlock {
     fn write(&self, writer: &mut impl bytes::BufMut) {
-        let bytes = self.0.encode();
-        writer.put_u32_le(bytes.len() as u32);
-        writer.put_slice(&bytes);
+        writer.put_u32_le(self.encoded.len() as u32);
+        writer.put_slice(&self.encoded);
     }
 }
 
 impl EncodeSize for ChainBlock {
     fn encode_size(&self) -> usize {
-        4 + self.0.encode().len()
+        4 + self.encoded.len()
     }
 }
 
@@ -73,28 +87,31 @@ impl Read for ChainBlock {
         }
         let mut bytes = vec![0u8; len];
         reader.copy_to_slice(&mut bytes);
-        Block::decode(&bytes)
-            .map(ChainBlock)
-            .map_err(|_| CodecError::Invalid("ChainBlock", "encoding"))
+        let block =
+            Block::decode(&bytes).map_err(|_| CodecError::Invalid("ChainBlock", "encoding"))?;
+        Ok(ChainBlock {
+            block,
+            encoded: Arc::new(bytes),
+        })
     }
 }
 
 impl Digestible for ChainBlock {
     type Digest = Digest;
     fn digest(&self) -> Digest {
-        to_digest(&self.0.digest())
+        to_digest(&self.block.digest())
     }
 }
 
 impl Heightable for ChainBlock {
     fn height(&self) -> Height {
-        Height::new(self.0.header.height)
+        Height::new(self.block.header.height)
     }
 }
 
 impl commonware_consensus::Block for ChainBlock {
     fn parent(&self) -> Digest {
-        to_digest(&self.0.header.parent)
+        to_digest(&self.block.header.parent)
     }
 }
 
@@ -114,10 +131,17 @@ pub struct Finalized {
     pub receipts: Vec<Hash>,
 }
 
+/// A block's post-state and the receipts it settled.
+#[derive(Clone)]
+struct Applied {
+    state: LedgerState,
+    receipts: Vec<Hash>,
+}
+
 struct Inner {
-    /// Post-state of every block this validator built or verified, by digest (pruned below
-    /// the finalized height).
-    states: HashMap<Hash, LedgerState>,
+    /// Every block this validator built or verified, by digest (pruned below the finalized
+    /// height), so finalizing it does not execute it again.
+    states: HashMap<Hash, Applied>,
     finalized: LedgerState,
     log: BTreeMap<u64, Finalized>,
     mempool: Vec<Transaction>,
@@ -130,23 +154,48 @@ impl Inner {
     /// Applies the next finalized block. An error means consensus finalized a block this state
     /// machine rejects, which must halt the validator rather than be skipped.
     fn apply_finalized(&mut self, b: &Block) -> Result<(), crate::state::BlockError> {
-        let mut next = self.finalized.clone();
-        let receipts = next.apply_block(b)?;
+        let digest = b.digest();
+        // A verified block's post-state is reusable only if it extends our finalized tip
+        // (otherwise `apply_block` reports the broken chain).
+        let extends_tip = b.header.parent == self.finalized.last_digest();
+        let cached = extends_tip
+            .then(|| self.states.get(&digest).cloned())
+            .flatten();
+        let Applied {
+            state: next,
+            receipts,
+        } = match cached {
+            Some(applied) => applied,
+            None => {
+                let mut next = self.finalized.clone();
+                let receipts = next.apply_block(b)?;
+                Applied {
+                    state: next,
+                    receipts,
+                }
+            }
+        };
         self.log.insert(
             b.header.height,
             Finalized {
                 height: b.header.height,
-                digest: b.digest(),
+                digest,
                 state_root: b.header.state_root,
+                receipts: receipts.clone(),
+            },
+        );
+        self.states.insert(
+            digest,
+            Applied {
+                state: next.clone(),
                 receipts,
             },
         );
-        self.states.insert(b.digest(), next.clone());
         let included: std::collections::HashSet<Hash> = b.txs.iter().map(Transaction::id).collect();
         self.mempool
             .retain(|tx| !included.contains(&tx.id()) && tx.nonce >= next.nonce(&tx.sender));
         let h = next.height();
-        self.states.retain(|_, s| s.height() >= h);
+        self.states.retain(|_, a| a.state.height() >= h);
         self.finalized = next;
         Ok(())
     }
@@ -179,7 +228,13 @@ impl LedgerApp {
     pub fn new(genesis: &Genesis, me: PublicKey) -> Result<LedgerApp, crate::TxError> {
         let state = LedgerState::from_genesis(genesis)?;
         let mut states = HashMap::new();
-        states.insert(state.last_digest(), state.clone());
+        states.insert(
+            state.last_digest(),
+            Applied {
+                state: state.clone(),
+                receipts: vec![],
+            },
+        );
         Ok(LedgerApp {
             me,
             inner: Arc::new(Mutex::new(Inner {
@@ -238,16 +293,20 @@ impl LedgerApp {
             let block = ancestry.next().await?;
             let digest = from_digest(&block.digest());
             // Bind first: the guard must be released before the loop below locks again.
-            let known = self.lock().states.get(&digest).cloned();
+            let known = self.lock().states.get(&digest).map(|a| a.state.clone());
             if let Some(mut state) = known {
                 for b in pending.iter().rev() {
                     let b: &Block = b;
-                    state.apply_block(b).ok()?;
-                    self.lock().states.insert(b.digest(), state.clone());
+                    let receipts = state.apply_block(b).ok()?;
+                    let applied = Applied {
+                        state: state.clone(),
+                        receipts,
+                    };
+                    self.lock().states.insert(b.digest(), applied);
                 }
                 return Some(state);
             }
-            pending.push(block.inner().0.clone());
+            pending.push(block.inner().block.clone());
             if pending.len() > 10_000 {
                 return None;
             }
@@ -274,11 +333,13 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         let candidates = self.lock().mempool.clone();
-        let (block, _rejected) = parent.propose(candidates, self.me, now);
-        let mut next = parent;
-        next.apply_block(&block).ok()?;
-        self.lock().states.insert(block.digest(), next);
-        let block = ChainBlock(block);
+        let proposal = parent.propose(candidates, self.me, now);
+        let applied = Applied {
+            state: proposal.state,
+            receipts: proposal.receipts,
+        };
+        self.lock().states.insert(proposal.block.digest(), applied);
+        let block = ChainBlock::new(proposal.block);
         let digest = block.digest();
         Some(Digested::precomputed(block, digest))
     }
@@ -294,9 +355,12 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
         let Some(mut state) = self.state_after(ancestry).await else {
             return false;
         };
-        match state.apply_block(&block.inner().0) {
-            Ok(_) => {
-                self.lock().states.insert(block.inner().0.digest(), state);
+        let b = block.inner().block();
+        match state.apply_block(b) {
+            Ok(receipts) => {
+                self.lock()
+                    .states
+                    .insert(b.digest(), Applied { state, receipts });
                 true
             }
             Err(_) => false,
@@ -311,7 +375,7 @@ impl Reporter for LedgerApp {
         let Update::Block(block, ack) = activity else {
             return Feedback::Ok;
         };
-        let b = &block.inner().0;
+        let b = block.inner().block();
         let mut inner = self.lock();
         let expected = inner.finalized.height() + 1;
         if b.header.height > expected {

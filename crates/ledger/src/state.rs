@@ -94,6 +94,17 @@ pub struct LedgerState {
     disagreements: Vec<Disagreement>,
 }
 
+/// A block built by [`LedgerState::propose`], with the state after it and what it left out.
+pub struct Proposal {
+    pub block: Block,
+    /// The state after applying `block` (what `apply_block` would produce).
+    pub state: LedgerState,
+    /// Ids of the receipts the block settles, in order.
+    pub receipts: Vec<Hash>,
+    /// Candidate transactions left out, with the reasons.
+    pub rejected: Vec<(Transaction, TxError)>,
+}
+
 /// Why a proposed block is invalid.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BlockError {
@@ -180,9 +191,6 @@ impl LedgerState {
     pub fn last_digest(&self) -> Hash {
         self.last_digest
     }
-    pub fn last_timestamp_ms(&self) -> u64 {
-        self.last_timestamp_ms
-    }
     pub fn balance(&self, key: &PublicKey) -> u64 {
         self.accounts.get(key).map_or(0, |a| a.balance)
     }
@@ -191,12 +199,6 @@ impl LedgerState {
     }
     pub fn node(&self, key: &PublicKey) -> Option<&NodeEntry> {
         self.nodes.get(key)
-    }
-    pub fn nodes(&self) -> &BTreeMap<PublicKey, NodeEntry> {
-        &self.nodes
-    }
-    pub fn model(&self, id: &ModelId) -> Option<&ModelEntry> {
-        self.models.get(id)
     }
     pub fn escrow(&self, request: &Hash) -> Option<&Escrow> {
         self.escrows.get(request)
@@ -487,7 +489,7 @@ impl LedgerState {
         candidates: Vec<Transaction>,
         proposer: PublicKey,
         timestamp_ms: u64,
-    ) -> (Block, Vec<(Transaction, TxError)>) {
+    ) -> Proposal {
         let mut next = self.clone();
         let height = self.height + 1;
         let timestamp_ms = timestamp_ms.max(self.last_timestamp_ms);
@@ -515,7 +517,16 @@ impl LedgerState {
         next.height = height;
         next.last_digest = self.last_digest;
         header.state_root = next.state_root();
-        (Block { header, txs }, rejected)
+        let block = Block { header, txs };
+        // The post-state, exactly as `apply_block` would leave it, without re-executing.
+        next.last_digest = block.digest();
+        next.last_timestamp_ms = timestamp_ms;
+        Proposal {
+            block,
+            state: next,
+            receipts: receipt_ids,
+            rejected,
+        }
     }
 
     /// Validates `block` against this state and applies it. Every transaction must apply and

@@ -95,7 +95,7 @@ async fn start_validator(
 ) -> (LedgerApp, MarshalMailbox) {
     let pk = key.public_key();
     let app = LedgerApp::new(genesis, verity_public(&key)).expect("genesis");
-    let gblock = ChainBlock(genesis_block(genesis).expect("genesis"));
+    let gblock = ChainBlock::new(genesis_block(genesis).expect("genesis"));
     let gdigest = gblock.digest();
     let namespace = ValidatorSet {
         chain_id: genesis.chain_id.clone(),
@@ -195,7 +195,7 @@ async fn start_validator(
             .get_block(commonware_consensus::types::Height::new(h))
             .await
             .expect("persisted block");
-        history.push(block.inner().0.clone());
+        history.push(block.inner().block().clone());
     }
     app.restore(history).expect("persisted blocks apply");
     let inline = Inline::new(
@@ -508,7 +508,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
         let proof = InclusionProof {
             receipt: receipts[1].clone(),
             path: ReceiptProof::new(&settled_at.receipts, 1).expect("leaf"),
-            header: block.inner().0.header.clone(),
+            header: block.inner().block().header.clone(),
             finalization: encode_finalization(&finalization),
         };
         verify_inclusion(&proof, &set).expect("valid proof");

@@ -75,8 +75,9 @@ impl Chain {
     /// Applies in a block of its own; returns the error if the tx was rejected.
     fn run(&mut self, who: u8, action: Action) -> Result<Vec<Hash>, TxError> {
         let tx = self.tx(who, action);
-        let (block, mut rejected) = self.state.propose(vec![tx], key(1).public(), 0);
-        if let Some((_, e)) = rejected.pop() {
+        let mut proposal = self.state.propose(vec![tx], key(1).public(), 0);
+        let block = proposal.block;
+        if let Some((_, e)) = proposal.rejected.pop() {
             *self.nonces.get_mut(&who).unwrap() -= 1;
             return Err(e);
         }
@@ -452,9 +453,18 @@ fn replicas_agree_and_reject_tampered_blocks() {
             amount: 1,
         },
     );
-    let (block1, rejected) = a.state.propose(vec![t1, bad, t2], key(2).public(), 10);
-    assert_eq!(rejected.len(), 1, "the bad-nonce transaction is left out");
+    let p1 = a.state.propose(vec![t1, bad, t2], key(2).public(), 10);
+    assert_eq!(
+        p1.rejected.len(),
+        1,
+        "the bad-nonce transaction is left out"
+    );
+    let block1 = p1.block;
     a.state.apply_block(&block1).unwrap();
+    assert_eq!(
+        a.state, p1.state,
+        "propose's post-state equals applying the block"
+    );
     b.apply_block(&Block::decode(&block1.encode()).unwrap())
         .unwrap();
     assert_eq!(a.state.state_root(), b.state_root());
@@ -470,7 +480,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
             receipts: receipts.clone(),
         },
     );
-    let (block2, _) = a.state.propose(vec![t3], key(3).public(), 20);
+    let block2 = a.state.propose(vec![t3], key(3).public(), 20).block;
     // Tampering with the block: each is rejected and leaves the replica unchanged.
     let root_before = b.state_root();
     let mut t = block2.clone();
@@ -517,7 +527,7 @@ fn truncated_or_corrupted_blocks_do_not_decode_or_apply() {
             amount: 3,
         },
     );
-    let (block, _) = c.state.propose(vec![t], key(1).public(), 0);
+    let block = c.state.propose(vec![t], key(1).public(), 0).block;
     let bytes = block.encode();
     for cut in 0..bytes.len() {
         assert!(Block::decode(&bytes[..cut]).is_err());
