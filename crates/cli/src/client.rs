@@ -27,6 +27,18 @@ fn check(resp: Response) -> Result<Response> {
     bail!("node answered {status} ({code}): {message}")
 }
 
+/// A byte-count progress bar, hidden when stderr is not a terminal.
+fn progress_bar(visible: bool, len: u64, verb: &str) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template(&format!(
+        "{verb} {{bar:40}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}}"
+    ))
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(len).with_style(style)
+}
+
 struct Progress<R> {
     inner: R,
     bar: ProgressBar,
@@ -99,15 +111,7 @@ impl NodeClient {
                 .send()
                 .with_context(|| format!("cannot reach node at {}", self.base))?,
         )?;
-        let bar = if progress {
-            ProgressBar::new(resp.content_length().unwrap_or(0))
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        let bar = progress_bar(progress, resp.content_length().unwrap_or(0), "downloading");
         let mut reader = Progress {
             inner: resp,
             bar: bar.clone(),
@@ -142,9 +146,13 @@ impl NodeClient {
     }
 
     /// Uploads a model (and optional calibration) with a progress bar; signs the claim.
+    /// `id` is the file's id, computed by the caller from the bytes it already read; the node
+    /// re-hashes what arrives and refuses a mismatch.
+    #[allow(clippy::too_many_arguments)]
     pub fn publish(
         &self,
         file: &Path,
+        id: ModelId,
         name: &str,
         version: &str,
         calibration: Option<&[u8]>,
@@ -154,9 +162,6 @@ impl NodeClient {
         let bytes_len = std::fs::metadata(file)
             .with_context(|| format!("cannot read {}", file.display()))?
             .len();
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_reader(std::fs::File::open(file)?)?;
-        let id = ModelId::from_hasher(&hasher);
         let calibration_hash =
             calibration.map(|c| Hash::of(verity_core::hash::domain::CALIBRATION, c));
         let meta = PublishMeta {
@@ -169,17 +174,7 @@ impl NodeClient {
             signature: key
                 .sign(&publish_statement(name, version, &id, calibration_hash.as_ref()).0),
         };
-        let bar = if progress {
-            ProgressBar::new(bytes_len)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        let bar = progress_bar(progress, bytes_len, "uploading");
         let reader = Progress {
             inner: std::fs::File::open(file)?,
             bar: bar.clone(),

@@ -68,12 +68,17 @@ pub fn serve_forever(config: NodeConfig) -> Result<()> {
             running.node.key.public(),
             running.addr
         );
-        tokio::select! {
-            r = running.task => { r??; }
-            _ = tokio::signal::ctrl_c() => eprintln!("shutting down"),
-        }
-        anyhow::Ok(())
+        until_stopped(running.task).await
     })
+}
+
+/// Serves until the server task ends (its error is returned) or Ctrl-C.
+async fn until_stopped(task: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<()> {
+    tokio::select! {
+        r = task => { r??; }
+        _ = tokio::signal::ctrl_c() => eprintln!("shutting down"),
+    }
+    Ok(())
 }
 
 pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<()> {
@@ -109,7 +114,15 @@ pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<
             None => {
                 let file = samples_dir.join(format!("{name}.onnx"));
                 std::fs::write(&file, model)?;
-                let r = client.publish(&file, name, version, *calib, &publisher, false)?;
+                let r = client.publish(
+                    &file,
+                    verity_core::ModelId::of_bytes(model),
+                    name,
+                    version,
+                    *calib,
+                    &publisher,
+                    false,
+                )?;
                 (r.model.id, r.canonical.map(|c| c.id))
             }
         };
@@ -131,11 +144,5 @@ pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<
         return Ok(());
     }
     println!("\nServing; press Ctrl-C to stop.");
-    rt.block_on(async {
-        tokio::select! {
-            r = running.task => { r??; }
-            _ = tokio::signal::ctrl_c() => eprintln!("shutting down"),
-        }
-        anyhow::Ok(())
-    })
+    rt.block_on(until_stopped(running.task))
 }

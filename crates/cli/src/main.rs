@@ -152,8 +152,13 @@ fn key_path(explicit: Option<PathBuf>) -> PathBuf {
     })
 }
 
+/// Reads a whole file, naming it in the error.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
 fn read_inputs(path: &Path) -> Result<TensorMap> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_file(path)?;
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{} is not a valid input file", path.display()))
 }
@@ -231,8 +236,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run { model, input } => {
-            let bytes = std::fs::read(&model)
-                .with_context(|| format!("cannot read {}", model.display()))?;
+            let bytes = read_file(&model)?;
             let inputs = read_inputs(&input)?;
             let m = verity_engine::CanonicalModel::decode(&bytes)
                 .context("`verity run` executes Verity int8 models")?;
@@ -288,8 +292,7 @@ fn print_outputs(outputs: &TensorMap) {
 fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()> {
     match cmd {
         ModelCommand::Inspect { file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let bytes = read_file(&file)?;
             let i = verity_engine::inspect(&bytes)
                 .with_context(|| format!("{} is not a valid model", file.display()))?;
             println!("id         {}", i.id);
@@ -316,10 +319,8 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
             calibration,
             out,
         } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let calib = std::fs::read(&calibration)
-                .with_context(|| format!("cannot read {}", calibration.display()))?;
+            let bytes = read_file(&file)?;
+            let calib = read_file(&calibration)?;
             let q = verity_engine::quantize_onnx(
                 &bytes,
                 &verity_engine::Calibration::from_json(&calib)?,
@@ -342,22 +343,18 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
         } => {
             verity_core::manifest::validate_name_version(&name, &version)
                 .map_err(anyhow::Error::msg)?;
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let calib = calibration
-                .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
-                .transpose()?;
-            // Fail fast, before any upload, on files the node would refuse.
-            let info = verity_engine::inspect(&bytes)
+            let bytes = read_file(&file)?;
+            let calib = calibration.map(|p| read_file(&p)).transpose()?;
+            // Fail fast, before any upload, on a file that is not a model. (Calibration is
+            // checked by the node, which keeps nothing if it fails.)
+            verity_engine::inspect(&bytes)
                 .with_context(|| format!("{} is not a valid model", file.display()))?;
-            if let Some(c) = &calib {
-                verity_engine::quantize_onnx(&bytes, &verity_engine::Calibration::from_json(c)?)
-                    .context("cannot make the canonical int8 model")?;
-            }
-            drop((bytes, info));
+            let id = ModelId::of_bytes(&bytes);
+            drop(bytes);
             let key = NodeKey::load_or_create(key)?;
             let resp = NodeClient::new(node)?.publish(
                 &file,
+                id,
                 &name,
                 &version,
                 calib.as_deref(),
@@ -413,11 +410,10 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
 }
 
 fn verify_inclusion(proof: &Path, validators: &Path) -> Result<()> {
-    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let proof: verity_ledger::proof::InclusionProof =
-        serde_json::from_slice(&read(proof)?).context("not a valid inclusion proof")?;
+        serde_json::from_slice(&read_file(proof)?).context("not a valid inclusion proof")?;
     let set: verity_ledger::proof::ValidatorSet =
-        serde_json::from_slice(&read(validators)?).context("not a valid validator set")?;
+        serde_json::from_slice(&read_file(validators)?).context("not a valid validator set")?;
     verity_ledger::proof::verify_inclusion(&proof, &set)?;
     println!(
         "ok  receipt {} by node {}",
@@ -447,8 +443,7 @@ fn verify(
     re: bool,
     model: Option<&Path>,
 ) -> Result<()> {
-    let text =
-        std::fs::read(receipt).with_context(|| format!("cannot read {}", receipt.display()))?;
+    let text = read_file(receipt)?;
     let receipt: Receipt = serde_json::from_slice(&text).context("not a valid receipt")?;
     let inputs = input.map(read_inputs).transpose()?;
     let expected = node_key
@@ -475,7 +470,7 @@ fn verify(
             bail!("--reexecute needs --input")
         };
         let bytes = match model {
-            Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+            Some(p) => read_file(p)?,
             None => {
                 let tmp =
                     std::env::temp_dir().join(format!("verity-verify-{}", receipt.model.hex()));

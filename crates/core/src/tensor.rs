@@ -174,23 +174,6 @@ impl Tensor {
         })
     }
 
-    /// The values as i8, or `None` if the tensor is not i8.
-    pub fn to_i8(&self) -> Option<Vec<i8>> {
-        (self.dtype == DType::I8).then(|| self.data.iter().map(|&b| b as i8).collect())
-    }
-
-    /// Same data viewed with another shape of the same element count.
-    pub fn reshaped(mut self, shape: Vec<usize>) -> Result<Tensor, CoreError> {
-        if element_count(&shape) != Some(self.len()) {
-            return Err(CoreError::InvalidTensor {
-                name: String::new(),
-                reason: format!("cannot reshape {:?} to {shape:?}", self.shape),
-            });
-        }
-        self.shape = shape;
-        Ok(self)
-    }
-
     /// Canonical encoding: dtype tag (u8), rank (u32), each dim (u64), then the data bytes
     /// (u64 length + bytes).
     pub fn encode_into(&self, e: &mut Encoder) {

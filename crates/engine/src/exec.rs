@@ -66,10 +66,6 @@ impl Interpreter {
         }
     }
 
-    pub fn model(&self) -> &CanonicalModel {
-        &self.model
-    }
-
     /// Checks names, dtypes and shapes, then quantizes the inputs.
     fn quantize_inputs(&self, inputs: &TensorMap) -> Result<Vec<(usize, Vec<i8>)>> {
         let m = &self.model;

@@ -141,8 +141,6 @@ pub struct OnnxSummary {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub operators: Vec<String>,
-    pub opset: i64,
-    pub producer: String,
 }
 
 /// Decodes the protobuf and checks it is structurally an ONNX model.
@@ -226,17 +224,10 @@ pub fn summarize(model: &ModelProto) -> Result<OnnxSummary> {
         .map(spec_of)
         .collect::<Result<Vec<_>>>()?;
     let operators: BTreeSet<String> = graph.node.iter().map(|n| n.op_type.clone()).collect();
-    let opset = model
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map_or(0, |o| o.version);
     Ok(OnnxSummary {
         inputs,
         outputs,
         operators: operators.into_iter().collect(),
-        opset,
-        producer: model.producer_name.clone(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! HTTP handlers. Each one validates, delegates to the store or executor, and maps errors.
 
 use crate::error::ApiError;
+use crate::executor::Loaded;
 use crate::metrics::InferLabels;
 use crate::store::BlobWriter;
 use crate::Node;
@@ -53,7 +54,7 @@ pub struct Health {
     pub status: String,
     pub node: PublicKey,
     pub version: String,
-    pub models: usize,
+    pub models: u64,
     pub receipts: u64,
 }
 
@@ -73,7 +74,7 @@ pub async fn health(State(node): State<Arc<Node>>) -> Result<Json<Health>, ApiEr
         status: "ok".into(),
         node: node.key.public(),
         version: env!("CARGO_PKG_VERSION").into(),
-        models: node.store.manifests()?.len(),
+        models: node.store.model_count()?,
         receipts: node.store.receipt_count()?,
     }))
 }
@@ -259,15 +260,24 @@ pub async fn publish(
     let node2 = node.clone();
     let (models, response) =
         blocking(move || prepare_publish(&node2, meta, blob, calibration, calib_hash)).await?;
+    let (models, loaded) = models;
     let store_node = node.clone();
     blocking(move || Ok(store_node.store.publish(models)?)).await?;
+    for (id, l) in loaded {
+        node.executor.warm(id, l);
+    }
     node.metrics
         .models_published
         .inc_by(1 + response.canonical.is_some() as u64);
     Ok((StatusCode::CREATED, Json(response)))
 }
 
-type Prepared = (Vec<(BlobWriter, ModelManifest)>, PublishResponse);
+/// Blobs with their manifests, the models loaded while checking them (cached once
+/// published), and the response.
+type Prepared = (
+    (Vec<(BlobWriter, ModelManifest)>, Vec<(ModelId, Loaded)>),
+    PublishResponse,
+);
 
 fn prepare_publish(
     node: &Node,
@@ -297,6 +307,7 @@ fn prepare_publish(
         };
     let mut model = manifest_for(meta.id, info.format, &info, meta.name.clone(), meta.size);
     let mut items = vec![];
+    let mut loaded = vec![];
     let mut canonical = None;
     match (info.format, calibration) {
         (ModelFormat::VerityInt8, Some(_)) => {
@@ -307,7 +318,8 @@ fn prepare_publish(
         (ModelFormat::VerityInt8, None) => {}
         (ModelFormat::Onnx, calibration) => {
             if let Some(c) = calibration {
-                let q = quantize_onnx(&bytes, &Calibration::from_json(&c)?)?.encode();
+                let qmodel = quantize_onnx(&bytes, &Calibration::from_json(&c)?)?;
+                let q = qmodel.encode();
                 let qinfo = inspect(&q)?;
                 let qblob = node.store.blob_from_bytes(&q)?;
                 let mut cm = manifest_for(
@@ -321,14 +333,19 @@ fn prepare_publish(
                 cm.calibration_hash = calib_hash;
                 model.canonical = Some(cm.id);
                 canonical = Some(cm.clone());
+                loaded.push((
+                    cm.id,
+                    Loaded::Canonical(verity_engine::Interpreter::new(qmodel)),
+                ));
                 items.push((qblob, cm));
             }
             // Refuse float models the float engine cannot serve.
-            verity_engine::float_engine::FloatModel::load(&bytes)?;
+            let float = verity_engine::float_engine::FloatModel::load(&bytes)?;
+            loaded.push((meta.id, Loaded::Float(Box::new(float))));
         }
     }
     items.insert(0, (blob, model.clone()));
-    Ok((items, PublishResponse { model, canonical }))
+    Ok(((items, loaded), PublishResponse { model, canonical }))
 }
 
 pub async fn infer(

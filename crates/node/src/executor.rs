@@ -64,6 +64,14 @@ impl Executor {
         Ok(loaded)
     }
 
+    /// Caches a model already loaded elsewhere (at publish time), so its first inference
+    /// does not load it again.
+    pub fn warm(&self, id: ModelId, loaded: Loaded) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(id, Arc::new(loaded));
+        }
+    }
+
     /// Blocking: call from a blocking thread.
     pub fn run(&self, m: &ModelManifest, inputs: &TensorMap) -> Result<Outcome, EngineError> {
         let loaded = self.load(m)?;

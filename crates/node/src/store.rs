@@ -131,9 +131,7 @@ impl Store {
     }
 
     pub fn new_blob(&self) -> Result<BlobWriter> {
-        let mut rnd = [0u8; 16];
-        getrandom_name(&mut rnd);
-        let path = self.tmp.join(hex::encode(rnd));
+        let path = self.tmp.join(temp_name());
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -162,8 +160,7 @@ impl Store {
             let models = txn.open_table(MODELS)?;
             for (_, m) in &items {
                 if let Some(existing) = models.get(m.id.to_string().as_str())? {
-                    let old: ModelManifest = serde_json::from_slice(existing.value())
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    let old: ModelManifest = decode(existing.value())?;
                     return Err(StoreError::DuplicateId {
                         id: m.id,
                         name: old.name,
@@ -203,15 +200,31 @@ impl Store {
         Ok(())
     }
 
-    pub fn manifest(&self, id: &ModelId) -> Result<Option<ModelManifest>> {
+    /// Reads and decodes one JSON record.
+    fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>> {
         let txn = self.db.begin_read()?;
-        let t = txn.open_table(MODELS)?;
-        let Some(v) = t.get(id.to_string().as_str())? else {
+        let t = txn.open_table(table)?;
+        let Some(v) = t.get(key)? else {
             return Ok(None);
         };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+        decode(v.value()).map(Some)
+    }
+
+    fn count(&self, table: TableDefinition<&str, &[u8]>) -> Result<u64> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(table)?.len()?)
+    }
+
+    pub fn manifest(&self, id: &ModelId) -> Result<Option<ModelManifest>> {
+        self.get_json(MODELS, &id.to_string())
+    }
+
+    pub fn model_count(&self) -> Result<u64> {
+        self.count(MODELS)
     }
 
     pub fn resolve_name(&self, name: &str, version: &str) -> Result<Option<ModelId>> {
@@ -232,10 +245,7 @@ impl Store {
         let mut out = vec![];
         for entry in t.iter()? {
             let (_, v) = entry?;
-            out.push(
-                serde_json::from_slice(v.value())
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
+            out.push(decode(v.value())?);
         }
         Ok(out)
     }
@@ -269,32 +279,25 @@ impl Store {
     }
 
     pub fn receipt(&self, id: &Hash) -> Result<Option<Receipt>> {
-        let txn = self.db.begin_read()?;
-        let t = txn.open_table(RECEIPTS)?;
-        let Some(v) = t.get(id.to_hex().as_str())? else {
-            return Ok(None);
-        };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))
+        self.get_json(RECEIPTS, &id.to_hex())
     }
 
     pub fn receipt_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(RECEIPTS)?.len()?)
+        self.count(RECEIPTS)
     }
 }
 
-/// Random temp-file names; collisions only cost a retry, so the clock is an acceptable
-/// fallback if the OS has no randomness.
-fn getrandom_name(buf: &mut [u8; 16]) {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let c = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    buf[..8].copy_from_slice(&(t as u64).to_le_bytes());
-    buf[8..].copy_from_slice(&c.to_le_bytes());
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
-static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// A name unique within this process's `tmp/` (the redb lock gives one process per data dir;
+/// `create_new` refuses any clash).
+fn temp_name() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{t:x}-{n}")
+}
