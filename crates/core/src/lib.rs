@@ -22,7 +22,7 @@ pub use manifest::{ModelFormat, ModelManifest, TensorSpec};
 pub use receipt::{EngineId, Receipt, ReceiptBody};
 pub use request::{random_nonce, InferenceRequest, Mode, SignedRequest};
 pub use tensor::{DType, Tensor, TensorMap};
-pub use verify::{verify_receipt, Expectations, VerifyError};
+pub use verify::{verify_quorum, verify_receipt, Expectations, VerifyError};
 
 /// Milliseconds since the Unix epoch, the one clock unit used in receipts and manifests.
 pub fn now_ms() -> u64 {

@@ -92,7 +92,7 @@ impl Receipt {
         };
         e.str(&self.engine.name)
             .str(&self.engine.version)
-            .str(self.mode.name())
+            .str(&self.mode.name())
             .fixed32(&self.node.0)
             .u64(self.timestamp_ms);
     }

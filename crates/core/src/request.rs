@@ -10,36 +10,66 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// How the result is to be verified. Only `signed` is served today; the others are reserved
-/// names (DESIGN.md §5) and are rejected with a clear error.
+/// How the result is to be verified (DESIGN.md §5). `signed`: one node signs. `quorum:k`: k
+/// registered nodes, chosen by the ledger from the request hash, each sign the same output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Signed,
+    Quorum { k: u32 },
 }
 
+/// Quorum size when a request says just `quorum`.
+pub const DEFAULT_QUORUM: u32 = 3;
+/// Largest quorum the ledger escrows for.
+pub const MAX_QUORUM: u32 = 16;
+
 impl Mode {
-    pub fn name(self) -> &'static str {
+    /// The canonical name, bound into request and receipt hashes: `signed` or `quorum:k`.
+    pub fn name(self) -> String {
         match self {
-            Mode::Signed => "signed",
+            Mode::Signed => "signed".into(),
+            Mode::Quorum { k } => format!("quorum:{k}"),
         }
     }
+
+    /// How many executors sign.
+    pub fn executors(self) -> u32 {
+        match self {
+            Mode::Signed => 1,
+            Mode::Quorum { k } => k,
+        }
+    }
+
+    /// Accepts `signed`, `quorum` (k = 3) and `quorum:k` with 1 <= k <= 16.
     pub fn parse(s: &str) -> Result<Mode, CoreError> {
+        let unknown = || CoreError::UnknownMode(s.to_string());
         match s {
             "signed" => Ok(Mode::Signed),
-            other => Err(CoreError::UnknownMode(other.to_string())),
+            "quorum" => Ok(Mode::Quorum { k: DEFAULT_QUORUM }),
+            other => {
+                let k: u32 = other
+                    .strip_prefix("quorum:")
+                    .ok_or_else(unknown)?
+                    .parse()
+                    .map_err(|_| unknown())?;
+                if !(1..=MAX_QUORUM).contains(&k) {
+                    return Err(unknown());
+                }
+                Ok(Mode::Quorum { k })
+            }
         }
     }
 }
 
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(&self.name())
     }
 }
 
 impl Serialize for Mode {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
+        s.serialize_str(&self.name())
     }
 }
 
@@ -97,7 +127,7 @@ pub fn request_hash(
     client: &PublicKey,
 ) -> Hash {
     let mut e = Encoder::new();
-    e.fixed32(&model.0).fixed32(&input_hash.0).str(mode.name());
+    e.fixed32(&model.0).fixed32(&input_hash.0).str(&mode.name());
     e.u64(params.len() as u64);
     for (k, v) in params {
         e.str(k).str(v);

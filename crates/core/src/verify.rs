@@ -5,6 +5,8 @@
 use crate::hash::Hash;
 use crate::keys::PublicKey;
 use crate::receipt::{Receipt, RECEIPT_VERSION};
+use crate::request::Mode;
+use std::collections::BTreeSet;
 use crate::tensor::{hash_map, TensorMap};
 use thiserror::Error;
 
@@ -25,6 +27,8 @@ pub enum VerifyError {
     },
     #[error("re-execution mismatch: {0}")]
     Reexecution(String),
+    #[error("quorum: {0}")]
+    Quorum(String),
 }
 
 /// What the verifier knows besides the receipt.
@@ -73,4 +77,147 @@ pub fn verify_receipt(receipt: &Receipt, expect: &Expectations<'_>) -> Result<()
         return Err(VerifyError::Signature(receipt.node));
     }
     Ok(())
+}
+
+/// Checks a quorum result: every receipt holds on its own (as [`verify_receipt`], with the
+/// given inputs), all are `quorum:k` receipts for the same request, model, inputs, engine and
+/// output hash, at least k of them, signed by k distinct nodes. When `nodes` is given (the
+/// registered executors, e.g. from a validator set file), every signer must be one of them.
+pub fn verify_quorum(
+    receipts: &[Receipt],
+    inputs: Option<&TensorMap>,
+    nodes: Option<&[PublicKey]>,
+) -> Result<(), VerifyError> {
+    let bad = |m: String| Err(VerifyError::Quorum(m));
+    let Some(first) = receipts.first() else {
+        return bad("no receipts".into());
+    };
+    let Mode::Quorum { k } = first.mode else {
+        return bad(format!("mode is {}, not quorum", first.mode));
+    };
+    if receipts.len() < k as usize {
+        return bad(format!("{} receipts, the quorum needs {k}", receipts.len()));
+    }
+    let mut signers = BTreeSet::new();
+    for r in receipts {
+        verify_receipt(r, &Expectations { inputs, node: None })?;
+        if (r.request_hash, r.model, r.input_hash, &r.engine, r.mode)
+            != (
+                first.request_hash,
+                first.model,
+                first.input_hash,
+                &first.engine,
+                first.mode,
+            )
+        {
+            return bad(format!(
+                "receipt by {} is for another request, model, input, engine or mode",
+                r.node
+            ));
+        }
+        if r.output_hash != first.output_hash {
+            return bad(format!(
+                "node {} signed output {}, node {} signed {}",
+                first.node, first.output_hash, r.node, r.output_hash
+            ));
+        }
+        if let Some(allowed) = nodes {
+            if !allowed.contains(&r.node) {
+                return bad(format!("signer {} is not a known node", r.node));
+            }
+        }
+        if !signers.insert(r.node) {
+            return bad(format!("node {} signed twice", r.node));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::receipt::{EngineId, ReceiptBody};
+    use crate::{Hash, ModelId, NodeKey, Tensor};
+
+    fn quorum(k: u32, n: u8) -> (TensorMap, Vec<Receipt>) {
+        let inputs: TensorMap = [("x".into(), Tensor::from_f32(vec![2], &[1.0, 2.0]).unwrap())].into();
+        let outputs: TensorMap = [("y".into(), Tensor::from_f32(vec![1], &[3.0]).unwrap())].into();
+        let receipts = (0..n)
+            .map(|i| {
+                ReceiptBody {
+                    request_hash: Hash::of("t", b"request"),
+                    model: ModelId::of_bytes(b"model"),
+                    input_hash: hash_map(&inputs),
+                    output_hash: hash_map(&outputs),
+                    outputs: outputs.clone(),
+                    trace_root: None,
+                    engine: EngineId {
+                        name: "e".into(),
+                        version: "1".into(),
+                    },
+                    mode: Mode::Quorum { k },
+                    timestamp_ms: 1,
+                }
+                .sign(&NodeKey::from_seed([i; 32]))
+            })
+            .collect();
+        (inputs, receipts)
+    }
+
+    #[test]
+    fn quorum_holds_and_every_tampering_is_rejected() {
+        let (inputs, rs) = quorum(3, 3);
+        let nodes: Vec<PublicKey> = rs.iter().map(|r| r.node).collect();
+        verify_quorum(&rs, Some(&inputs), Some(&nodes)).expect("valid quorum");
+
+        // Too few receipts, or one signer twice.
+        assert!(verify_quorum(&rs[..2], None, None).is_err());
+        let twice = vec![rs[0].clone(), rs[1].clone(), rs[0].clone()];
+        assert!(verify_quorum(&twice, None, None).is_err());
+        // A signer outside the known node set.
+        assert!(verify_quorum(&rs, None, Some(&nodes[..2])).is_err());
+        // Other inputs than the verifier's.
+        let other: TensorMap = [("x".into(), Tensor::from_f32(vec![2], &[1.0, 2.5]).unwrap())].into();
+        assert!(verify_quorum(&rs, Some(&other), None).is_err());
+        // One node's output changed (re-signed by that node, so its own receipt is valid).
+        let mut forged = rs.clone();
+        let o: TensorMap = [("y".into(), Tensor::from_f32(vec![1], &[4.0]).unwrap())].into();
+        forged[2] = ReceiptBody {
+            request_hash: rs[2].request_hash,
+            model: rs[2].model,
+            input_hash: rs[2].input_hash,
+            output_hash: hash_map(&o),
+            outputs: o,
+            trace_root: None,
+            engine: rs[2].engine.clone(),
+            mode: rs[2].mode,
+            timestamp_ms: 1,
+        }
+        .sign(&NodeKey::from_seed([2; 32]));
+        assert!(matches!(
+            verify_quorum(&forged, None, None),
+            Err(VerifyError::Quorum(_))
+        ));
+        // Output edited without a new signature.
+        let mut t = rs.clone();
+        t[1].outputs.insert("y".into(), Tensor::from_f32(vec![1], &[4.0]).unwrap());
+        assert!(verify_quorum(&t, None, None).is_err());
+        // A signature flipped.
+        let mut t = rs.clone();
+        t[0].signature.0[5] ^= 1;
+        assert!(matches!(
+            verify_quorum(&t, None, None),
+            Err(VerifyError::Signature(_))
+        ));
+        // A signed-mode receipt is not a quorum.
+        let (_, single) = quorum(3, 3);
+        let mut t = single;
+        t[0].mode = Mode::Signed;
+        assert!(verify_quorum(&t, None, None).is_err());
+        // Mode names round-trip.
+        assert_eq!(Mode::parse("quorum").unwrap(), Mode::Quorum { k: 3 });
+        assert_eq!(Mode::parse("quorum:5").unwrap().name(), "quorum:5");
+        assert!(Mode::parse("quorum:0").is_err());
+        assert!(Mode::parse("quorum:17").is_err());
+    }
 }

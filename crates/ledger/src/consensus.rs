@@ -29,6 +29,20 @@ use verity_core::{Hash, PublicKey};
 /// Largest encoded block a validator accepts from a peer.
 pub const MAX_BLOCK_BYTES: usize = 8 << 20;
 
+/// Transactions a validator holds waiting for a block.
+pub const MAX_MEMPOOL: usize = 20_000;
+
+/// Why a transaction was not queued.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error(transparent)]
+    Tx(#[from] crate::TxError),
+    #[error("the transaction is already queued")]
+    Duplicate,
+    #[error("the transaction pool is full; retry later")]
+    Full,
+}
+
 /// The consensus digest type: 32 bytes (Commonware's digest container) holding Verity's
 /// BLAKE3 header digest.
 pub type Digest = sha256::Digest;
@@ -144,7 +158,11 @@ struct Inner {
     states: HashMap<Hash, Applied>,
     finalized: LedgerState,
     log: BTreeMap<u64, Finalized>,
-    mempool: Vec<Transaction>,
+    /// Waiting transactions, in arrival order, with their ids.
+    mempool: Vec<(Hash, Transaction)>,
+    mempool_ids: std::collections::HashSet<Hash>,
+    /// Receipt id -> height of the finalized block that settled it.
+    receipt_heights: HashMap<Hash, u64>,
     /// Finalized blocks delivered ahead of the next expected height (while a restarted
     /// validator restores its history), with their unsent acknowledgements.
     pending: BTreeMap<u64, (Block, Exact)>,
@@ -175,6 +193,9 @@ impl Inner {
                 }
             }
         };
+        for r in &receipts {
+            self.receipt_heights.insert(*r, b.header.height);
+        }
         self.log.insert(
             b.header.height,
             Finalized {
@@ -192,8 +213,15 @@ impl Inner {
             },
         );
         let included: std::collections::HashSet<Hash> = b.txs.iter().map(Transaction::id).collect();
-        self.mempool
-            .retain(|tx| !included.contains(&tx.id()) && tx.nonce >= next.nonce(&tx.sender));
+        let ids = &mut self.mempool_ids;
+        self.mempool.retain(|(id, tx)| {
+            let keep = !included.contains(id)
+                && (!tx.action.uses_nonce() || tx.nonce >= next.nonce(&tx.sender));
+            if !keep {
+                ids.remove(id);
+            }
+            keep
+        });
         let h = next.height();
         self.states.retain(|_, a| a.state.height() >= h);
         self.finalized = next;
@@ -241,7 +269,9 @@ impl LedgerApp {
                 states,
                 finalized: state,
                 log: BTreeMap::new(),
+                receipt_heights: HashMap::new(),
                 mempool: Vec::new(),
+                mempool_ids: Default::default(),
                 pending: BTreeMap::new(),
             })),
         })
@@ -266,9 +296,59 @@ impl LedgerApp {
         Ok(())
     }
 
-    /// Queues a transaction for the next block this validator proposes.
-    pub fn submit(&self, tx: Transaction) {
-        self.lock().mempool.push(tx);
+    /// Queues a transaction for the next block this validator proposes. Refuses forged
+    /// signatures, duplicates, stale nonces and a full pool; everything else is checked when
+    /// a block is built.
+    pub fn submit(&self, tx: Transaction) -> Result<(), SubmitError> {
+        if !tx.signature_is_valid() {
+            return Err(SubmitError::Tx(crate::TxError::Signature));
+        }
+        let mut inner = self.lock();
+        if tx.action.uses_nonce() {
+            let expected = inner.finalized.nonce(&tx.sender);
+            if tx.nonce < expected {
+                return Err(SubmitError::Tx(crate::TxError::Nonce {
+                    account: tx.sender,
+                    expected,
+                    got: tx.nonce,
+                }));
+            }
+        }
+        if inner.mempool.len() >= MAX_MEMPOOL {
+            return Err(SubmitError::Full);
+        }
+        let id = tx.id();
+        if !inner.mempool_ids.insert(id) {
+            return Err(SubmitError::Duplicate);
+        }
+        inner.mempool.push((id, tx));
+        Ok(())
+    }
+
+    /// The nonce the sender's next nonce-ordered transaction should carry: after the
+    /// finalized ones and those waiting in this validator's pool.
+    pub fn next_nonce(&self, sender: &PublicKey) -> u64 {
+        let inner = self.lock();
+        let mut next = inner.finalized.nonce(sender);
+        let mut pending: Vec<u64> = inner
+            .mempool
+            .iter()
+            .map(|(_, t)| t)
+            .filter(|t| t.sender == *sender && t.action.uses_nonce())
+            .map(|t| t.nonce)
+            .collect();
+        pending.sort_unstable();
+        for n in pending {
+            if n == next {
+                next += 1;
+            }
+        }
+        next
+    }
+
+    /// The height of the finalized block that settled `receipt`.
+    pub fn receipt_height(&self, receipt: &Hash) -> Option<u64> {
+        self.lock().receipt_heights.get(receipt).copied()
     }
 
     /// The state after the last finalized block.
@@ -332,8 +412,33 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let candidates = self.lock().mempool.clone();
+        let candidates = {
+            let inner = self.lock();
+            let mut bytes = 0;
+            inner
+                .mempool
+                .iter()
+                .map(|(_, tx)| tx)
+                .take_while(|tx| {
+                    bytes += tx.encoded_len();
+                    bytes <= MAX_BLOCK_BYTES / 2
+                })
+                .cloned()
+                .collect()
+        };
         let proposal = parent.propose(candidates, self.me, now);
+        // Drop what can never apply; keep transactions whose turn (nonce) has not come yet.
+        let dead: std::collections::HashSet<Hash> = proposal
+            .rejected
+            .iter()
+            .filter(|(_, e)| !matches!(e, crate::TxError::Nonce { expected, got, .. } if got > expected))
+            .map(|(tx, _)| tx.id())
+            .collect();
+        if !dead.is_empty() {
+            let mut inner = self.lock();
+            inner.mempool.retain(|(id, _)| !dead.contains(id));
+            inner.mempool_ids.retain(|id| !dead.contains(id));
+        }
         let applied = Applied {
             state: proposal.state,
             receipts: proposal.receipts,

@@ -11,6 +11,7 @@ pub mod error;
 pub mod proof;
 pub mod state;
 pub mod tx;
+pub mod validator;
 
 pub use block::{receipts_root, Block, ReceiptProof};
 pub use error::TxError;

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use verity_core::encode::Encoder;
 use verity_core::hash::domain;
 use verity_core::verify::{verify_receipt, Expectations};
-use verity_core::{Hash, ModelId, PublicKey, Receipt};
+use verity_core::{Hash, Mode, ModelId, PublicKey, Receipt};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
@@ -16,6 +16,15 @@ pub struct Params {
     pub min_stake: u64,
     /// Blocks after which the client of an unsettled request may take its escrow back.
     pub refund_after: u64,
+    /// Extra executors, beyond k, eligible for a quorum request (so one node being down does
+    /// not stall requests that ranked it): a request may be settled by any k of the first
+    /// `k + quorum_spares` nodes in its ranking.
+    #[serde(default = "default_spares")]
+    pub quorum_spares: u32,
+}
+
+fn default_spares() -> u32 {
+    1
 }
 
 impl Default for Params {
@@ -23,6 +32,7 @@ impl Default for Params {
         Params {
             min_stake: 1_000,
             refund_after: 100,
+            quorum_spares: default_spares(),
         }
     }
 }
@@ -69,6 +79,28 @@ pub struct Escrow {
     pub executors: u32,
     pub amount: u64,
     pub opened_at: u64,
+    /// The nodes allowed to sign for this request, best-ranked first (fixed when opened).
+    pub eligible: Vec<PublicKey>,
+}
+
+/// What became of a request that is no longer open. Closed requests cannot be opened again,
+/// which is what makes escrow transactions replay-safe without account nonces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Closed {
+    Settled { height: u64 },
+    Disagreed { height: u64 },
+    Refunded { height: u64 },
+}
+
+impl Closed {
+    fn tag(self) -> (u8, u64) {
+        match self {
+            Closed::Settled { height } => (1, height),
+            Closed::Disagreed { height } => (2, height),
+            Closed::Refunded { height } => (3, height),
+        }
+    }
 }
 
 /// Conflicting signed receipts for one request, kept as evidence.
@@ -90,7 +122,7 @@ pub struct LedgerState {
     nodes: BTreeMap<PublicKey, NodeEntry>,
     models: BTreeMap<ModelId, ModelEntry>,
     escrows: BTreeMap<Hash, Escrow>,
-    settled: BTreeSet<Hash>,
+    closed: BTreeMap<Hash, Closed>,
     disagreements: Vec<Disagreement>,
 }
 
@@ -132,7 +164,7 @@ impl LedgerState {
             nodes: BTreeMap::new(),
             models: BTreeMap::new(),
             escrows: BTreeMap::new(),
-            settled: BTreeSet::new(),
+            closed: BTreeMap::new(),
             disagreements: Vec::new(),
         };
         for (key, balance) in &g.accounts {
@@ -203,8 +235,43 @@ impl LedgerState {
     pub fn escrow(&self, request: &Hash) -> Option<&Escrow> {
         self.escrows.get(request)
     }
-    pub fn is_settled(&self, request: &Hash) -> bool {
-        self.settled.contains(request)
+    pub fn closed(&self, request: &Hash) -> Option<Closed> {
+        self.closed.get(request).copied()
+    }
+    pub fn chain_id(&self) -> &str {
+        &self.chain_id
+    }
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+    pub fn model(&self, id: &ModelId) -> Option<&ModelEntry> {
+        self.models.get(id)
+    }
+    pub fn nodes(&self) -> impl Iterator<Item = (&PublicKey, &NodeEntry)> {
+        self.nodes.iter()
+    }
+
+    /// Every registered node, ranked for `request`: by the hash of the request and the node's
+    /// key, so nobody (client, entry node or executor) can choose who executes.
+    pub fn rank_executors(&self, request: &Hash) -> Vec<PublicKey> {
+        let mut ranked: Vec<(Hash, PublicKey)> = self
+            .nodes
+            .keys()
+            .map(|k| {
+                let mut e = Encoder::new();
+                e.fixed32(&request.0).fixed32(&k.0);
+                (Hash::of(domain::EXECUTOR_RANK, &e.finish()), *k)
+            })
+            .collect();
+        ranked.sort();
+        ranked.into_iter().map(|(_, k)| k).collect()
+    }
+
+    /// The nodes allowed to sign a quorum of `k` for `request` (the first `k + spares` ranked).
+    pub fn eligible_executors(&self, request: &Hash, k: u32) -> Vec<PublicKey> {
+        let mut ranked = self.rank_executors(request);
+        ranked.truncate(k.saturating_add(self.params.quorum_spares) as usize);
+        ranked
     }
     pub fn disagreements(&self) -> &[Disagreement] {
         &self.disagreements
@@ -243,11 +310,16 @@ impl LedgerState {
                 .fixed32(&x.model.0)
                 .u32(x.executors)
                 .u64(x.amount)
-                .u64(x.opened_at);
+                .u64(x.opened_at)
+                .u64(x.eligible.len() as u64);
+            for n in &x.eligible {
+                e.fixed32(&n.0);
+            }
         }
-        e.u64(self.settled.len() as u64);
-        for k in &self.settled {
-            e.fixed32(&k.0);
+        e.u64(self.closed.len() as u64);
+        for (k, c) in &self.closed {
+            let (tag, height) = c.tag();
+            e.fixed32(&k.0).u8(tag).u64(height);
         }
         e.u64(self.disagreements.len() as u64);
         for d in &self.disagreements {
@@ -281,7 +353,7 @@ impl LedgerState {
     fn check_receipts(
         &self,
         request: &Hash,
-        model: &ModelId,
+        escrow: &Escrow,
         receipts: &[Receipt],
     ) -> Result<Vec<Hash>, TxError> {
         let mut seen = BTreeSet::new();
@@ -294,11 +366,20 @@ impl LedgerState {
                 if r.request_hash != *request {
                     return Err(bad("names another request".into()));
                 }
-                if r.model != *model {
+                if r.mode != (Mode::Quorum { k: escrow.executors }) {
+                    return Err(bad(format!(
+                        "mode {} does not match the escrow's quorum of {}",
+                        r.mode, escrow.executors
+                    )));
+                }
+                if r.model != escrow.model {
                     return Err(bad("names another model".into()));
                 }
-                if !self.nodes.contains_key(&r.node) {
-                    return Err(bad(format!("signer {} is not a registered node", r.node)));
+                if !escrow.eligible.contains(&r.node) {
+                    return Err(bad(format!(
+                        "signer {} is not an eligible executor for this request",
+                        r.node
+                    )));
                 }
                 if !seen.insert(r.node) {
                     return Err(bad(format!("node {} signed twice", r.node)));
@@ -314,7 +395,11 @@ impl LedgerState {
         if !tx.signature_is_valid() {
             return Err(TxError::Signature);
         }
-        let expected = self.nonce(&tx.sender);
+        let expected = if tx.action.uses_nonce() {
+            self.nonce(&tx.sender)
+        } else {
+            0
+        };
         if tx.nonce != expected {
             return Err(TxError::Nonce {
                 account: tx.sender,
@@ -323,7 +408,9 @@ impl LedgerState {
             });
         }
         let settled = self.apply_action(&tx.sender, &tx.action, height)?;
-        self.accounts.entry(tx.sender).or_default().nonce += 1;
+        if tx.action.uses_nonce() {
+            self.accounts.entry(tx.sender).or_default().nonce += 1;
+        }
         Ok(settled)
     }
 
@@ -383,7 +470,7 @@ impl LedgerState {
                 if !(1..=16).contains(executors) {
                     return Err(TxError::QuorumSize(*executors));
                 }
-                if self.escrows.contains_key(request) || self.settled.contains(request) {
+                if self.escrows.contains_key(request) || self.closed.contains_key(request) {
                     return Err(TxError::RequestExists(*request));
                 }
                 let price = self
@@ -394,6 +481,13 @@ impl LedgerState {
                 let amount = price
                     .checked_mul(*executors as u64)
                     .ok_or_else(|| TxError::Invalid("fee overflows".into()))?;
+                let eligible = self.eligible_executors(request, *executors);
+                if eligible.len() < *executors as usize {
+                    return Err(TxError::Invalid(format!(
+                        "{executors} executors asked, {} nodes registered",
+                        eligible.len()
+                    )));
+                }
                 self.debit(sender, amount)?;
                 self.escrows.insert(
                     *request,
@@ -403,6 +497,7 @@ impl LedgerState {
                         executors: *executors,
                         amount,
                         opened_at: height,
+                        eligible,
                     },
                 );
             }
@@ -419,7 +514,7 @@ impl LedgerState {
                         escrow.executors
                     )));
                 }
-                let outputs = self.check_receipts(request, &escrow.model, receipts)?;
+                let outputs = self.check_receipts(request, &escrow, receipts)?;
                 if outputs.iter().any(|o| *o != outputs[0]) {
                     return Err(TxError::Disagreement);
                 }
@@ -433,7 +528,7 @@ impl LedgerState {
                     escrow.amount - share * escrow.executors as u64,
                 );
                 self.escrows.remove(request);
-                self.settled.insert(*request);
+                self.closed.insert(*request, Closed::Settled { height });
                 return Ok(receipts.iter().map(Receipt::id).collect());
             }
             Action::Disagree { request, receipts } => {
@@ -447,12 +542,13 @@ impl LedgerState {
                         "a disagreement needs 2 to 16 receipts".into(),
                     ));
                 }
-                let outputs = self.check_receipts(request, &escrow.model, receipts)?;
+                let outputs = self.check_receipts(request, &escrow, receipts)?;
                 if outputs.iter().all(|o| *o == outputs[0]) {
                     return Err(TxError::NoDisagreement);
                 }
                 self.credit(&escrow.client, escrow.amount);
                 self.escrows.remove(request);
+                self.closed.insert(*request, Closed::Disagreed { height });
                 self.disagreements.push(Disagreement {
                     request: *request,
                     height,
@@ -477,6 +573,7 @@ impl LedgerState {
                 }
                 self.credit(sender, escrow.amount);
                 self.escrows.remove(request);
+                self.closed.insert(*request, Closed::Refunded { height });
             }
         }
         Ok(vec![])

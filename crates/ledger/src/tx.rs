@@ -57,6 +57,17 @@ fn get_receipts(d: &mut Decoder<'_>) -> Result<Vec<Receipt>, CoreError> {
 }
 
 impl Action {
+    /// Whether the sender's account nonce orders and de-duplicates this action. Escrow
+    /// actions need none (their nonce must be 0): each names a request, and a request can be
+    /// opened and closed once, so a replay is rejected anyway and a failed escrow transaction
+    /// cannot leave a gap that stalls the sender's later transactions.
+    pub fn uses_nonce(&self) -> bool {
+        matches!(
+            self,
+            Action::Transfer { .. } | Action::RegisterNode { .. } | Action::RegisterModel { .. }
+        )
+    }
+
     pub fn encode_into(&self, e: &mut Encoder) {
         match self {
             Action::Transfer { to, amount } => {
@@ -145,6 +156,13 @@ impl Transaction {
             action,
             signature,
         }
+    }
+
+    /// Size of the canonical encoding, in bytes.
+    pub fn encoded_len(&self) -> usize {
+        let mut e = Encoder::new();
+        self.encode_into(&mut e);
+        e.finish().len()
     }
 
     /// The transaction's id (its signing hash).

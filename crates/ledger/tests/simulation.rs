@@ -2,32 +2,19 @@
 //! deterministic runtime with a simulated network: liveness, agreement on the state root,
 //! crash tolerance, and reproducibility from a seed.
 
-use commonware_broadcast::buffered;
-use commonware_consensus::marshal::core::Actor;
-use commonware_consensus::marshal::resolver::p2p as marshal_resolver;
-use commonware_consensus::marshal::standard::Inline;
-use commonware_consensus::marshal::{Config as MarshalConfig, Start};
-use commonware_consensus::simplex::config::{Config, Floor, ForwardPolicy, SkipBudget, SkipPolicy};
-use commonware_consensus::simplex::elector::RoundRobin;
-use commonware_consensus::simplex::scheme::ed25519::Scheme;
-use commonware_consensus::simplex::{self, Engine};
-use commonware_consensus::types::{Epoch, FixedEpocher, ViewDelta};
-use commonware_cryptography::certificate::{ConstantProvider, Verifier as _};
-use commonware_cryptography::{ed25519, Digested, Digestible, Sha256, Signer};
+use commonware_cryptography::{ed25519, Signer};
 use commonware_p2p::simulated::{self, Link, Network, Oracle};
-use commonware_parallel::Sequential;
-use commonware_runtime::buffer::paged::CacheRef;
 use commonware_runtime::{deterministic, Clock, Quota, Runner, Supervisor};
-use commonware_storage::archive::immutable;
 use commonware_utils::ordered::Set;
-use commonware_utils::{probability, NZDuration, NZUsize, NZU16, NZU32, NZU64};
+use commonware_utils::{probability, NZUsize, NZU32};
 use std::time::Duration;
 use verity_core::{NodeKey, PublicKey};
-use verity_ledger::consensus::{genesis_block, ChainBlock, LedgerApp, MAX_BLOCK_BYTES};
+use verity_ledger::consensus::LedgerApp;
 use verity_ledger::proof::{
     encode_finalization, verify_inclusion, InclusionError, InclusionProof, ValidatorSet,
 };
 use verity_ledger::state::GenesisNode;
+use verity_ledger::validator::{self, Channels, MarshalMailbox, CHANNELS};
 use verity_ledger::{Action, Genesis, Params, ReceiptProof, Transaction};
 
 const N: usize = 4;
@@ -63,11 +50,6 @@ fn validator_set(keys: &[ed25519::PrivateKey]) -> ValidatorSet {
     }
 }
 
-type MarshalMailbox = commonware_consensus::marshal::core::Mailbox<
-    Scheme,
-    commonware_consensus::marshal::standard::Standard<ChainBlock>,
->;
-
 fn genesis(keys: &[ed25519::PrivateKey]) -> Genesis {
     Genesis {
         chain_id: "verity-sim".into(),
@@ -88,169 +70,44 @@ fn genesis(keys: &[ed25519::PrivateKey]) -> Genesis {
 async fn start_validator(
     context: &deterministic::Context,
     oracle: &Oracle<ed25519::PublicKey, deterministic::Context>,
-    participants: &Set<ed25519::PublicKey>,
     key: ed25519::PrivateKey,
     idx: usize,
     genesis: &Genesis,
 ) -> (LedgerApp, MarshalMailbox) {
     let pk = key.public_key();
-    let app = LedgerApp::new(genesis, verity_public(&key)).expect("genesis");
-    let gblock = ChainBlock::new(genesis_block(genesis).expect("genesis"));
-    let gdigest = gblock.digest();
-    let namespace = ValidatorSet {
-        chain_id: genesis.chain_id.clone(),
-        validators: vec![],
-    }
-    .namespace();
-    let scheme = Scheme::signer(&namespace, participants.clone(), key).expect("participant");
-    let context = context.child("validator").with_attribute("index", idx);
     let control = oracle.control(pk.clone());
-    let page_cache = CacheRef::new(NZU16!(1024), NZUsize!(10));
-    let prefix = format!("v{idx}");
-
-    let marshal_cfg = MarshalConfig {
-        provider: ConstantProvider::<Scheme, Epoch>::new(scheme.clone()),
-        epocher: FixedEpocher::new(NZU64!(u64::MAX)),
-        start: Start::Genesis(Digested::precomputed(gblock, gdigest)),
-        partition_prefix: prefix.clone(),
-        mailbox_size: NZUsize!(1024),
-        view_retention: ViewDelta::new(10),
-        prunable_items_per_section: NZU64!(10),
-        page_cache: page_cache.clone(),
-        replay_buffer: NZUsize!(1024),
-        key_write_buffer: NZUsize!(1024),
-        value_write_buffer: NZUsize!(1024),
-        block_codec_config: MAX_BLOCK_BYTES,
-        max_repair: NZUsize!(10),
-        max_pending_acks: NZUsize!(16),
-        strategy: Sequential,
-    };
-    let backfill = control.register(3, QUOTA).await.expect("channel");
-    let resolver = marshal_resolver::init(
-        context.child("marshal_resolver"),
-        marshal_resolver::Config {
-            public_key: pk.clone(),
-            peer_provider: oracle.manager(),
-            blocker: oracle.control(pk.clone()),
-            mailbox_size: NZUsize!(1024),
-            fetch_timeout: NZDuration!(Duration::from_secs(2)),
-            fetch_retry_delay: Duration::from_millis(100),
-            priority_requests: false,
-            priority_responses: false,
-        },
-        backfill,
-    );
-    let (bcast, buffer) = buffered::Engine::new(
-        context.child("broadcast"),
-        buffered::Config {
-            public_key: pk.clone(),
-            mailbox_size: NZUsize!(1024),
-            deque_size: 10,
-            priority: false,
-            codec_config: MAX_BLOCK_BYTES,
-            peer_provider: oracle.manager(),
-            strategy: Sequential,
-        },
-    );
-    bcast.start(control.register(4, QUOTA).await.expect("channel"));
-    let archive_cfg = |name: &str, codec_config| immutable::Config {
-        metadata_partition: format!("{prefix}-{name}-metadata"),
-        freezer_table_partition: format!("{prefix}-{name}-table"),
-        freezer_table_initial_size: 64,
-        freezer_table_resize_frequency: 10,
-        freezer_table_resize_chunk_size: 10,
-        freezer_key_partition: format!("{prefix}-{name}-key"),
-        freezer_key_page_cache: page_cache.clone(),
-        freezer_value_partition: format!("{prefix}-{name}-value"),
-        freezer_value_target_size: 1024,
-        freezer_value_compression: None,
-        ordinal_partition: format!("{prefix}-{name}-ordinal"),
-        items_per_section: NZU64!(10),
-        codec_config,
-        replay_buffer: NZUsize!(1024),
-        freezer_key_write_buffer: NZUsize!(1024),
-        freezer_value_write_buffer: NZUsize!(1024),
-        ordinal_write_buffer: NZUsize!(1024),
-    };
-    let finalizations = immutable::Archive::init(
-        context.child("finalizations_by_height"),
-        archive_cfg("fin", Scheme::certificate_codec_config_unbounded()),
-    )
-    .await
-    .expect("archive");
-    let blocks = immutable::Archive::init(
-        context.child("finalized_blocks"),
-        archive_cfg("blocks", MAX_BLOCK_BYTES),
-    )
-    .await
-    .expect("archive");
-    let (actor, mailbox, floor) =
-        Actor::init(context.child("marshal"), finalizations, blocks, marshal_cfg).await;
-    actor.start(app.clone(), buffer, resolver);
-    // After a restart, rebuild the ledger state from the blocks marshal persisted.
-    let processed = floor.processed().map_or(0, |p| p.height().get());
-    let mut history = Vec::new();
-    for h in 1..=processed {
-        let block = mailbox
-            .get_block(commonware_consensus::types::Height::new(h))
-            .await
-            .expect("persisted block");
-        history.push(block.inner().block().clone());
+    let mut channels = Vec::new();
+    for c in CHANNELS {
+        channels.push(control.register(c, QUOTA).await.expect("channel"));
     }
-    app.restore(history).expect("persisted blocks apply");
-    let inline = Inline::new(
-        context.child("inline"),
-        app.clone(),
-        mailbox.clone(),
-        FixedEpocher::new(NZU64!(u64::MAX)),
-    );
-
-    let votes = control.register(0, QUOTA).await.expect("channel");
-    let certificates = control.register(1, QUOTA).await.expect("channel");
-    let cert_resolver = control.register(2, QUOTA).await.expect("channel");
-    let engine = Engine::new(
-        context.child("engine"),
-        Config {
-            scheme,
-            elector: RoundRobin::<Sha256>::default(),
-            blocker: oracle.control(pk.clone()),
-            automaton: inline.clone(),
-            relay: inline.clone(),
-            reporter: inline,
-            track_historical_votes: false,
-            strategy: Sequential,
-            partition: format!("{prefix}-simplex"),
-            mailbox_size: NZUsize!(1024),
-            epoch: Epoch::zero(),
-            floor: Floor::Genesis(gdigest),
-            replay_buffer: NZUsize!(1024 * 1024),
-            write_buffer: NZUsize!(1024 * 1024),
-            page_cache,
-            leader_timeout: Duration::from_secs(1),
-            certification_timeout: Duration::from_secs(2),
-            timeout_retry: Duration::from_secs(3),
-            view_retention: ViewDelta::new(10),
-            skip: SkipPolicy::Enabled {
-                timeout: Duration::from_secs(5),
-                budget: SkipBudget::Participants,
-            },
-            fetch_timeout: NZDuration!(Duration::from_secs(1)),
-            fetch_retry_delay: Duration::from_millis(100),
-            forward: ForwardPolicy::Disabled,
-        },
-    );
-    engine.start(votes, certificates, cert_resolver);
-    (app, mailbox)
+    let mut channels = channels.into_iter();
+    let mut next = || channels.next().expect("five channels");
+    let channels = Channels {
+        votes: next(),
+        certificates: next(),
+        certificate_requests: next(),
+        block_requests: next(),
+        blocks: next(),
+    };
+    let v = validator::start(
+        context.child("validator").with_attribute("index", idx),
+        key,
+        genesis,
+        &format!("v{idx}"),
+        channels,
+        oracle.manager(),
+        control,
+    )
+    .await
+    .expect("validator starts");
+    (v.app, v.marshal)
 }
 
 async fn network(
     context: &deterministic::Context,
     participants: &Set<ed25519::PublicKey>,
 ) -> Oracle<ed25519::PublicKey, deterministic::Context> {
-    let max = commonware_p2p::max_message_size(&[
-        simplex::max_payload_size::<Scheme, commonware_cryptography::sha256::Digest>(N as u32),
-        MAX_BLOCK_BYTES + 1024,
-    ]);
+    let max = validator::max_message_size(N);
     let (net, oracle) = Network::new_with_peers(
         context.child("network"),
         simulated::Config {
@@ -305,7 +162,7 @@ async fn start_chain(
     let oracle = network(context, &participants).await;
     let mut nodes = Vec::new();
     for (i, k) in keys.iter().cloned().enumerate() {
-        nodes.push(start_validator(context, &oracle, &participants, k, i, &genesis).await);
+        nodes.push(start_validator(context, &oracle, k, i, &genesis).await);
     }
     (keys, participants, oracle, nodes)
 }
@@ -332,7 +189,7 @@ fn run_full(seed: u64, crash_one: bool) -> (Vec<Vec<(u64, verity_core::Hash)>>, 
                     amount: 10,
                 },
             );
-            apps.iter().for_each(|a| a.submit(tx.clone()));
+            apps.iter().for_each(|a| a.submit(tx.clone()).expect("queued"));
         }
         if crash_one {
             // Cut validator 3 off entirely: 3 of 4 remain, which is a quorum.
@@ -455,7 +312,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                         name: "verity-int8".into(),
                         version: "semantics-v1".into(),
                     },
-                    mode: Mode::Signed,
+                    mode: Mode::Quorum { k: 3 },
                     timestamp_ms: 5,
                 }
                 .sign(&verity_key(k))
@@ -474,7 +331,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             ),
             Transaction::new(
                 &client(2),
-                1,
+                0,
                 Action::Settle {
                     request,
                     receipts: receipts.clone(),
@@ -482,7 +339,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             ),
         ];
         for tx in txs {
-            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()));
+            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()).expect("queued"));
         }
         let settled_at = loop {
             if let Some(f) = nodes[0]
@@ -598,7 +455,7 @@ fn validators_restart_from_storage_and_continue() {
                     amount: 7,
                 },
             );
-            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()));
+            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()).expect("queued"));
         }
         while !nodes.iter().all(|(a, _)| a.finalized_height() >= 8) {
             context.sleep(Duration::from_millis(100)).await;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use verity_core::receipt::ReceiptBody;
 use verity_core::tensor::hash_map;
 use verity_core::{EngineId, Hash, Mode, ModelId, NodeKey, Receipt, Tensor, TensorMap};
-use verity_ledger::state::{BlockError, GenesisNode};
+use verity_ledger::state::{BlockError, Closed, GenesisNode};
 use verity_ledger::{
     Action, Block, Genesis, LedgerState, Params, ReceiptProof, Transaction, TxError,
 };
@@ -28,11 +28,16 @@ fn genesis() -> Genesis {
         params: Params {
             min_stake: 1_000,
             refund_after: 5,
+            quorum_spares: 1,
         },
     }
 }
 
 fn receipt(node: &NodeKey, request: Hash, model: ModelId, value: f32) -> Receipt {
+    quorum_receipt(node, request, model, value, 3)
+}
+
+fn quorum_receipt(node: &NodeKey, request: Hash, model: ModelId, value: f32, k: u32) -> Receipt {
     let outputs: TensorMap = BTreeMap::from([(
         "y".to_string(),
         Tensor::from_f32(vec![1], &[value]).unwrap(),
@@ -48,7 +53,7 @@ fn receipt(node: &NodeKey, request: Hash, model: ModelId, value: f32) -> Receipt
             name: "verity-int8".into(),
             version: "semantics-v1".into(),
         },
-        mode: Mode::Signed,
+        mode: Mode::Quorum { k },
         timestamp_ms: 1,
     }
     .sign(node)
@@ -67,6 +72,9 @@ impl Chain {
         }
     }
     fn tx(&mut self, who: u8, action: Action) -> Transaction {
+        if !action.uses_nonce() {
+            return Transaction::new(&key(who), 0, action);
+        }
         let n = self.nonces.entry(who).or_default();
         let tx = Transaction::new(&key(who), *n, action);
         *n += 1;
@@ -77,8 +85,10 @@ impl Chain {
         let tx = self.tx(who, action);
         let mut proposal = self.state.propose(vec![tx], key(1).public(), 0);
         let block = proposal.block;
-        if let Some((_, e)) = proposal.rejected.pop() {
-            *self.nonces.get_mut(&who).unwrap() -= 1;
+        if let Some((tx, e)) = proposal.rejected.pop() {
+            if tx.action.uses_nonce() {
+                *self.nonces.get_mut(&who).unwrap() -= 1;
+            }
             return Err(e);
         }
         Ok(self.state.apply_block(&block).unwrap())
@@ -267,7 +277,9 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             "executor {i} paid"
         );
     }
-    assert!(c.state.is_settled(&req) && c.state.escrow(&req).is_none());
+    assert!(
+        matches!(c.state.closed(&req), Some(Closed::Settled { .. })) && c.state.escrow(&req).is_none()
+    );
     // Settling or reopening the same request again is refused.
     assert!(c
         .run(
@@ -349,6 +361,91 @@ fn disagreement_is_recorded_with_evidence_and_client_refunded() {
     assert_eq!(c.state.balance(&key(5).public()), 1_000_000);
     let d = &c.state.disagreements()[0];
     assert_eq!((d.request, d.receipts.len()), (req, 3));
+    // The closed request cannot be escrowed again by replaying the client's transaction.
+    assert_eq!(
+        c.run(
+            5,
+            Action::OpenRequest {
+                request: req,
+                model: MODEL,
+                executors: 3,
+            }
+        ),
+        Err(TxError::RequestExists(req))
+    );
+}
+
+#[test]
+fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
+    let mut c = Chain::new();
+    c.run(
+        6,
+        Action::RegisterModel {
+            model: MODEL,
+            price: 10,
+        },
+    )
+    .unwrap();
+    let req = Hash::of("req", b"k1");
+    c.run(
+        5,
+        Action::OpenRequest {
+            request: req,
+            model: MODEL,
+            executors: 1,
+        },
+    )
+    .unwrap();
+    let escrow = c.state.escrow(&req).unwrap().clone();
+    // k = 1 with one spare: the two best-ranked of the four nodes, as anyone can recompute.
+    assert_eq!(escrow.eligible, c.state.eligible_executors(&req, 1));
+    assert_eq!(escrow.eligible.len(), 2);
+    let ranked = c.state.rank_executors(&req);
+    let outsider = (1..=4u8)
+        .find(|i| key(*i).public() == ranked[3])
+        .unwrap();
+    let sign = |i: u8| quorum_receipt(&key(i), req, MODEL, 0.5, 1);
+    assert!(matches!(
+        c.run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: vec![sign(outsider)]
+            }
+        ),
+        Err(TxError::Receipt { index: 0, .. })
+    ));
+    // A receipt whose mode names another quorum size is refused.
+    let wrong_mode = receipt(&key(1), req, MODEL, 0.5);
+    let second = (1..=4u8)
+        .find(|i| key(*i).public() == ranked[1])
+        .unwrap();
+    assert!(c
+        .run(
+            6,
+            Action::Settle {
+                request: req,
+                receipts: vec![wrong_mode]
+            }
+        )
+        .is_err());
+    // The spare (second-ranked) node may settle; the sender's nonce does not move.
+    let nonce = c.state.nonce(&key(6).public());
+    c.run(
+        6,
+        Action::Settle {
+            request: req,
+            receipts: vec![sign(second)],
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.nonce(&key(6).public()), nonce);
+    // An escrow transaction with a non-zero nonce is malformed.
+    let tx = Transaction::new(&key(5), 3, Action::Refund { request: req });
+    assert!(matches!(
+        c.state.clone().apply_tx(&tx, 99),
+        Err(TxError::Nonce { expected: 0, .. })
+    ));
 }
 
 #[test]
@@ -469,9 +566,11 @@ fn replicas_agree_and_reject_tampered_blocks() {
         .unwrap();
     assert_eq!(a.state.state_root(), b.state_root());
 
+    let eligible = &a.state.escrow(&req).unwrap().eligible;
+    let signer = |n: usize| (1..=4u8).find(|i| key(*i).public() == eligible[n]).unwrap();
     let receipts = vec![
-        receipt(&key(3), req, MODEL, 1.0),
-        receipt(&key(4), req, MODEL, 1.0),
+        quorum_receipt(&key(signer(0)), req, MODEL, 1.0, 2),
+        quorum_receipt(&key(signer(1)), req, MODEL, 1.0, 2),
     ];
     let t3 = a.tx(
         6,
