@@ -7,8 +7,12 @@ use serde::de::DeserializeOwned;
 use std::io::Read;
 use std::path::Path;
 use verity_core::manifest::publish_statement;
-use verity_core::{Hash, ModelId, ModelManifest, NodeKey, Receipt, SignedRequest};
-use verity_node::api::{Health, InferResponse, PublishMeta, PublishResponse};
+use serde::Serialize;
+use verity_core::{Hash, ModelId, ModelManifest, NodeKey, PublicKey, Receipt};
+use verity_ledger::proof::InclusionProof;
+use verity_ledger::Transaction;
+use verity_node::api::{Health, InferBody, InferResponse, PublishMeta, PublishResponse};
+use verity_node::ledger_api::{Account, LedgerStatus, ModelPrice, Submitted};
 
 pub struct NodeClient {
     base: String,
@@ -91,15 +95,51 @@ impl NodeClient {
         self.get(&format!("/v1/receipts/{id}"))
     }
 
-    pub fn infer(&self, req: &SignedRequest) -> Result<InferResponse> {
-        let url = format!("{}/v1/infer", self.base);
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        let url = format!("{}{path}", self.base);
         let resp = self
             .http
             .post(&url)
-            .json(req)
+            .json(body)
             .send()
             .with_context(|| format!("cannot reach node at {}", self.base))?;
         Ok(check(resp)?.json()?)
+    }
+
+    /// Sends a signed request (and, for quorum mode, its escrow); with `wait`, the answer
+    /// comes once the settlement is finalized.
+    pub fn infer(&self, body: &InferBody, wait: bool) -> Result<InferResponse> {
+        self.post(&format!("/v1/infer?wait={wait}"), body)
+    }
+
+    pub fn submit(&self, tx: &Transaction) -> Result<Submitted> {
+        self.post("/v1/tx", tx)
+    }
+
+    pub fn account(&self, key: &PublicKey) -> Result<Account> {
+        self.get(&format!("/v1/accounts/{key}"))
+    }
+
+    pub fn ledger(&self) -> Result<LedgerStatus> {
+        self.get("/v1/ledger")
+    }
+
+    /// The model's price on the ledger, or None if it is not registered.
+    pub fn price(&self, model: &ModelId) -> Result<Option<ModelPrice>> {
+        let url = format!("{}/v1/prices/{model}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .with_context(|| format!("cannot reach node at {}", self.base))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        Ok(Some(check(resp)?.json()?))
+    }
+
+    pub fn proof(&self, receipt: &Hash) -> Result<InclusionProof> {
+        self.get(&format!("/v1/receipts/{receipt}/proof"))
     }
 
     /// Downloads a model's bytes, re-hashing them; a mismatch is an error and nothing is kept.

@@ -1,11 +1,19 @@
-//! `verity devnet`: one local node with the sample models (embedded in the binary) published
-//! through its real HTTP API, and `verity node`: serve until interrupted.
+//! `verity devnet`: a local network of validator processes with the sample models (embedded in
+//! the binary) published through the real HTTP API and priced on the ledger; and
+//! `verity node`: serve until interrupted.
 
 use crate::client::NodeClient;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use verity_core::NodeKey;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use verity_core::{ModelId, NodeKey, PublicKey};
+use verity_ledger::proof::ValidatorSet;
+use verity_ledger::state::GenesisNode;
+use verity_ledger::{Action, Genesis, Params, Transaction};
+use verity_node::chain::NetworkConfig;
 use verity_node::NodeConfig;
 
 /// A sample model: name, version, model bytes, calibration bytes.
@@ -53,57 +61,264 @@ const SAMPLE_INPUTS: &[(&str, &[u8])] = &[
     ),
 ];
 
+/// Price per executor registered for each sample's canonical model.
+const SAMPLE_PRICE: u64 = 10;
+/// Balance of the devnet user's account at genesis.
+const USER_FUNDS: u64 = 1_000_000_000;
+/// Stake each devnet validator locks at genesis.
+const NODE_STAKE: u64 = 10_000;
+
+/// How many nodes, and where they listen.
+pub struct Layout {
+    pub nodes: usize,
+    pub base_port: u16,
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?)
 }
 
+/// Runs one node until Ctrl-C or SIGTERM. With a `network` section it is a validator on
+/// Commonware's tokio runtime (which also serves the API); without, a standalone node.
 pub fn serve_forever(config: NodeConfig) -> Result<()> {
-    let rt = runtime()?;
-    rt.block_on(async {
-        let running = verity_node::start(config).await?;
-        eprintln!(
-            "node {} listening on http://{}",
-            running.node.key.public(),
-            running.addr
-        );
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,commonware=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+    let Some(network) = config.network.clone() else {
+        let rt = runtime()?;
+        return rt.block_on(async {
+            let running = verity_node::start(config).await?;
+            announce(&running);
+            until_stopped(running.task).await
+        });
+    };
+    use commonware_runtime::Runner as _;
+    let cw = commonware_runtime::tokio::Config::new()
+        .with_worker_threads(2)
+        .with_storage_directory(config.data_dir.join("ledger"));
+    commonware_runtime::tokio::Runner::new(cw).start(|context| async move {
+        let running = verity_node::start_networked(context, config)
+            .await
+            .with_context(|| format!("cannot join the network of {}", network.genesis.display()))?;
+        announce(&running);
         until_stopped(running.task).await
     })
 }
 
-/// Serves until the server task ends (its error is returned) or Ctrl-C.
+fn announce(running: &verity_node::RunningNode) {
+    eprintln!(
+        "node {} listening on http://{}",
+        running.node.key.public(),
+        running.addr
+    );
+}
+
+/// Serves until the server task ends (its error is returned), Ctrl-C or SIGTERM.
 async fn until_stopped(task: tokio::task::JoinHandle<std::io::Result<()>>) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         r = task => { r??; }
         _ = tokio::signal::ctrl_c() => eprintln!("shutting down"),
+        _ = term.recv() => eprintln!("terminated"),
     }
     Ok(())
 }
 
-pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<()> {
-    let rt = runtime()?;
-    let running = rt
-        .block_on(verity_node::start(NodeConfig::new(
-            dir.join("node"),
-            listen,
-        )))
-        .with_context(|| format!("cannot start the devnet node on {listen}"))?;
-    let url = format!("http://{}", running.addr);
-    let client = NodeClient::new(&url)?;
-    let publisher = NodeKey::load_or_create(key)?;
+fn node_dir(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("node-{i}"))
+}
+
+/// Writes (or reuses) node keys, the genesis, the validator set and each node's config.
+pub fn init(dir: &Path, layout: &Layout, user: &PublicKey) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot use {}", dir.display()))?;
+    let genesis_path = dir.join("genesis.json");
+    let port = |offset: usize| -> Result<u16> {
+        u16::try_from(layout.base_port as usize + offset).context("port out of range")
+    };
+    let mut keys = Vec::new();
+    for i in 0..layout.nodes {
+        keys.push(NodeKey::load_or_create(&node_dir(&dir, i).join("node.key"))?.public());
+    }
+    if !genesis_path.exists() {
+        let genesis = Genesis {
+            chain_id: "verity-devnet".into(),
+            accounts: vec![(*user, USER_FUNDS)],
+            nodes: keys
+                .iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    Ok(GenesisNode {
+                        key: *key,
+                        stake: NODE_STAKE,
+                        endpoint: format!("http://127.0.0.1:{}", port(i)?),
+                    })
+                })
+                .collect::<Result<_>>()?,
+            params: Params::default(),
+        };
+        std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
+        let set = ValidatorSet {
+            chain_id: genesis.chain_id.clone(),
+            validators: keys.clone(),
+        };
+        std::fs::write(dir.join("validators.json"), serde_json::to_vec_pretty(&set)?)?;
+    }
+    let genesis = verity_node::chain::read_genesis(&genesis_path)?;
+    if genesis.nodes.iter().map(|n| n.key).collect::<Vec<_>>() != keys {
+        bail!(
+            "{} was made for other nodes; remove {} to start a fresh devnet",
+            genesis_path.display(),
+            dir.display()
+        );
+    }
+    let mut peers = BTreeMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        peers.insert(*key, SocketAddr::from(([127, 0, 0, 1], port(100 + i)?)));
+    }
+    let mut configs = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut config = NodeConfig::new(
+            node_dir(&dir, i),
+            SocketAddr::from(([127, 0, 0, 1], port(i)?)),
+        );
+        config.network = Some(NetworkConfig {
+            genesis: genesis_path.clone(),
+            p2p_listen: peers[key],
+            peers: peers.clone(),
+        });
+        let path = node_dir(&dir, i).join("config.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config)?)?;
+        configs.push(path);
+    }
+    Ok(configs)
+}
+
+/// Starts `verity node --config` for each config, logging to `node.log` beside it.
+pub fn spawn_nodes(configs: &[PathBuf]) -> Result<Vec<Child>> {
+    let exe = std::env::current_exe()?;
+    configs
+        .iter()
+        .map(|c| {
+            let log_path = c.with_file_name("node.log");
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("cannot write {}", log_path.display()))?;
+            Command::new(&exe)
+                .arg("node")
+                .arg("--config")
+                .arg(c)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("cannot start {}", exe.display()))
+        })
+        .collect()
+}
+
+pub fn run(dir: &Path, layout: &Layout, key: &Path, init_only: bool, no_wait: bool) -> Result<()> {
+    let user = NodeKey::load_or_create(key)?;
+    let configs = init(dir, layout, &user.public())?;
+    if init_only {
+        for c in &configs {
+            println!("{}", c.display());
+        }
+        return Ok(());
+    }
+    let mut children = spawn_nodes(&configs)?;
+    let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+    std::fs::write(dir.join("pids"), pids.join("\n"))?;
+    let result = publish_and_print(dir, layout, &user, &mut children);
+    if no_wait && result.is_ok() {
+        return Ok(());
+    }
+    if result.is_ok() {
+        println!("\nServing; press Ctrl-C to stop.");
+        let rt = runtime()?;
+        rt.block_on(async {
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                        if let Some(i) = children.iter_mut().position(|c| matches!(c.try_wait(), Ok(Some(_)))) {
+                            eprintln!("node {i} exited; see {}", node_dir(dir, i).join("node.log").display());
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+    for c in &mut children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    result
+}
+
+fn wait_healthy(clients: &[NodeClient], children: &mut [Child], dir: &Path) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for (i, client) in clients.iter().enumerate() {
+        while client.health().is_err() {
+            if let Ok(Some(status)) = children[i].try_wait() {
+                bail!(
+                    "node {i} exited ({status}); see {}",
+                    node_dir(dir, i).join("node.log").display()
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("node {i} did not come up within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+fn publish_and_print(
+    dir: &Path,
+    layout: &Layout,
+    publisher: &NodeKey,
+    children: &mut [Child],
+) -> Result<()> {
+    let urls: Vec<String> = (0..layout.nodes)
+        .map(|i| format!("http://127.0.0.1:{}", layout.base_port as usize + i))
+        .collect();
+    let clients: Vec<NodeClient> = urls
+        .iter()
+        .map(|u| NodeClient::new(u))
+        .collect::<Result<_>>()?;
+    wait_healthy(&clients, children, dir)?;
+    let client = &clients[0];
+    let url = &urls[0];
     let samples_dir = dir.join("samples");
     std::fs::create_dir_all(&samples_dir)?;
     for (name, bytes) in SAMPLE_INPUTS {
         std::fs::write(samples_dir.join(name), bytes)?;
     }
-    println!("Verity devnet");
-    println!("  node      {}", running.node.key.public());
-    println!("  api       {url}");
-    println!("  health    {url}/health");
+    println!("Verity devnet: {} validators", layout.nodes);
+    for (i, u) in urls.iter().enumerate() {
+        let h = clients[i].health()?;
+        println!("  node {i}    {u}  key {}", h.node);
+    }
+    println!("  ledger    {url}/v1/ledger");
     println!("  metrics   {url}/metrics");
     println!("  models    {url}/v1/models");
-    println!("  data      {}", dir.display());
+    println!("  genesis   {}", dir.join("genesis.json").display());
+    println!("  validators {}", dir.join("validators.json").display());
+    let mut canonical_ids = Vec::new();
     for (name, version, model, calib) in SAMPLES {
         let existing = client
             .versions(name)?
@@ -120,7 +335,7 @@ pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<
                     name,
                     version,
                     *calib,
-                    &publisher,
+                    publisher,
                     false,
                 )?;
                 (r.model.id, r.canonical.map(|c| c.id))
@@ -129,20 +344,57 @@ pub fn run(dir: &Path, listen: SocketAddr, key: &Path, no_wait: bool) -> Result<
         println!("  sample    {name}@{version}  float {float}");
         if let Some(c) = canonical {
             println!("            {name}.int8@{version}  canonical {c}");
+            canonical_ids.push(c);
         }
     }
+    register_prices(client, publisher, &canonical_ids)?;
     let input = samples_dir.join("digit_input_mlp.json");
+    println!("\nTry:");
     println!(
-        "\nTry:\n  verity --node {url} infer digits-mlp.int8@1.0 --input {} --out receipt.json",
+        "  verity --node {url} infer digits-mlp.int8@1.0 --input {} --mode quorum --wait --out quorum.json",
         input.display()
     );
     println!(
-        "  verity --node {url} verify receipt.json --input {} --reexecute",
-        input.display()
+        "  verity verify quorum.json --input {} --validators {} --reexecute --node {url}",
+        input.display(),
+        dir.join("validators.json").display()
     );
-    if no_wait {
-        return Ok(());
+    println!("  verity --node {url} ledger proof <receipt id> --out proof.json");
+    println!(
+        "  verity verify-inclusion proof.json --validators {}",
+        dir.join("validators.json").display()
+    );
+    Ok(())
+}
+
+/// Puts a price on each model on the ledger (once), and waits until it is finalized.
+fn register_prices(client: &NodeClient, publisher: &NodeKey, models: &[ModelId]) -> Result<()> {
+    let mut nonce = client.account(&publisher.public())?.next_nonce;
+    let mut waiting = Vec::new();
+    for m in models {
+        if client.price(m)?.is_some() {
+            continue;
+        }
+        client.submit(&Transaction::new(
+            publisher,
+            nonce,
+            Action::RegisterModel {
+                model: *m,
+                price: SAMPLE_PRICE,
+            },
+        ))?;
+        nonce += 1;
+        waiting.push(*m);
     }
-    println!("\nServing; press Ctrl-C to stop.");
-    rt.block_on(until_stopped(running.task))
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for m in waiting {
+        while client.price(&m)?.is_none() {
+            if Instant::now() > deadline {
+                bail!("the ledger did not finalize the price of {m} within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    println!("  prices    {SAMPLE_PRICE} per executor for each canonical sample (on the ledger)");
+    Ok(())
 }

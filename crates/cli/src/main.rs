@@ -10,8 +10,12 @@ use client::NodeClient;
 use std::path::{Path, PathBuf};
 use verity_core::verify::Expectations;
 use verity_core::{
-    verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt, TensorMap,
+    verify_quorum, verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt,
+    TensorMap,
 };
+use verity_ledger::proof::ValidatorSet;
+use verity_ledger::{Action, Transaction};
+use verity_node::api::{InferBody, QuorumResult};
 use verity_engine::reexecute::{reexecute, Reexecuted};
 
 #[derive(Parser)]
@@ -38,14 +42,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a local node with the sample models published, and print its endpoints.
+    /// Start a local network: validator nodes as separate processes on loopback, a genesis
+    /// with your key funded, the sample models published and priced; print the endpoints.
     Devnet {
         /// Where the devnet keeps its data (reused across runs).
         #[arg(long, default_value = ".verity/devnet")]
         dir: PathBuf,
-        #[arg(long, default_value = "127.0.0.1:7070")]
-        listen: std::net::SocketAddr,
-        /// Publish the samples, print the endpoints, then exit instead of serving.
+        /// Number of validator nodes.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Node i serves its API on base_port + i and p2p on base_port + 100 + i.
+        #[arg(long, default_value_t = 7070)]
+        base_port: u16,
+        /// Only write the keys, genesis, validator set and node configs.
+        #[arg(long)]
+        init_only: bool,
+        /// Start, publish, print, then exit leaving the nodes running (PIDs in DIR/pids).
         #[arg(long)]
         no_wait: bool,
     },
@@ -64,10 +76,19 @@ enum Command {
         /// Inputs as JSON: {"name": {"dtype":"f32","shape":[...],"data":[...]}}.
         #[arg(long)]
         input: PathBuf,
-        /// Where to write the receipt (default: receipt-<id>.json).
+        /// Where to write the receipt (default: receipt-<id>.json); in quorum mode, all k.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        /// `signed` (one node), `quorum` (3 nodes) or `quorum:K`.
+        #[arg(long, default_value = "signed")]
+        mode: String,
+        /// Quorum mode: return once the settlement is finalized on the ledger.
+        #[arg(long)]
+        wait: bool,
     },
+    /// Ledger commands: status, accounts, transactions, inclusion proofs.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Fetch a stored receipt by id from the node.
     Receipt {
         id: String,
@@ -90,9 +111,13 @@ enum Command {
         #[arg(long)]
         validators: PathBuf,
     },
-    /// Verify a receipt offline: signature and hashes; with --reexecute, bit-equal outputs.
+    /// Verify a receipt (or a quorum's receipts) offline: signatures and hashes; with
+    /// --reexecute, bit-equal outputs.
     Verify {
         receipt: PathBuf,
+        /// Quorum receipts: every signer must be in this validator set file.
+        #[arg(long)]
+        validators: Option<PathBuf>,
         /// The inputs you believe were used (required for --reexecute).
         #[arg(long)]
         input: Option<PathBuf>,
@@ -105,6 +130,25 @@ enum Command {
         /// The model file for --reexecute (otherwise fetched from --node and hash-checked).
         #[arg(long)]
         model: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Chain id, finalized height, state root, validators and nodes.
+    Status,
+    /// Balance and nonce of an account (default: your key).
+    Account { key: Option<String> },
+    /// Send balance to another account.
+    Transfer { to: String, amount: u64 },
+    /// Register a model on the ledger with its price per executor, so quorum requests can
+    /// escrow fees for it.
+    RegisterModel { model: ModelId, price: u64 },
+    /// Fetch a settled receipt's inclusion proof (Merkle path, header, finalization).
+    Proof {
+        receipt: String,
+        #[arg(long, short)]
+        out: PathBuf,
     },
 }
 
@@ -176,9 +220,18 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devnet {
             dir,
-            listen,
+            nodes,
+            base_port,
+            init_only,
             no_wait,
-        } => devnet::run(&dir, listen, &key_path(cli.key), no_wait),
+        } => devnet::run(
+            &dir,
+            &devnet::Layout { nodes, base_port },
+            &key_path(cli.key),
+            init_only,
+            no_wait,
+        ),
+        Command::Ledger(cmd) => ledger(cmd, &cli.node, &key_path(cli.key)),
         Command::Node { config } => {
             let text = std::fs::read_to_string(&config)
                 .with_context(|| format!("cannot read {}", config.display()))?;
@@ -187,23 +240,53 @@ fn run(cli: Cli) -> Result<()> {
             devnet::serve_forever(config)
         }
         Command::Model(cmd) => model(cmd, &cli.node, &key_path(cli.key), progress),
-        Command::Infer { model, input, out } => {
+        Command::Infer {
+            model,
+            input,
+            out,
+            mode,
+            wait,
+        } => {
             let client = NodeClient::new(&cli.node)?;
             let manifest = client.show(&model)?;
             let key = NodeKey::load_or_create(&key_path(cli.key))?;
+            let mode = Mode::parse(&mode)?;
             let request = InferenceRequest {
                 model: manifest.id,
                 inputs: read_inputs(&input)?,
-                mode: Mode::Signed,
+                mode,
                 params: Default::default(),
                 nonce: verity_core::random_nonce()?,
                 client: key.public(),
             };
-            let resp = client.infer(&request.sign(&key))?;
+            let escrow = match mode {
+                Mode::Signed => None,
+                Mode::Quorum { k } => Some(Transaction::new(
+                    &key,
+                    0,
+                    Action::OpenRequest {
+                        request: request.hash(),
+                        model: manifest.id,
+                        executors: k,
+                    },
+                )),
+            };
+            let body = InferBody {
+                signed: request.sign(&key),
+                escrow,
+            };
+            let resp = client.infer(&body, wait)?;
             let path = out.unwrap_or_else(|| {
                 PathBuf::from(format!("receipt-{}.json", &resp.receipt_id.to_hex()[..16]))
             });
-            std::fs::write(&path, serde_json::to_vec_pretty(&resp.receipt)?)?;
+            let saved = match &resp.quorum {
+                Some(q) => {
+                    verify_quorum(&q.receipts, Some(&body.signed.request.inputs), None)?;
+                    serde_json::to_vec_pretty(q)?
+                }
+                None => serde_json::to_vec_pretty(&resp.receipt)?,
+            };
+            std::fs::write(&path, saved)?;
             println!(
                 "model    {} ({}@{})",
                 manifest.id, manifest.name, manifest.version
@@ -213,6 +296,15 @@ fn run(cli: Cli) -> Result<()> {
                 "engine   {} {}",
                 resp.receipt.engine.name, resp.receipt.engine.version
             );
+            if let Some(q) = &resp.quorum {
+                for r in &q.receipts {
+                    println!("signed   {} receipt {}", r.node, r.id());
+                }
+                match q.settled_height {
+                    Some(h) => println!("settled  request {} at height {h}", q.request),
+                    None => println!("settling request {} (escrow + settlement submitted)", q.request),
+                }
+            }
             println!("receipt  {} -> {}", resp.receipt_id, path.display());
             Ok(())
         }
@@ -253,6 +345,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::VerifyInclusion { proof, validators } => verify_inclusion(&proof, &validators),
         Command::Verify {
             receipt,
+            validators,
             input,
             node_key,
             reexecute: re,
@@ -260,6 +353,7 @@ fn run(cli: Cli) -> Result<()> {
         } => verify(
             &cli.node,
             &receipt,
+            validators.as_deref(),
             input.as_deref(),
             node_key.as_deref(),
             re,
@@ -409,6 +503,67 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
     }
 }
 
+fn ledger(cmd: LedgerCommand, node: &str, key: &Path) -> Result<()> {
+    let client = NodeClient::new(node)?;
+    let send = |action: Action| -> Result<()> {
+        let key = NodeKey::load_or_create(key)?;
+        let nonce = client.account(&key.public())?.next_nonce;
+        let id = client.submit(&Transaction::new(&key, nonce, action))?.id;
+        println!("submitted transaction {id} (nonce {nonce})");
+        Ok(())
+    };
+    match cmd {
+        LedgerCommand::Status => {
+            let s = client.ledger()?;
+            println!("chain       {}", s.chain_id);
+            println!("height      {}", s.height);
+            println!("last block  {}", s.last_block);
+            println!("state root  {}", s.state_root);
+            for n in &s.nodes {
+                let role = if s.validators.validators.contains(&n.key) {
+                    "validator"
+                } else {
+                    "executor"
+                };
+                println!("node        {} {role} stake {} {}", n.key, n.stake, n.endpoint);
+            }
+            Ok(())
+        }
+        LedgerCommand::Account { key: who } => {
+            let who = match who {
+                Some(k) => PublicKey::from_hex(&k)?,
+                None => NodeKey::load_or_create(key)?.public(),
+            };
+            let a = client.account(&who)?;
+            println!(
+                "{} balance {} nonce {} (next {})",
+                a.key, a.balance, a.nonce, a.next_nonce
+            );
+            Ok(())
+        }
+        LedgerCommand::Transfer { to, amount } => send(Action::Transfer {
+            to: PublicKey::from_hex(&to)?,
+            amount,
+        }),
+        LedgerCommand::RegisterModel { model, price } => {
+            send(Action::RegisterModel { model, price })
+        }
+        LedgerCommand::Proof { receipt, out } => {
+            let id = verity_core::Hash::from_hex(&receipt).context("receipt id")?;
+            let proof = client.proof(&id)?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&proof)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            println!(
+                "proof for receipt {id} (block {} at height {}) -> {}",
+                proof.header.digest(),
+                proof.header.height,
+                out.display()
+            );
+            Ok(())
+        }
+    }
+}
+
 fn verify_inclusion(proof: &Path, validators: &Path) -> Result<()> {
     let proof: verity_ledger::proof::InclusionProof =
         serde_json::from_slice(&read_file(proof)?).context("not a valid inclusion proof")?;
@@ -435,32 +590,66 @@ fn verify_inclusion(proof: &Path, validators: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A receipt file: one node's receipt, or a quorum's (as `verity infer --mode quorum` saves).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ReceiptFile {
+    Quorum(QuorumResult),
+    Single(Box<Receipt>),
+}
+
+#[allow(clippy::too_many_arguments)]
 fn verify(
     node: &str,
     receipt: &Path,
+    validators: Option<&Path>,
     input: Option<&Path>,
     node_key: Option<&str>,
     re: bool,
     model: Option<&Path>,
 ) -> Result<()> {
     let text = read_file(receipt)?;
-    let receipt: Receipt = serde_json::from_slice(&text).context("not a valid receipt")?;
+    let file: ReceiptFile = serde_json::from_slice(&text).context("not a valid receipt")?;
     let inputs = input.map(read_inputs).transpose()?;
     let expected = node_key
         .map(PublicKey::from_hex)
         .transpose()
         .context("--node-key")?;
-    verify_receipt(
-        &receipt,
-        &Expectations {
-            inputs: inputs.as_ref(),
-            node: expected,
-        },
-    )?;
-    println!(
-        "ok  signature by node {} over model {}",
-        receipt.node, receipt.model
-    );
+    let receipt = match file {
+        ReceiptFile::Single(r) => {
+            verify_receipt(
+                &r,
+                &Expectations {
+                    inputs: inputs.as_ref(),
+                    node: expected,
+                },
+            )?;
+            println!("ok  signature by node {} over model {}", r.node, r.model);
+            *r
+        }
+        ReceiptFile::Quorum(q) => {
+            let set = validators
+                .map(|p| -> Result<ValidatorSet> {
+                    serde_json::from_slice(&read_file(p)?).context("not a valid validator set")
+                })
+                .transpose()?;
+            verify_quorum(
+                &q.receipts,
+                inputs.as_ref(),
+                set.as_ref().map(|s| s.validators.as_slice()),
+            )?;
+            let first = q.receipts[0].clone();
+            println!(
+                "ok  {} signatures by distinct nodes over one output, model {}",
+                q.receipts.len(),
+                first.model
+            );
+            if set.is_some() {
+                println!("ok  every signer is in the validator set");
+            }
+            first
+        }
+    };
     println!("ok  output hash {}", receipt.output_hash);
     if inputs.is_some() {
         println!("ok  input hash {}", receipt.input_hash);

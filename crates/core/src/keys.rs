@@ -103,6 +103,12 @@ impl NodeKey {
         PublicKey(self.0.verifying_key().to_bytes())
     }
 
+    /// The 32-byte secret, for deriving the same identity in another signing library (the
+    /// node's consensus key is this key).
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     pub fn sign(&self, message: &[u8]) -> Signature {
         Signature(self.0.sign(message).to_bytes())
     }

@@ -29,6 +29,9 @@ use verity_core::{Hash, PublicKey};
 /// Largest encoded block a validator accepts from a peer.
 pub const MAX_BLOCK_BYTES: usize = 8 << 20;
 
+/// How long (in 10 ms steps) a leader with an empty pool waits before proposing.
+const EMPTY_BLOCK_WAIT_STEPS: u32 = 25;
+
 /// Transactions a validator holds waiting for a block.
 pub const MAX_MEMPOOL: usize = 20_000;
 
@@ -351,6 +354,11 @@ impl LedgerApp {
         self.lock().receipt_heights.get(receipt).copied()
     }
 
+    /// Reads the finalized state without copying it.
+    pub fn read<T>(&self, f: impl FnOnce(&LedgerState) -> T) -> T {
+        f(&self.lock().finalized)
+    }
+
     /// The state after the last finalized block.
     pub fn finalized_state(&self) -> LedgerState {
         self.lock().finalized.clone()
@@ -407,6 +415,14 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
         _: (),
     ) -> Option<Digested<ChainBlock>> {
         let parent = self.state_after(ancestry).await?;
+        // With nothing to include, wait a little for transactions (well inside the leader
+        // timeout) so an idle chain does not mint empty blocks as fast as the network allows.
+        for _ in 0..EMPTY_BLOCK_WAIT_STEPS {
+            if !self.lock().mempool.is_empty() {
+                break;
+            }
+            runtime.sleep(std::time::Duration::from_millis(10)).await;
+        }
         let now = runtime
             .current()
             .duration_since(std::time::UNIX_EPOCH)

@@ -140,8 +140,8 @@ where
         prunable_items_per_section: NZU64!(10),
         page_cache: page_cache.clone(),
         replay_buffer: NZUsize!(1024),
-        key_write_buffer: NZUsize!(1024),
-        value_write_buffer: NZUsize!(1024),
+        key_write_buffer: NZUsize!(4096),
+        value_write_buffer: NZUsize!(4096),
         block_codec_config: MAX_BLOCK_BYTES,
         max_repair: NZUsize!(10),
         max_pending_acks: NZUsize!(16),
@@ -189,9 +189,9 @@ where
         items_per_section: NZU64!(1024),
         codec_config,
         replay_buffer: NZUsize!(1024),
-        freezer_key_write_buffer: NZUsize!(1024),
-        freezer_value_write_buffer: NZUsize!(1024),
-        ordinal_write_buffer: NZUsize!(1024),
+        freezer_key_write_buffer: NZUsize!(4096),
+        freezer_value_write_buffer: NZUsize!(4096),
+        ordinal_write_buffer: NZUsize!(4096),
     };
     let finalizations = immutable::Archive::init(
         context.child("finalizations_by_height"),

@@ -17,7 +17,11 @@ use verity_core::keys::Signature;
 use verity_core::manifest::{publish_statement, validate_name_version};
 use verity_core::receipt::ReceiptBody;
 use verity_core::tensor::hash_map;
-use verity_core::{Hash, ModelFormat, ModelId, ModelManifest, PublicKey, Receipt, SignedRequest};
+use verity_core::{
+    Hash, InferenceRequest, Mode, ModelFormat, ModelId, ModelManifest, PublicKey, Receipt,
+    SignedRequest, TensorMap,
+};
+use verity_ledger::Transaction;
 use verity_engine::{inspect, quantize_onnx, Calibration};
 
 /// The `meta` part of a publish upload: what the publisher claims and signs.
@@ -47,6 +51,19 @@ pub struct PublishResponse {
 pub struct InferResponse {
     pub receipt_id: Hash,
     pub receipt: Receipt,
+    /// Quorum mode: every executor's receipt (`receipt` is the first of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumResult>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct QuorumResult {
+    pub request: Hash,
+    /// k receipts by distinct eligible nodes over the same output hash.
+    pub receipts: Vec<Receipt>,
+    /// Height of the finalized block that settled them, when the caller waited for it.
+    #[serde(default)]
+    pub settled_height: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -348,23 +365,109 @@ fn prepare_publish(
     Ok(((items, loaded), PublishResponse { model, canonical }))
 }
 
+/// The `/v1/infer` body: a client-signed request and, for `quorum` mode, the client-signed
+/// transaction that escrows its fee on the ledger.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct InferBody {
+    #[serde(flatten)]
+    pub signed: SignedRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<Transaction>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InferQuery {
+    /// Quorum mode: answer only once the settlement is finalized.
+    #[serde(default)]
+    pub wait: bool,
+}
+
 pub async fn infer(
     State(node): State<Arc<Node>>,
-    body: Result<Json<SignedRequest>, JsonRejection>,
+    Query(q): Query<InferQuery>,
+    body: Result<Json<InferBody>, JsonRejection>,
 ) -> Result<Json<InferResponse>, ApiError> {
+    let Json(body) = body?;
+    check_client_signature(&body.signed)?;
+    match body.signed.request.mode {
+        Mode::Signed => {
+            let manifest = model_for(&node, &body.signed.request.model).await?;
+            let receipt = execute(&node, body.signed.request, manifest).await?;
+            Ok(Json(InferResponse {
+                receipt_id: receipt.id(),
+                receipt,
+                quorum: None,
+            }))
+        }
+        Mode::Quorum { .. } => {
+            let escrow = body.escrow.ok_or_else(|| {
+                ApiError::bad_request(
+                    "quorum mode needs `escrow`: the client's signed OpenRequest transaction",
+                )
+            })?;
+            crate::quorum::serve(&node, body.signed, escrow, q.wait)
+                .await
+                .map(Json)
+        }
+    }
+}
+
+/// Runs a request for another node that chose this one as a quorum executor.
+pub async fn execute_for_peer(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<SignedRequest>, JsonRejection>,
+) -> Result<Json<Receipt>, ApiError> {
     let Json(signed) = body?;
-    if !signed.signature_is_valid() {
+    check_client_signature(&signed)?;
+    let Mode::Quorum { k } = signed.request.mode else {
+        return Err(ApiError::bad_request("only quorum requests are executed for peers"));
+    };
+    let chain = node.chain()?;
+    let hash = signed.request.hash();
+    if !chain
+        .state()
+        .eligible_executors(&hash, k)
+        .contains(&node.key.public())
+    {
         return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            "the request signature does not verify under its client key",
+            StatusCode::FORBIDDEN,
+            "not_eligible",
+            format!("this node is not an eligible executor for request {hash}"),
         ));
     }
-    let req = signed.request;
-    let manifest = node
-        .store
-        .manifest(&req.model)?
-        .ok_or_else(|| ApiError::not_found(format!("unknown model {}", req.model)))?;
+    let manifest = model_for(&node, &signed.request.model).await?;
+    Ok(Json(execute(&node, signed.request, manifest).await?))
+}
+
+fn check_client_signature(signed: &SignedRequest) -> Result<(), ApiError> {
+    if signed.signature_is_valid() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_signature",
+        "the request signature does not verify under its client key",
+    ))
+}
+
+/// The model's manifest, fetched from a peer (and verified by hash) if this node lacks it.
+pub(crate) async fn model_for(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, ApiError> {
+    if let Some(m) = node.store.manifest(id)? {
+        return Ok(m);
+    }
+    match &node.chain {
+        Some(_) => crate::peers::fetch_model(node, id).await,
+        None => Err(ApiError::not_found(format!("unknown model {id}"))),
+    }
+}
+
+/// Runs a request on this node and commits its signed receipt. The (client, nonce) pair is
+/// accepted once per node.
+pub(crate) async fn execute(
+    node: &Arc<Node>,
+    req: InferenceRequest,
+    manifest: ModelManifest,
+) -> Result<Receipt, ApiError> {
     if node.store.nonce_used(&req.client, req.nonce)? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -372,8 +475,18 @@ pub async fn infer(
             format!("nonce {} was already used by this client", req.nonce),
         ));
     }
+    if matches!(req.mode, Mode::Quorum { .. }) && manifest.format != ModelFormat::VerityInt8 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_canonical",
+            format!(
+                "quorum mode needs a canonical int8 model (bit-identical on every node); {} is {:?}",
+                manifest.id, manifest.format
+            ),
+        ));
+    }
     let node2 = node.clone();
-    let result = blocking(move || {
+    blocking(move || {
         let outcome = node2.executor.run(&manifest, &req.inputs);
         let engine = match &outcome {
             Ok(o) => o.engine.name.clone(),
@@ -399,12 +512,16 @@ pub async fn infer(
                 outcome: "ok".into(),
             })
             .inc();
+        let mut outputs = outcome.outputs;
+        if node2.config.tamper_outputs {
+            tamper(&mut outputs);
+        }
         let receipt = ReceiptBody {
             request_hash: req.hash(),
             model: req.model,
             input_hash: hash_map(&req.inputs),
-            output_hash: hash_map(&outcome.outputs),
-            outputs: outcome.outputs,
+            output_hash: hash_map(&outputs),
+            outputs,
             trace_root: outcome.trace_root,
             engine: outcome.engine,
             mode: req.mode,
@@ -416,11 +533,21 @@ pub async fn infer(
             .commit_receipt(&receipt, &req.client, req.nonce)?;
         Ok(receipt)
     })
-    .await?;
-    Ok(Json(InferResponse {
-        receipt_id: result.id(),
-        receipt: result,
-    }))
+    .await
+}
+
+/// A faulty node for tests of fault detection (`tamper_outputs` in the config): flips the
+/// lowest bit of the first output element and signs the result as if it were honest.
+fn tamper(outputs: &mut TensorMap) {
+    if let Some(t) = outputs.values_mut().next() {
+        let mut data = t.data().to_vec();
+        if let Some(b) = data.first_mut() {
+            *b ^= 1;
+        }
+        if let Ok(flipped) = verity_core::Tensor::from_bytes(t.dtype(), t.shape().to_vec(), data) {
+            *t = flipped;
+        }
+    }
 }
 
 pub async fn get_receipt(

@@ -2,9 +2,13 @@
 //! metrics. `verity node` and `verity devnet` run it; tests start it in-process.
 
 pub mod api;
+pub mod chain;
 pub mod error;
 pub mod executor;
+pub mod ledger_api;
 pub mod metrics;
+pub mod peers;
+pub mod quorum;
 pub mod store;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -30,6 +34,12 @@ pub struct NodeConfig {
     /// Largest inference request body.
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
+    /// Join a network as a ledger validator. Without it the node serves `signed` mode alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<chain::NetworkConfig>,
+    /// Testing fault detection only: sign deliberately corrupted outputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tamper_outputs: bool,
 }
 
 fn default_max_model_bytes() -> u64 {
@@ -46,6 +56,8 @@ impl NodeConfig {
             listen,
             max_model_bytes: default_max_model_bytes(),
             max_request_bytes: default_max_request_bytes(),
+            network: None,
+            tamper_outputs: false,
         }
     }
 }
@@ -56,12 +68,19 @@ pub struct Node {
     pub store: Arc<store::Store>,
     pub executor: executor::Executor,
     pub metrics: metrics::Metrics,
+    /// The ledger this node validates, when it is part of a network.
+    pub chain: Option<chain::Chain>,
+    /// Client for other nodes' APIs (quorum execution, model fetch).
+    pub http: reqwest::Client,
+}
+
+fn load_key(config: &NodeConfig) -> anyhow::Result<NodeKey> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    Ok(NodeKey::load_or_create(&config.data_dir.join("node.key"))?)
 }
 
 impl Node {
-    pub fn open(config: NodeConfig) -> anyhow::Result<Arc<Node>> {
-        std::fs::create_dir_all(&config.data_dir)?;
-        let key = NodeKey::load_or_create(&config.data_dir.join("node.key"))?;
+    fn open(config: NodeConfig, key: NodeKey, chain: Option<chain::Chain>) -> anyhow::Result<Arc<Node>> {
         let store = Arc::new(store::Store::open(&config.data_dir)?);
         let executor = executor::Executor::new(store.clone());
         Ok(Arc::new(Node {
@@ -70,7 +89,20 @@ impl Node {
             store,
             executor,
             metrics: metrics::Metrics::new(),
+            chain,
+            http: reqwest::Client::new(),
         }))
+    }
+
+    /// The ledger, or the error a handler returns when this node has none.
+    pub fn chain(&self) -> Result<&chain::Chain, error::ApiError> {
+        self.chain.as_ref().ok_or_else(|| {
+            error::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "no_ledger",
+                "this node runs without a ledger (no `network` in its config)",
+            )
+        })
     }
 }
 
@@ -101,7 +133,14 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/models/{reference}", get(api::show_model))
         .route("/v1/models/{reference}/file", get(api::download_model))
         .route("/v1/infer", post(api::infer))
+        .route("/v1/execute", post(api::execute_for_peer))
         .route("/v1/receipts/{id}", get(api::get_receipt))
+        .route("/v1/receipts/{id}/proof", get(ledger_api::receipt_proof))
+        .route("/v1/tx", post(ledger_api::submit_tx))
+        .route("/v1/ledger", get(ledger_api::status))
+        .route("/v1/prices/{model}", get(ledger_api::price))
+        .route("/v1/accounts/{key}", get(ledger_api::account))
+        .route("/v1/requests/{hash}", get(ledger_api::request_status))
         .layer(DefaultBodyLimit::max(node.config.max_request_bytes))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
@@ -117,10 +156,30 @@ pub struct RunningNode {
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Opens the node's storage, binds its listener and serves in a background task.
+/// Opens the node's storage, binds its listener and serves in a background task, without a
+/// ledger (`signed` mode only).
 pub async fn start(config: NodeConfig) -> anyhow::Result<RunningNode> {
-    let node = Node::open(config.clone())?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    let key = load_key(&config)?;
+    serve(Node::open(config, key, None)?).await
+}
+
+/// Starts the node as a validator of its network (`config.network`) on Commonware's tokio
+/// runtime, then serves the API on the same runtime.
+pub async fn start_networked(
+    context: commonware_runtime::tokio::Context,
+    config: NodeConfig,
+) -> anyhow::Result<RunningNode> {
+    let key = load_key(&config)?;
+    let network = config
+        .network
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the config has no `network` section"))?;
+    let chain = chain::start(context, &key, &network).await?;
+    serve(Node::open(config, key, Some(chain))?).await
+}
+
+async fn serve(node: Arc<Node>) -> anyhow::Result<RunningNode> {
+    let listener = tokio::net::TcpListener::bind(node.config.listen).await?;
     let addr = listener.local_addr()?;
     let app = router(node.clone());
     let task = tokio::spawn(async move { axum::serve(listener, app).await });

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
@@ -10,6 +11,11 @@ use prometheus_client::registry::Registry;
 pub struct InferLabels {
     pub engine: String,
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuorumLabels {
+    pub outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -23,6 +29,8 @@ pub struct Metrics {
     pub inference_seconds: Histogram,
     pub models_published: Counter,
     pub http_errors: Family<HttpLabels, Counter>,
+    pub quorums: Family<QuorumLabels, Counter>,
+    pub finalized_height: Gauge,
 }
 
 impl Metrics {
@@ -52,13 +60,32 @@ impl Metrics {
             "Error responses by status code",
             http_errors.clone(),
         );
+        let quorums = Family::<QuorumLabels, Counter>::default();
+        registry.register(
+            "quorums",
+            "Quorum requests this node coordinated, by outcome",
+            quorums.clone(),
+        );
+        let finalized_height = Gauge::default();
+        registry.register(
+            "finalized_height",
+            "Height of the last finalized ledger block",
+            finalized_height.clone(),
+        );
         Metrics {
             registry,
+            quorums,
+            finalized_height,
             inferences,
             inference_seconds,
             models_published,
             http_errors,
         }
+    }
+
+    pub fn quorum(&self, agreed: bool) {
+        let outcome = if agreed { "agreed" } else { "disagreed" };
+        self.quorums.get_or_create(&QuorumLabels { outcome }).inc();
     }
 
     pub fn render(&self) -> String {

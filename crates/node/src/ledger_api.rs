@@ -1,0 +1,175 @@
+//! HTTP handlers for the ledger: submit transactions, read the finalized state, fetch a
+//! settled receipt's inclusion proof.
+
+use crate::chain::ProofError;
+use crate::error::ApiError;
+use crate::Node;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use verity_core::{Hash, ModelId, PublicKey};
+use verity_ledger::consensus::SubmitError;
+use verity_ledger::proof::{InclusionProof, ValidatorSet};
+use verity_ledger::state::Closed;
+use verity_ledger::Transaction;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Submitted {
+    pub id: Hash,
+}
+
+pub async fn submit_tx(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<Transaction>, JsonRejection>,
+) -> Result<Json<Submitted>, ApiError> {
+    let Json(tx) = body?;
+    let id = tx.id();
+    node.chain()?.submit(vec![tx]).await.map_err(|e| {
+        let status = match e {
+            SubmitError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            SubmitError::Duplicate => StatusCode::CONFLICT,
+            SubmitError::Tx(verity_ledger::TxError::Signature) => StatusCode::UNAUTHORIZED,
+            SubmitError::Tx(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, "rejected_transaction", e.to_string())
+    })?;
+    Ok(Json(Submitted { id }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LedgerStatus {
+    pub chain_id: String,
+    pub height: u64,
+    pub last_block: Hash,
+    pub state_root: Hash,
+    pub validators: ValidatorSet,
+    pub nodes: Vec<NodeInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub key: PublicKey,
+    pub stake: u64,
+    pub endpoint: String,
+}
+
+pub async fn status(State(node): State<Arc<Node>>) -> Result<Json<LedgerStatus>, ApiError> {
+    let chain = node.chain()?;
+    let status = chain.app.read(|s| LedgerStatus {
+        chain_id: s.chain_id().to_string(),
+        height: s.height(),
+        last_block: s.last_digest(),
+        state_root: s.state_root(),
+        validators: chain.validators.clone(),
+        nodes: s
+            .nodes()
+            .map(|(k, n)| NodeInfo {
+                key: *k,
+                stake: n.stake,
+                endpoint: n.endpoint.clone(),
+            })
+            .collect(),
+    });
+    node.metrics.finalized_height.set(status.height as i64);
+    Ok(Json(status))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Account {
+    pub key: PublicKey,
+    pub balance: u64,
+    /// Nonce of the last finalized state.
+    pub nonce: u64,
+    /// What the account's next nonce-ordered transaction should carry, counting those
+    /// waiting at this node.
+    pub next_nonce: u64,
+}
+
+pub async fn account(
+    State(node): State<Arc<Node>>,
+    Path(key): Path<String>,
+) -> Result<Json<Account>, ApiError> {
+    let key = PublicKey::from_hex(&key).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let chain = node.chain()?;
+    let (balance, nonce) = chain.app.read(|s| (s.balance(&key), s.nonce(&key)));
+    Ok(Json(Account {
+        key,
+        balance,
+        nonce,
+        next_nonce: chain.app.next_nonce(&key),
+    }))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum RequestStatus {
+    /// The ledger has not seen it (or its escrow is not finalized yet).
+    Unknown,
+    Open { amount: u64, eligible: Vec<PublicKey> },
+    Settled { height: u64 },
+    Disagreed { height: u64 },
+    Refunded { height: u64 },
+}
+
+pub async fn request_status(
+    State(node): State<Arc<Node>>,
+    Path(hash): Path<String>,
+) -> Result<Json<RequestStatus>, ApiError> {
+    let hash = Hash::from_hex(&hash).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let status = node.chain()?.app.read(|s| match (s.escrow(&hash), s.closed(&hash)) {
+        (_, Some(Closed::Settled { height })) => RequestStatus::Settled { height },
+        (_, Some(Closed::Disagreed { height })) => RequestStatus::Disagreed { height },
+        (_, Some(Closed::Refunded { height })) => RequestStatus::Refunded { height },
+        (Some(e), None) => RequestStatus::Open {
+            amount: e.amount,
+            eligible: e.eligible.clone(),
+        },
+        (None, None) => RequestStatus::Unknown,
+    });
+    Ok(Json(status))
+}
+
+pub async fn receipt_proof(
+    State(node): State<Arc<Node>>,
+    Path(id): Path<String>,
+) -> Result<Json<InclusionProof>, ApiError> {
+    let id = Hash::from_hex(&id).map_err(|e| ApiError::bad_request(format!("receipt id: {e}")))?;
+    node.chain()?
+        .inclusion_proof(&id)
+        .await
+        .map(Json)
+        .map_err(|e| match e {
+            ProofError::NotSettled(_) => ApiError::not_found(e.to_string()),
+            ProofError::Unavailable(_) => ApiError::internal(e.to_string()),
+        })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelPrice {
+    pub model: ModelId,
+    pub publisher: PublicKey,
+    pub price: u64,
+}
+
+pub async fn price(
+    State(node): State<Arc<Node>>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelPrice>, ApiError> {
+    let model: ModelId = model
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("model id: {e}")))?;
+    node.chain()?
+        .app
+        .read(|s| {
+            s.model(&model).map(|m| ModelPrice {
+                model,
+                publisher: m.publisher,
+                price: m.price,
+            })
+        })
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("model {model} is not registered on the ledger")))
+}
