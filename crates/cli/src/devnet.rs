@@ -171,7 +171,10 @@ pub fn init(dir: &Path, layout: &Layout, user: &PublicKey) -> Result<Vec<PathBuf
             chain_id: genesis.chain_id.clone(),
             validators: keys.clone(),
         };
-        std::fs::write(dir.join("validators.json"), serde_json::to_vec_pretty(&set)?)?;
+        std::fs::write(
+            dir.join("validators.json"),
+            serde_json::to_vec_pretty(&set)?,
+        )?;
     }
     let genesis = verity_node::chain::read_genesis(&genesis_path)?;
     if genesis.nodes.iter().map(|n| n.key).collect::<Vec<_>>() != keys {

@@ -13,10 +13,10 @@ use verity_core::{
     verify_quorum, verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt,
     TensorMap,
 };
+use verity_engine::reexecute::{reexecute, Reexecuted};
 use verity_ledger::proof::ValidatorSet;
 use verity_ledger::{Action, Transaction};
 use verity_node::api::{InferBody, QuorumResult};
-use verity_engine::reexecute::{reexecute, Reexecuted};
 
 #[derive(Parser)]
 #[command(
@@ -302,7 +302,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 match q.settled_height {
                     Some(h) => println!("settled  request {} at height {h}", q.request),
-                    None => println!("settling request {} (escrow + settlement submitted)", q.request),
+                    None => println!(
+                        "settling request {} (escrow + settlement submitted)",
+                        q.request
+                    ),
                 }
             }
             println!("receipt  {} -> {}", resp.receipt_id, path.display());
@@ -525,7 +528,10 @@ fn ledger(cmd: LedgerCommand, node: &str, key: &Path) -> Result<()> {
                 } else {
                     "executor"
                 };
-                println!("node        {} {role} stake {} {}", n.key, n.stake, n.endpoint);
+                println!(
+                    "node        {} {role} stake {} {}",
+                    n.key, n.stake, n.endpoint
+                );
             }
             Ok(())
         }

@@ -6,8 +6,8 @@ use crate::hash::Hash;
 use crate::keys::PublicKey;
 use crate::receipt::{Receipt, RECEIPT_VERSION};
 use crate::request::Mode;
-use std::collections::BTreeSet;
 use crate::tensor::{hash_map, TensorMap};
+use std::collections::BTreeSet;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -140,7 +140,8 @@ mod tests {
     use crate::{Hash, ModelId, NodeKey, Tensor};
 
     fn quorum(k: u32, n: u8) -> (TensorMap, Vec<Receipt>) {
-        let inputs: TensorMap = [("x".into(), Tensor::from_f32(vec![2], &[1.0, 2.0]).unwrap())].into();
+        let inputs: TensorMap =
+            [("x".into(), Tensor::from_f32(vec![2], &[1.0, 2.0]).unwrap())].into();
         let outputs: TensorMap = [("y".into(), Tensor::from_f32(vec![1], &[3.0]).unwrap())].into();
         let receipts = (0..n)
             .map(|i| {
@@ -177,7 +178,8 @@ mod tests {
         // A signer outside the known node set.
         assert!(verify_quorum(&rs, None, Some(&nodes[..2])).is_err());
         // Other inputs than the verifier's.
-        let other: TensorMap = [("x".into(), Tensor::from_f32(vec![2], &[1.0, 2.5]).unwrap())].into();
+        let other: TensorMap =
+            [("x".into(), Tensor::from_f32(vec![2], &[1.0, 2.5]).unwrap())].into();
         assert!(verify_quorum(&rs, Some(&other), None).is_err());
         // One node's output changed (re-signed by that node, so its own receipt is valid).
         let mut forged = rs.clone();
@@ -200,7 +202,8 @@ mod tests {
         ));
         // Output edited without a new signature.
         let mut t = rs.clone();
-        t[1].outputs.insert("y".into(), Tensor::from_f32(vec![1], &[4.0]).unwrap());
+        t[1].outputs
+            .insert("y".into(), Tensor::from_f32(vec![1], &[4.0]).unwrap());
         assert!(verify_quorum(&t, None, None).is_err());
         // A signature flipped.
         let mut t = rs.clone();

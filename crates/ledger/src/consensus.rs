@@ -139,7 +139,7 @@ impl commonware_consensus::BoundedBlock for ChainBlock {
 }
 
 /// A finalized block as this validator applied it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Finalized {
     pub height: u64,
     pub digest: Hash,
@@ -366,6 +366,11 @@ impl LedgerApp {
 
     pub fn finalized_height(&self) -> u64 {
         self.lock().finalized.height()
+    }
+
+    /// The finalized block at `height`, as this validator applied it.
+    pub fn finalized_at(&self, height: u64) -> Option<Finalized> {
+        self.lock().log.get(&height).cloned()
     }
 
     /// Every finalized block this validator applied, by height.

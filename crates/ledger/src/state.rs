@@ -366,7 +366,11 @@ impl LedgerState {
                 if r.request_hash != *request {
                     return Err(bad("names another request".into()));
                 }
-                if r.mode != (Mode::Quorum { k: escrow.executors }) {
+                if r.mode
+                    != (Mode::Quorum {
+                        k: escrow.executors,
+                    })
+                {
                     return Err(bad(format!(
                         "mode {} does not match the escrow's quorum of {}",
                         r.mode, escrow.executors

@@ -69,7 +69,8 @@ pub fn participants(genesis: &Genesis) -> Result<Set<ed25519::PublicKey>, TxErro
 pub fn consensus_key(seed: [u8; 32]) -> ed25519::PrivateKey {
     use commonware_codec::DecodeExt;
     // Any 32 bytes are a valid Ed25519 secret, so decoding cannot fail.
-    ed25519::PrivateKey::decode(commonware_codec::Copying(&seed[..])).expect("32-byte Ed25519 secret")
+    ed25519::PrivateKey::decode(commonware_codec::Copying(&seed[..]))
+        .expect("32-byte Ed25519 secret")
 }
 
 /// The Verity public key of a consensus key.

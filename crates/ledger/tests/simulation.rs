@@ -189,7 +189,8 @@ fn run_full(seed: u64, crash_one: bool) -> (Vec<Vec<(u64, verity_core::Hash)>>, 
                     amount: 10,
                 },
             );
-            apps.iter().for_each(|a| a.submit(tx.clone()).expect("queued"));
+            apps.iter()
+                .for_each(|a| a.submit(tx.clone()).expect("queued"));
         }
         if crash_one {
             // Cut validator 3 off entirely: 3 of 4 remain, which is a quorum.
@@ -339,7 +340,9 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             ),
         ];
         for tx in txs {
-            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()).expect("queued"));
+            nodes
+                .iter()
+                .for_each(|(a, _)| a.submit(tx.clone()).expect("queued"));
         }
         let settled_at = loop {
             if let Some(f) = nodes[0]
@@ -455,7 +458,9 @@ fn validators_restart_from_storage_and_continue() {
                     amount: 7,
                 },
             );
-            nodes.iter().for_each(|(a, _)| a.submit(tx.clone()).expect("queued"));
+            nodes
+                .iter()
+                .for_each(|(a, _)| a.submit(tx.clone()).expect("queued"));
         }
         while !nodes.iter().all(|(a, _)| a.finalized_height() >= 8) {
             context.sleep(Duration::from_millis(100)).await;

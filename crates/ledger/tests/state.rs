@@ -278,7 +278,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
         );
     }
     assert!(
-        matches!(c.state.closed(&req), Some(Closed::Settled { .. })) && c.state.escrow(&req).is_none()
+        matches!(c.state.closed(&req), Some(Closed::Settled { .. }))
+            && c.state.escrow(&req).is_none()
     );
     // Settling or reopening the same request again is refused.
     assert!(c
@@ -401,9 +402,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
     assert_eq!(escrow.eligible, c.state.eligible_executors(&req, 1));
     assert_eq!(escrow.eligible.len(), 2);
     let ranked = c.state.rank_executors(&req);
-    let outsider = (1..=4u8)
-        .find(|i| key(*i).public() == ranked[3])
-        .unwrap();
+    let outsider = (1..=4u8).find(|i| key(*i).public() == ranked[3]).unwrap();
     let sign = |i: u8| quorum_receipt(&key(i), req, MODEL, 0.5, 1);
     assert!(matches!(
         c.run(
@@ -417,9 +416,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
     ));
     // A receipt whose mode names another quorum size is refused.
     let wrong_mode = receipt(&key(1), req, MODEL, 0.5);
-    let second = (1..=4u8)
-        .find(|i| key(*i).public() == ranked[1])
-        .unwrap();
+    let second = (1..=4u8).find(|i| key(*i).public() == ranked[1]).unwrap();
     assert!(c
         .run(
             6,

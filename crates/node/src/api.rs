@@ -21,8 +21,8 @@ use verity_core::{
     Hash, InferenceRequest, Mode, ModelFormat, ModelId, ModelManifest, PublicKey, Receipt,
     SignedRequest, TensorMap,
 };
-use verity_ledger::Transaction;
 use verity_engine::{inspect, quantize_onnx, Calibration};
+use verity_ledger::Transaction;
 
 /// The `meta` part of a publish upload: what the publisher claims and signs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -158,11 +158,28 @@ pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, ApiError> 
         .ok_or_else(|| ApiError::not_found(format!("unknown model {id}")))
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct ShowQuery {
+    /// Answer from this node's store only (what peers ask, so lookups never loop).
+    #[serde(default)]
+    pub local: bool,
+}
+
+/// A model's manifest. A networked node that lacks it asks its peers which id the reference
+/// names, then fetches those bytes and checks them against the id.
 pub async fn show_model(
     State(node): State<Arc<Node>>,
     Path(reference): Path<String>,
+    Query(q): Query<ShowQuery>,
 ) -> Result<Json<ModelManifest>, ApiError> {
-    Ok(Json(resolve(&node, &reference)?))
+    match resolve(&node, &reference) {
+        Err(e) if e.status == StatusCode::NOT_FOUND && !q.local && node.chain.is_some() => {
+            crate::peers::resolve_remote(&node, &reference)
+                .await
+                .map(Json)
+        }
+        other => other.map(Json),
+    }
 }
 
 pub async fn download_model(
@@ -420,7 +437,9 @@ pub async fn execute_for_peer(
     let Json(signed) = body?;
     check_client_signature(&signed)?;
     let Mode::Quorum { k } = signed.request.mode else {
-        return Err(ApiError::bad_request("only quorum requests are executed for peers"));
+        return Err(ApiError::bad_request(
+            "only quorum requests are executed for peers",
+        ));
     };
     let chain = node.chain()?;
     let hash = signed.request.hash();

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use verity_core::{Hash, ModelId, PublicKey};
-use verity_ledger::consensus::SubmitError;
+use verity_ledger::consensus::{Finalized, SubmitError};
 use verity_ledger::proof::{InclusionProof, ValidatorSet};
 use verity_ledger::state::Closed;
 use verity_ledger::Transaction;
@@ -108,10 +108,19 @@ pub async fn account(
 pub enum RequestStatus {
     /// The ledger has not seen it (or its escrow is not finalized yet).
     Unknown,
-    Open { amount: u64, eligible: Vec<PublicKey> },
-    Settled { height: u64 },
-    Disagreed { height: u64 },
-    Refunded { height: u64 },
+    Open {
+        amount: u64,
+        eligible: Vec<PublicKey>,
+    },
+    Settled {
+        height: u64,
+    },
+    Disagreed {
+        height: u64,
+    },
+    Refunded {
+        height: u64,
+    },
 }
 
 pub async fn request_status(
@@ -119,16 +128,19 @@ pub async fn request_status(
     Path(hash): Path<String>,
 ) -> Result<Json<RequestStatus>, ApiError> {
     let hash = Hash::from_hex(&hash).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let status = node.chain()?.app.read(|s| match (s.escrow(&hash), s.closed(&hash)) {
-        (_, Some(Closed::Settled { height })) => RequestStatus::Settled { height },
-        (_, Some(Closed::Disagreed { height })) => RequestStatus::Disagreed { height },
-        (_, Some(Closed::Refunded { height })) => RequestStatus::Refunded { height },
-        (Some(e), None) => RequestStatus::Open {
-            amount: e.amount,
-            eligible: e.eligible.clone(),
-        },
-        (None, None) => RequestStatus::Unknown,
-    });
+    let status = node
+        .chain()?
+        .app
+        .read(|s| match (s.escrow(&hash), s.closed(&hash)) {
+            (_, Some(Closed::Settled { height })) => RequestStatus::Settled { height },
+            (_, Some(Closed::Disagreed { height })) => RequestStatus::Disagreed { height },
+            (_, Some(Closed::Refunded { height })) => RequestStatus::Refunded { height },
+            (Some(e), None) => RequestStatus::Open {
+                amount: e.amount,
+                eligible: e.eligible.clone(),
+            },
+            (None, None) => RequestStatus::Unknown,
+        });
     Ok(Json(status))
 }
 
@@ -171,5 +183,41 @@ pub async fn price(
             })
         })
         .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("model {model} is not registered on the ledger")))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("model {model} is not registered on the ledger"))
+        })
+}
+
+pub async fn block(
+    State(node): State<Arc<Node>>,
+    Path(height): Path<u64>,
+) -> Result<Json<Finalized>, ApiError> {
+    node.chain()?
+        .app
+        .finalized_at(height)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no finalized block at height {height}")))
+}
+
+/// A recorded disagreement: which nodes signed which output for the request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DisagreementInfo {
+    pub request: Hash,
+    pub height: u64,
+    pub signed: Vec<(PublicKey, Hash)>,
+}
+
+pub async fn disagreements(
+    State(node): State<Arc<Node>>,
+) -> Result<Json<Vec<DisagreementInfo>>, ApiError> {
+    Ok(Json(node.chain()?.app.read(|s| {
+        s.disagreements()
+            .iter()
+            .map(|d| DisagreementInfo {
+                request: d.request,
+                height: d.height,
+                signed: d.receipts.iter().map(|r| (r.node, r.output_hash)).collect(),
+            })
+            .collect()
+    })))
 }

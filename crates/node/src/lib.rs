@@ -80,7 +80,11 @@ fn load_key(config: &NodeConfig) -> anyhow::Result<NodeKey> {
 }
 
 impl Node {
-    fn open(config: NodeConfig, key: NodeKey, chain: Option<chain::Chain>) -> anyhow::Result<Arc<Node>> {
+    fn open(
+        config: NodeConfig,
+        key: NodeKey,
+        chain: Option<chain::Chain>,
+    ) -> anyhow::Result<Arc<Node>> {
         let store = Arc::new(store::Store::open(&config.data_dir)?);
         let executor = executor::Executor::new(store.clone());
         Ok(Arc::new(Node {
@@ -139,6 +143,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/tx", post(ledger_api::submit_tx))
         .route("/v1/ledger", get(ledger_api::status))
         .route("/v1/prices/{model}", get(ledger_api::price))
+        .route("/v1/blocks/{height}", get(ledger_api::block))
+        .route("/v1/disagreements", get(ledger_api::disagreements))
         .route("/v1/accounts/{key}", get(ledger_api::account))
         .route("/v1/requests/{hash}", get(ledger_api::request_status))
         .layer(DefaultBodyLimit::max(node.config.max_request_bytes))

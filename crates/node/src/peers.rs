@@ -44,19 +44,45 @@ pub async fn execute(
     resp.json().await.map_err(|e| format!("{url}: {e}"))
 }
 
-/// Fetches a model this node lacks from the other registered nodes, checks the bytes hash to
-/// the id, re-derives the manifest's technical fields from the bytes, and stores it.
-pub async fn fetch_model(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, ApiError> {
-    let chain = node.chain()?;
+/// The API endpoints of the other registered nodes.
+fn peer_endpoints(node: &Node) -> Result<Vec<String>, ApiError> {
     let me = node.key.public();
-    let endpoints: Vec<String> = chain.app.read(|s| {
+    Ok(node.chain()?.app.read(|s| {
         s.nodes()
             .filter(|(k, _)| **k != me)
             .map(|(_, n)| n.endpoint.clone())
             .collect()
-    });
+    }))
+}
+
+/// Asks peers what a model reference (name, name@version or id) names, then fetches that id.
+/// The peer is trusted only to map a name to an id; the bytes are checked against the id.
+pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelManifest, ApiError> {
+    for ep in peer_endpoints(node)? {
+        let url = format!("{ep}/v1/models/{reference}?local=true");
+        let Ok(resp) = node.http.get(&url).timeout(EXECUTE_TIMEOUT).send().await else {
+            continue;
+        };
+        if !resp.status().is_success() {
+            continue;
+        }
+        if let Ok(m) = resp.json::<ModelManifest>().await {
+            return fetch_model(node, &m.id).await;
+        }
+    }
+    Err(ApiError::not_found(format!(
+        "no model `{reference}` here or at any peer"
+    )))
+}
+
+/// Fetches a model this node lacks from the other registered nodes, checks the bytes hash to
+/// the id, re-derives the manifest's technical fields from the bytes, and stores it.
+pub async fn fetch_model(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, ApiError> {
+    if let Some(m) = node.store.manifest(id)? {
+        return Ok(m);
+    }
     let mut errors = Vec::new();
-    for ep in endpoints {
+    for ep in peer_endpoints(node)? {
         match fetch_from(node, &ep, id).await {
             Ok(m) => return Ok(m),
             Err(e) => errors.push(format!("{ep}: {e}")),
@@ -72,7 +98,11 @@ pub async fn fetch_model(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest
     ))
 }
 
-async fn fetch_from(node: &Arc<Node>, endpoint: &str, id: &ModelId) -> Result<ModelManifest, String> {
+async fn fetch_from(
+    node: &Arc<Node>,
+    endpoint: &str,
+    id: &ModelId,
+) -> Result<ModelManifest, String> {
     let get = |url: String| async move {
         let resp = node
             .http
@@ -86,7 +116,7 @@ async fn fetch_from(node: &Arc<Node>, endpoint: &str, id: &ModelId) -> Result<Mo
         }
         Ok(resp)
     };
-    let claimed: ModelManifest = get(format!("{endpoint}/v1/models/{id}"))
+    let claimed: ModelManifest = get(format!("{endpoint}/v1/models/{id}?local=true"))
         .await?
         .json()
         .await
@@ -115,7 +145,10 @@ async fn fetch_from(node: &Arc<Node>, endpoint: &str, id: &ModelId) -> Result<Mo
             size: bytes.len() as u64,
             ..claimed
         };
-        let blob = node2.store.blob_from_bytes(&bytes).map_err(|e| e.to_string())?;
+        let blob = node2
+            .store
+            .blob_from_bytes(&bytes)
+            .map_err(|e| e.to_string())?;
         node2
             .store
             .import(blob, &manifest)

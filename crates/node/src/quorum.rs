@@ -67,7 +67,10 @@ pub async fn serve(
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "model_not_registered",
-            format!("model {} has no price on the ledger (RegisterModel)", req.model),
+            format!(
+                "model {} has no price on the ledger (RegisterModel)",
+                req.model
+            ),
         )
     })?;
     let fee = price.saturating_mul(k as u64);
@@ -102,7 +105,11 @@ pub async fn serve(
     };
     let close = Transaction::new(&node.key, 0, action);
     chain.submit(vec![escrow, close]).await.map_err(|e| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ledger_busy", e.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_busy",
+            e.to_string(),
+        )
     })?;
     node.metrics.quorum(agreed);
     if !agreed {

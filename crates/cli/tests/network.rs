@@ -1,0 +1,331 @@
+//! Four validator processes on loopback: quorum inferences settle on the ledger, a killed
+//! validator does not stop service, its restart catches up to the same state roots, and a
+//! node that signs tampered outputs is caught as a recorded disagreement.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const NODES: usize = 4;
+
+fn verity() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_verity"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+struct Net {
+    dir: tempfile::TempDir,
+    base: u16,
+    children: Vec<Option<Child>>,
+    http: reqwest::blocking::Client,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for c in self.children.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Net {
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.base as usize + i)
+    }
+    fn config(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node-{i}/config.json"))
+    }
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("user.key")
+    }
+    fn cli(&self, node: usize) -> Command {
+        let mut c = verity();
+        c.arg("--node")
+            .arg(self.url(node))
+            .arg("--key")
+            .arg(self.key());
+        c
+    }
+    fn start(&mut self, i: usize) {
+        let log = std::fs::File::create(self.dir.path().join(format!("node-{i}.log"))).unwrap();
+        let child = verity()
+            .args(["node", "--config"])
+            .arg(self.config(i))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+        self.wait_for(&format!("node {i} healthy"), || {
+            self.get(i, "/health").is_some()
+        });
+    }
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            c.kill().unwrap(); // SIGKILL: no clean shutdown
+            c.wait().unwrap();
+        }
+    }
+    fn get(&self, i: usize, path: &str) -> Option<Value> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url(i)))
+            .send()
+            .ok()?;
+        resp.status().is_success().then(|| resp.json().ok())?
+    }
+    fn height(&self, i: usize) -> u64 {
+        self.get(i, "/v1/ledger").expect("ledger")["height"]
+            .as_u64()
+            .unwrap()
+    }
+    fn state_root_at(&self, i: usize, height: u64) -> Option<String> {
+        self.get(i, &format!("/v1/blocks/{height}"))
+            .map(|b| b["state_root"].as_str().unwrap().to_string())
+    }
+    fn wait_for(&self, what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !ready() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    /// A quorum inference through `node`; returns the saved quorum file's JSON, or the
+    /// failure's output.
+    fn quorum(&self, node: usize, n: usize) -> Result<Value, String> {
+        let out = self.dir.path().join(format!("quorum-{n}.json"));
+        let o = self
+            .cli(node)
+            .args(["infer", "digits-mlp.int8@1.0", "--mode", "quorum", "--wait"])
+            .arg("--input")
+            .arg(fixture("digit_input_mlp.json"))
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            assert!(!out.exists(), "no receipt is saved for a failed quorum");
+            return Err(text(&o));
+        }
+        Ok(serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap())
+    }
+    /// All running nodes report the same state root at a height every one of them finalized.
+    fn assert_same_state(&self) {
+        let running: Vec<usize> = (0..NODES).filter(|i| self.children[*i].is_some()).collect();
+        let common = running.iter().map(|i| self.height(*i)).min().unwrap();
+        let roots: Vec<_> = running
+            .iter()
+            .map(|i| self.state_root_at(*i, common))
+            .collect();
+        assert!(roots[0].is_some(), "block {common} is known");
+        assert!(
+            roots.iter().all(|r| *r == roots[0]),
+            "state roots differ at height {common}: {roots:?}"
+        );
+    }
+}
+
+fn free_base_port() -> u16 {
+    // Two listeners per node (API at base + i, p2p at base + 100 + i); probe the range.
+    for attempt in 0..200u16 {
+        let base = 21000 + (std::process::id() as u16 % 50) * 200 + attempt * 7 % 180;
+        let all_free = (0..NODES as u16)
+            .flat_map(|i| [base + i, base + 100 + i])
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free ports");
+}
+
+#[test]
+fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port();
+    let mut net = Net {
+        dir,
+        base,
+        children: (0..NODES).map(|_| None).collect(),
+        http: reqwest::blocking::Client::new(),
+    };
+    let init = verity()
+        .arg("--key")
+        .arg(net.key())
+        .args(["devnet", "--init-only", "--dir"])
+        .arg(net.dir.path())
+        .args(["--base-port", &base.to_string()])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", text(&init));
+    for i in 0..NODES {
+        net.start(i);
+    }
+
+    // Publish to node 0 only; price the canonical model on the ledger.
+    let o = net
+        .cli(0)
+        .args(["model", "publish"])
+        .arg(fixture("digits_mlp.onnx"))
+        .args(["--name", "digits-mlp", "--version", "1.0", "--calibration"])
+        .arg(fixture("digits_calib_mlp.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let model = net.get(0, "/v1/models/digits-mlp.int8@1.0").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let o = net
+        .cli(0)
+        .args(["ledger", "register-model", &model, "10"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    net.wait_for("the price to be finalized everywhere", || {
+        (0..NODES).all(|i| net.get(i, &format!("/v1/prices/{model}")).is_some())
+    });
+
+    // Quorum inferences through different entry nodes, each settled and verifiable offline.
+    let validators = net.dir.path().join("validators.json");
+    let mut settled = Vec::new();
+    for n in 0..3 {
+        let q = net.quorum(n % NODES, n).expect("quorum served");
+        assert_eq!(q["receipts"].as_array().unwrap().len(), 3);
+        assert!(q["settled_height"].as_u64().is_some(), "{q}");
+        let file = net.dir.path().join(format!("quorum-{n}.json"));
+        let o = verity()
+            .arg("verify")
+            .arg(&file)
+            .arg("--input")
+            .arg(fixture("digit_input_mlp.json"))
+            .arg("--validators")
+            .arg(&validators)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        settled.push(q);
+    }
+    // Nodes that were never published to fetched the model from a peer, by hash.
+    assert!(
+        (1..NODES).any(|i| net.get(i, &format!("/v1/models/{model}")).is_some()),
+        "executors fetched the model"
+    );
+
+    // Kill validator 3; 3 of 4 keep the ledger live and spares keep quorums served.
+    net.kill(3);
+    let h = net.height(0);
+    for n in 3..7 {
+        let q = net
+            .quorum(n % 3, n)
+            .expect("quorum served with a validator down");
+        assert!(q["settled_height"].as_u64().unwrap() > h);
+        settled.push(q);
+    }
+
+    // Restart it from its storage: it catches up and agrees on the state.
+    net.start(3);
+    let target = net.height(0);
+    net.wait_for("the restarted validator to catch up", || {
+        net.height(3) >= target
+    });
+    net.assert_same_state();
+    // It serves an inclusion proof for a receipt settled while it was down.
+    let receipt_id = {
+        let r = &settled[5]["receipts"][0];
+        let r: verity_core::Receipt = serde_json::from_value(r.clone()).unwrap();
+        r.id()
+    };
+    let proof = net.dir.path().join("proof.json");
+    let o = net
+        .cli(3)
+        .args(["ledger", "proof", &receipt_id.to_hex(), "--out"])
+        .arg(&proof)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = verity()
+        .arg("verify-inclusion")
+        .arg(&proof)
+        .arg("--validators")
+        .arg(&validators)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Make validator 3 a liar: it signs corrupted outputs. Requests that reach it end in a
+    // recorded disagreement; the client gets an error, never the output as verified.
+    net.kill(3);
+    let config = net.config(3);
+    let mut c: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    c["tamper_outputs"] = Value::Bool(true);
+    std::fs::write(&config, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    net.start(3);
+    let liar = net.get(3, "/health").unwrap()["node"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut caught = 0;
+    for n in 7..20 {
+        match net.quorum(0, n) {
+            Ok(q) => {
+                let signers: Vec<&str> = q["receipts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r["node"].as_str().unwrap())
+                    .collect();
+                assert!(
+                    !signers.contains(&liar.as_str()),
+                    "the liar's output passed"
+                );
+            }
+            Err(e) => {
+                assert!(e.contains("quorum_disagreement"), "{e}");
+                caught += 1;
+                if caught == 2 {
+                    break;
+                }
+            }
+        }
+    }
+    assert!(caught > 0, "the tampering node was never asked");
+    net.wait_for("the disagreements to be finalized", || {
+        net.get(1, "/v1/disagreements")
+            .and_then(|d| d.as_array().map(|a| a.len()))
+            .unwrap_or(0)
+            >= caught
+    });
+    let recorded = net.get(2, "/v1/disagreements").unwrap();
+    for d in recorded.as_array().unwrap() {
+        let signers: Vec<&str> = d["signed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s[0].as_str().unwrap())
+            .collect();
+        assert!(
+            signers.contains(&liar.as_str()),
+            "evidence names the liar: {d}"
+        );
+    }
+    net.assert_same_state();
+    let logs = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let log = logs(&net.dir.path().join("node-0.log"));
+    assert!(!log.contains("panicked"), "{log}");
+}
