@@ -61,7 +61,7 @@ const SAMPLE_INPUTS: &[(&str, &[u8])] = &[
     ),
 ];
 
-/// Price per executor registered for each sample's canonical model.
+/// Price per executor registered for each sample model.
 const SAMPLE_PRICE: u64 = 10;
 /// Balance of the devnet user's account at genesis.
 const USER_FUNDS: u64 = 1_000_000_000;
@@ -321,7 +321,7 @@ fn publish_and_print(
     println!("  models    {url}/v1/models");
     println!("  genesis   {}", dir.join("genesis.json").display());
     println!("  validators {}", dir.join("validators.json").display());
-    let mut canonical_ids = Vec::new();
+    let mut priced = Vec::new();
     for (name, version, model, calib) in SAMPLES {
         let existing = client
             .versions(name)?
@@ -345,12 +345,13 @@ fn publish_and_print(
             }
         };
         println!("  sample    {name}@{version}  float {float}");
+        priced.push(float);
         if let Some(c) = canonical {
             println!("            {name}.int8@{version}  canonical {c}");
-            canonical_ids.push(c);
+            priced.push(c);
         }
     }
-    register_prices(client, publisher, &canonical_ids)?;
+    register_prices(client, publisher, &priced)?;
     let input = samples_dir.join("digit_input_mlp.json");
     println!("\nTry:");
     println!(
@@ -398,6 +399,6 @@ fn register_prices(client: &NodeClient, publisher: &NodeKey, models: &[ModelId])
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    println!("  prices    {SAMPLE_PRICE} per executor for each canonical sample (on the ledger)");
+    println!("  prices    {SAMPLE_PRICE} per executor for each sample (on the ledger)");
     Ok(())
 }

@@ -259,18 +259,23 @@ fn run(cli: Cli) -> Result<()> {
                 nonce: verity_core::random_nonce()?,
                 client: key.public(),
             };
-            let escrow = match mode {
-                Mode::Signed => None,
-                Mode::Quorum { k } => Some(Transaction::new(
+            // Quorum requests always pay through the ledger; signed ones when the node has one.
+            let executors = match mode {
+                Mode::Signed if client.ledger().is_err() => None,
+                Mode::Signed => Some(0),
+                Mode::Quorum { k } => Some(k),
+            };
+            let escrow = executors.map(|executors| {
+                Transaction::new(
                     &key,
                     0,
                     Action::OpenRequest {
                         request: request.hash(),
                         model: manifest.id,
-                        executors: k,
+                        executors,
                     },
-                )),
-            };
+                )
+            });
             let body = InferBody {
                 signed: request.sign(&key),
                 escrow,
@@ -300,13 +305,14 @@ fn run(cli: Cli) -> Result<()> {
                 for r in &q.receipts {
                     println!("signed   {} receipt {}", r.node, r.id());
                 }
-                match q.settled_height {
-                    Some(h) => println!("settled  request {} at height {h}", q.request),
-                    None => println!(
-                        "settling request {} (escrow + settlement submitted)",
-                        q.request
-                    ),
+            }
+            let request = body.signed.request.hash();
+            match (resp.settled_height, &body.escrow) {
+                (Some(h), _) => println!("settled  request {request} at height {h}"),
+                (None, Some(_)) => {
+                    println!("settling request {request} (escrow + settlement submitted)")
                 }
+                (None, None) => {}
             }
             println!("receipt  {} -> {}", resp.receipt_id, path.display());
             Ok(())

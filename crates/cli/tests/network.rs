@@ -105,9 +105,9 @@ impl Net {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    /// A quorum inference through `node`; returns the saved quorum file's JSON, or the
-    /// failure's output.
-    fn quorum(&self, node: usize, n: usize) -> Result<Value, String> {
+    /// A quorum inference through `node`, waiting for its settlement; returns the saved
+    /// quorum file's JSON and the settling height, or the failure's output.
+    fn quorum(&self, node: usize, n: usize) -> Result<(Value, u64), String> {
         let out = self.dir.path().join(format!("quorum-{n}.json"));
         let o = self
             .cli(node)
@@ -122,7 +122,18 @@ impl Net {
             assert!(!out.exists(), "no receipt is saved for a failed quorum");
             return Err(text(&o));
         }
-        Ok(serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap())
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let height = stdout
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("settled  request ")?
+                    .split(" at height ")
+                    .nth(1)
+            })
+            .and_then(|h| h.trim().parse().ok())
+            .unwrap_or_else(|| panic!("not settled: {stdout}"));
+        let q = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        Ok((q, height))
     }
     /// All running nodes report the same state root at a height every one of them finalized.
     fn assert_same_state(&self) {
@@ -205,9 +216,8 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     let validators = net.dir.path().join("validators.json");
     let mut settled = Vec::new();
     for n in 0..3 {
-        let q = net.quorum(n % NODES, n).expect("quorum served");
+        let (q, _) = net.quorum(n % NODES, n).expect("quorum served");
         assert_eq!(q["receipts"].as_array().unwrap().len(), 3);
-        assert!(q["settled_height"].as_u64().is_some(), "{q}");
         let file = net.dir.path().join(format!("quorum-{n}.json"));
         let o = verity()
             .arg("verify")
@@ -221,6 +231,31 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
         assert!(o.status.success(), "{}", text(&o));
         settled.push(q);
     }
+    // A signed-mode inference on a network is paid through the ledger too.
+    let user = net.get(0, "/health").map(|_| ()).and_then(|_| {
+        let key = std::fs::read_to_string(net.key()).ok()?;
+        let seed: [u8; 32] = hex::decode(key.trim()).ok()?.try_into().ok()?;
+        Some(verity_core::NodeKey::from_seed(seed).public())
+    });
+    let user = user.expect("user key");
+    let balance = |i: usize| {
+        net.get(i, &format!("/v1/accounts/{user}")).unwrap()["balance"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = balance(2);
+    let o = net
+        .cli(2)
+        .args(["infer", "digits-mlp.int8@1.0", "--wait", "--out"])
+        .arg(net.dir.path().join("signed.json"))
+        .arg("--input")
+        .arg(fixture("digit_input_mlp.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("settled  request"), "{}", text(&o));
+    assert_eq!(balance(2), before - 10, "the signed request cost one price");
+
     // Nodes that were never published to fetched the model from a peer, by hash.
     assert!(
         (1..NODES).any(|i| net.get(i, &format!("/v1/models/{model}")).is_some()),
@@ -231,10 +266,10 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     net.kill(3);
     let h = net.height(0);
     for n in 3..7 {
-        let q = net
+        let (q, height) = net
             .quorum(n % 3, n)
             .expect("quorum served with a validator down");
-        assert!(q["settled_height"].as_u64().unwrap() > h);
+        assert!(height > h);
         settled.push(q);
     }
 
@@ -283,7 +318,7 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     let mut caught = 0;
     for n in 7..20 {
         match net.quorum(0, n) {
-            Ok(q) => {
+            Ok((q, _)) => {
                 let signers: Vec<&str> = q["receipts"]
                     .as_array()
                     .unwrap()

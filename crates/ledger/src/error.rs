@@ -31,7 +31,7 @@ pub enum TxError {
     RequestExists(Hash),
     #[error("request {0} is not open")]
     UnknownRequest(Hash),
-    #[error("quorum size {0} is outside 1..=16")]
+    #[error("quorum size {0} is above 16")]
     QuorumSize(u32),
     #[error("receipt {index}: {reason}")]
     Receipt { index: usize, reason: String },

@@ -152,6 +152,11 @@ pub enum BlockError {
     Root(&'static str),
 }
 
+/// Receipts that settle an escrow for `executors` (0 means signed mode: one node's receipt).
+fn signers(executors: u32) -> u32 {
+    executors.max(1)
+}
+
 impl LedgerState {
     pub fn from_genesis(g: &Genesis) -> Result<LedgerState, TxError> {
         let mut s = LedgerState {
@@ -366,20 +371,26 @@ impl LedgerState {
                 if r.request_hash != *request {
                     return Err(bad("names another request".into()));
                 }
-                if r.mode
-                    != (Mode::Quorum {
-                        k: escrow.executors,
-                    })
-                {
+                let expected_mode = match escrow.executors {
+                    0 => Mode::Signed,
+                    k => Mode::Quorum { k },
+                };
+                if r.mode != expected_mode {
                     return Err(bad(format!(
-                        "mode {} does not match the escrow's quorum of {}",
-                        r.mode, escrow.executors
+                        "mode {} does not match the escrow's mode {expected_mode}",
+                        r.mode
                     )));
                 }
                 if r.model != escrow.model {
                     return Err(bad("names another model".into()));
                 }
-                if !escrow.eligible.contains(&r.node) {
+                // Signed mode: the client chose the node; it need only be registered.
+                let allowed = if escrow.executors == 0 {
+                    self.nodes.contains_key(&r.node)
+                } else {
+                    escrow.eligible.contains(&r.node)
+                };
+                if !allowed {
                     return Err(bad(format!(
                         "signer {} is not an eligible executor for this request",
                         r.node
@@ -471,7 +482,7 @@ impl LedgerState {
                 model,
                 executors,
             } => {
-                if !(1..=16).contains(executors) {
+                if *executors > verity_core::request::MAX_QUORUM {
                     return Err(TxError::QuorumSize(*executors));
                 }
                 if self.escrows.contains_key(request) || self.closed.contains_key(request) {
@@ -483,9 +494,12 @@ impl LedgerState {
                     .ok_or(TxError::UnknownModel(*model))?
                     .price;
                 let amount = price
-                    .checked_mul(*executors as u64)
+                    .checked_mul(signers(*executors) as u64)
                     .ok_or_else(|| TxError::Invalid("fee overflows".into()))?;
-                let eligible = self.eligible_executors(request, *executors);
+                let eligible = match executors {
+                    0 => vec![],
+                    k => self.eligible_executors(request, *k),
+                };
                 if eligible.len() < *executors as usize {
                     return Err(TxError::Invalid(format!(
                         "{executors} executors asked, {} nodes registered",
@@ -511,26 +525,23 @@ impl LedgerState {
                     .get(request)
                     .ok_or(TxError::UnknownRequest(*request))?
                     .clone();
-                if receipts.len() != escrow.executors as usize {
+                let k = signers(escrow.executors);
+                if receipts.len() != k as usize {
                     return Err(TxError::Invalid(format!(
-                        "{} receipts for a request that needs {}",
+                        "{} receipts for a request that needs {k}",
                         receipts.len(),
-                        escrow.executors
                     )));
                 }
                 let outputs = self.check_receipts(request, &escrow, receipts)?;
                 if outputs.iter().any(|o| *o != outputs[0]) {
                     return Err(TxError::Disagreement);
                 }
-                let share = escrow.amount / escrow.executors as u64;
+                let share = escrow.amount / k as u64;
                 for r in receipts {
                     self.credit(&r.node, share);
                 }
                 // Integer division leftovers go back to the client.
-                self.credit(
-                    &escrow.client,
-                    escrow.amount - share * escrow.executors as u64,
-                );
+                self.credit(&escrow.client, escrow.amount - share * k as u64);
                 self.escrows.remove(request);
                 self.closed.insert(*request, Closed::Settled { height });
                 return Ok(receipts.iter().map(Receipt::id).collect());

@@ -16,6 +16,8 @@ pub enum Action {
     /// Register a model (by id) with a price per execution, paid to each executor.
     RegisterModel { model: ModelId, price: u64 },
     /// Open an inference request: escrows `price * executors` from the client's balance.
+    /// `executors: 0` is a `signed`-mode request (one receipt, from the node the client
+    /// chose, paid `price`); k >= 1 is a quorum of k ranked executors.
     OpenRequest {
         request: Hash,
         model: ModelId,

@@ -641,3 +641,70 @@ fn truncated_or_corrupted_blocks_do_not_decode_or_apply() {
         }
     }
 }
+
+#[test]
+fn signed_mode_escrow_is_settled_by_one_receipt_from_any_registered_node() {
+    let mut c = Chain::new();
+    c.run(
+        6,
+        Action::RegisterModel {
+            model: MODEL,
+            price: 25,
+        },
+    )
+    .unwrap();
+    let req = Hash::of("req", b"signed");
+    c.run(
+        5,
+        Action::OpenRequest {
+            request: req,
+            model: MODEL,
+            executors: 0,
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.escrow(&req).unwrap().amount, 25);
+    let signed = |node: u8| {
+        let mut r = receipt(&key(node), req, MODEL, 0.5);
+        r.mode = Mode::Signed;
+        ReceiptBody {
+            request_hash: r.request_hash,
+            model: r.model,
+            input_hash: r.input_hash,
+            output_hash: r.output_hash,
+            outputs: r.outputs,
+            trace_root: r.trace_root,
+            engine: r.engine,
+            mode: r.mode,
+            timestamp_ms: r.timestamp_ms,
+        }
+        .sign(&key(node))
+    };
+    // A quorum-mode receipt, an unregistered signer, or two receipts: refused.
+    let refused = [
+        vec![receipt(&key(4), req, MODEL, 0.5)],
+        vec![signed(9)],
+        vec![signed(1), signed(2)],
+    ];
+    for receipts in refused {
+        assert!(c
+            .run(
+                6,
+                Action::Settle {
+                    request: req,
+                    receipts
+                }
+            )
+            .is_err());
+    }
+    let before = c.state.balance(&key(4).public());
+    c.run(
+        6,
+        Action::Settle {
+            request: req,
+            receipts: vec![signed(4)],
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.balance(&key(4).public()), before + 25);
+}

@@ -51,6 +51,9 @@ pub struct PublishResponse {
 pub struct InferResponse {
     pub receipt_id: Hash,
     pub receipt: Receipt,
+    /// On a network, with `wait`: height of the finalized block that settled the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_height: Option<u64>,
     /// Quorum mode: every executor's receipt (`receipt` is the first of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumResult>,
@@ -61,9 +64,6 @@ pub struct QuorumResult {
     pub request: Hash,
     /// k receipts by distinct eligible nodes over the same output hash.
     pub receipts: Vec<Receipt>,
-    /// Height of the finalized block that settled them, when the caller waited for it.
-    #[serde(default)]
-    pub settled_height: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -408,11 +408,36 @@ pub async fn infer(
     check_client_signature(&body.signed)?;
     match body.signed.request.mode {
         Mode::Signed => {
+            // On a network every served inference is paid through the ledger.
+            let escrow = match (&node.chain, body.escrow) {
+                (None, _) => None,
+                (Some(_), Some(escrow)) => {
+                    crate::quorum::check_escrow(&node, &body.signed.request, &escrow)?;
+                    Some(escrow)
+                }
+                (Some(_), None) => {
+                    return Err(ApiError::bad_request(
+                        "this node is on a network: send `escrow`, the client's signed OpenRequest (executors 0)",
+                    ))
+                }
+            };
+            let request = body.signed.request.hash();
             let manifest = model_for(&node, &body.signed.request.model).await?;
             let receipt = execute(&node, body.signed.request, manifest).await?;
+            let settled_height = match escrow {
+                Some(escrow) => {
+                    let close = verity_ledger::Action::Settle {
+                        request,
+                        receipts: vec![receipt.clone()],
+                    };
+                    crate::quorum::settle(&node, escrow, close, q.wait).await?
+                }
+                None => None,
+            };
             Ok(Json(InferResponse {
                 receipt_id: receipt.id(),
                 receipt,
+                settled_height,
                 quorum: None,
             }))
         }

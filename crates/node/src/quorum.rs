@@ -10,25 +10,33 @@ use axum::http::StatusCode;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
-use verity_core::{verify_receipt, Expectations, Mode, PublicKey, Receipt, SignedRequest};
+use verity_core::{
+    verify_receipt, Expectations, InferenceRequest, Mode, PublicKey, Receipt, SignedRequest,
+};
 use verity_ledger::state::Closed;
 use verity_ledger::{Action, Transaction};
 
 /// How long `wait` waits for the settlement to be finalized.
 const FINALITY_WAIT: Duration = Duration::from_secs(30);
 
-pub async fn serve(
-    node: &Arc<Node>,
-    signed: SignedRequest,
-    escrow: Transaction,
-    wait: bool,
-) -> Result<InferResponse, ApiError> {
+/// The number in an escrow's `executors` field for a request mode (0 means signed mode).
+fn escrow_executors(mode: Mode) -> u32 {
+    match mode {
+        Mode::Signed => 0,
+        Mode::Quorum { k } => k,
+    }
+}
+
+/// Checks the client's escrow for `req`, and refuses early what the ledger would refuse, so no
+/// node works for nothing.
+pub(crate) fn check_escrow(
+    node: &Node,
+    req: &InferenceRequest,
+    escrow: &Transaction,
+) -> Result<(), ApiError> {
     let chain = node.chain()?;
-    let req = &signed.request;
-    let Mode::Quorum { k } = req.mode else {
-        return Err(ApiError::bad_request("not a quorum request"));
-    };
     let request = req.hash();
+    let k = escrow_executors(req.mode);
     let opens_this = matches!(
         &escrow.action,
         Action::OpenRequest { request: r, model, executors }
@@ -47,13 +55,12 @@ pub async fn serve(
             "the escrow transaction's signature does not verify",
         ));
     }
-    // Refuse early what the ledger would refuse, so no node works for nothing.
-    let (eligible, price, balance, known) = chain.app.read(|s| {
+    let (price, balance, known, nodes) = chain.app.read(|s| {
         (
-            s.eligible_executors(&request, k),
             s.model(&req.model).map(|m| m.price),
             s.balance(&req.client),
             s.escrow(&request).is_some() || s.closed(&request).is_some(),
+            s.nodes().count(),
         )
     });
     if known {
@@ -73,7 +80,7 @@ pub async fn serve(
             ),
         )
     })?;
-    let fee = price.saturating_mul(k as u64);
+    let fee = price.saturating_mul(k.max(1) as u64);
     if balance < fee {
         return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
@@ -81,13 +88,60 @@ pub async fn serve(
             format!("the request costs {fee}; the client's finalized balance is {balance}"),
         ));
     }
-    if eligible.len() < k as usize {
+    if nodes < k as usize {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "quorum_too_large",
-            format!("quorum of {k} asked, {} nodes registered", eligible.len()),
+            format!("quorum of {k} asked, {nodes} nodes registered"),
         ));
     }
+    Ok(())
+}
+
+/// Gossips the client's escrow together with the transaction that closes it (in one batch,
+/// so every validator sees them in order); with `wait`, returns the settling block's height.
+pub(crate) async fn settle(
+    node: &Node,
+    escrow: Transaction,
+    close: Action,
+    wait: bool,
+) -> Result<Option<u64>, ApiError> {
+    let chain = node.chain()?;
+    let request = match &escrow.action {
+        Action::OpenRequest { request, .. } => *request,
+        _ => return Err(ApiError::bad_request("escrow is not an OpenRequest")),
+    };
+    let close = Transaction::new(&node.key, 0, close);
+    chain.submit(vec![escrow, close]).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ledger_busy",
+            e.to_string(),
+        )
+    })?;
+    Ok(if wait {
+        wait_settled(node, &request).await
+    } else {
+        None
+    })
+}
+
+pub async fn serve(
+    node: &Arc<Node>,
+    signed: SignedRequest,
+    escrow: Transaction,
+    wait: bool,
+) -> Result<InferResponse, ApiError> {
+    let req = &signed.request;
+    let Mode::Quorum { k } = req.mode else {
+        return Err(ApiError::bad_request("not a quorum request"));
+    };
+    check_escrow(node, req, &escrow)?;
+    let request = req.hash();
+    let eligible = node
+        .chain()?
+        .app
+        .read(|s| s.eligible_executors(&request, k));
     let receipts = collect(node, &signed, &eligible, k as usize).await?;
     let agreed = receipts
         .iter()
@@ -103,14 +157,7 @@ pub async fn serve(
             receipts: receipts.clone(),
         }
     };
-    let close = Transaction::new(&node.key, 0, action);
-    chain.submit(vec![escrow, close]).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ledger_busy",
-            e.to_string(),
-        )
-    })?;
+    let settled_height = settle(node, escrow, action, wait && agreed).await?;
     node.metrics.quorum(agreed);
     if !agreed {
         let outputs: Vec<String> = receipts
@@ -126,19 +173,11 @@ pub async fn serve(
             ),
         ));
     }
-    let settled_height = if wait {
-        wait_settled(node, &request).await
-    } else {
-        None
-    };
     Ok(InferResponse {
         receipt_id: receipts[0].id(),
         receipt: receipts[0].clone(),
-        quorum: Some(QuorumResult {
-            request,
-            receipts,
-            settled_height,
-        }),
+        settled_height,
+        quorum: Some(QuorumResult { request, receipts }),
     })
 }
 
@@ -227,7 +266,7 @@ async fn ask_one(
 }
 
 /// The height of the block that settled `request`, once finalized (None on timeout).
-async fn wait_settled(node: &Arc<Node>, request: &verity_core::Hash) -> Option<u64> {
+async fn wait_settled(node: &Node, request: &verity_core::Hash) -> Option<u64> {
     let chain = node.chain().ok()?;
     let deadline = tokio::time::Instant::now() + FINALITY_WAIT;
     while tokio::time::Instant::now() < deadline {
