@@ -215,8 +215,10 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     // Quorum inferences through different entry nodes, each settled and verifiable offline.
     let validators = net.dir.path().join("validators.json");
     let mut settled = Vec::new();
+    let mut heights = Vec::new();
     for n in 0..3 {
-        let (q, _) = net.quorum(n % NODES, n).expect("quorum served");
+        let (q, height) = net.quorum(n % NODES, n).expect("quorum served");
+        heights.push((n % NODES, height));
         assert_eq!(q["receipts"].as_array().unwrap().len(), 3);
         let file = net.dir.path().join(format!("quorum-{n}.json"));
         let o = verity()
@@ -260,6 +262,24 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     assert!(
         (1..NODES).any(|i| net.get(i, &format!("/v1/models/{model}")).is_some()),
         "executors fetched the model"
+    );
+
+    // Transactions are gossiped: some settlement was proposed by a validator other than the
+    // entry node that received it.
+    let keys: Vec<String> = (0..NODES)
+        .map(|i| {
+            net.get(i, "/health").unwrap()["node"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let gossiped = heights.iter().any(|(entry, h)| {
+        net.get(0, &format!("/v1/blocks/{h}")).unwrap()["proposer"] != keys[*entry].as_str()
+    });
+    assert!(
+        gossiped,
+        "only entry nodes proposed their own settlements: {heights:?}"
     );
 
     // Kill validator 3; 3 of 4 keep the ledger live and spares keep quorums served.

@@ -1,6 +1,6 @@
 //! Blocks, the receipts Merkle root each block commits to, and receipt inclusion proofs.
 
-use crate::tx::Transaction;
+use crate::tx::{decode_txs, encode_txs, Transaction};
 use rs_merkle::{Hasher, MerkleProof, MerkleTree};
 use serde::{Deserialize, Serialize};
 use verity_core::encode::{Decoder, Encoder};
@@ -67,20 +67,14 @@ impl Block {
     pub fn encode(&self) -> Vec<u8> {
         let mut e = Encoder::new();
         self.header.encode_into(&mut e);
-        e.u64(self.txs.len() as u64);
-        for tx in &self.txs {
-            tx.encode_into(&mut e);
-        }
+        encode_txs(&self.txs, &mut e);
         e.finish()
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Block, CoreError> {
         let mut d = Decoder::new(bytes);
         let header = BlockHeader::decode_from(&mut d)?;
-        let n = d.count(32 + 8 + 1 + 64)?;
-        let txs = (0..n)
-            .map(|_| Transaction::decode_from(&mut d))
-            .collect::<Result<_, _>>()?;
+        let txs = decode_txs(&mut d, usize::MAX)?;
         d.expect_end()?;
         Ok(Block { header, txs })
     }

@@ -143,6 +143,8 @@ impl commonware_consensus::BoundedBlock for ChainBlock {
 pub struct Finalized {
     pub height: u64,
     pub digest: Hash,
+    /// The validator that proposed it.
+    pub proposer: PublicKey,
     pub state_root: Hash,
     /// Receipt ids settled by the block, in order (the leaves of its receipts root).
     pub receipts: Vec<Hash>,
@@ -204,6 +206,7 @@ impl Inner {
             Finalized {
                 height: b.header.height,
                 digest,
+                proposer: b.header.proposer,
                 state_root: b.header.state_root,
                 receipts: receipts.clone(),
             },

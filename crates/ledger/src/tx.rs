@@ -195,3 +195,26 @@ impl Transaction {
         })
     }
 }
+
+/// Smallest encoded transaction (sender, nonce, action tag, signature): bounds how many a
+/// hostile length prefix can claim.
+const MIN_TX_BYTES: usize = 32 + 8 + 1 + 64;
+
+/// Encodes a length-prefixed list of transactions (a block body, a gossip batch).
+pub fn encode_txs(txs: &[Transaction], e: &mut Encoder) {
+    e.u64(txs.len() as u64);
+    for tx in txs {
+        tx.encode_into(e);
+    }
+}
+
+/// Decodes a list written by [`encode_txs`], refusing more than `max` transactions.
+pub fn decode_txs(d: &mut Decoder<'_>, max: usize) -> Result<Vec<Transaction>, CoreError> {
+    let n = d.count(MIN_TX_BYTES)?;
+    if n > max {
+        return Err(CoreError::Malformed(format!(
+            "{n} transactions, at most {max} allowed"
+        )));
+    }
+    (0..n).map(|_| Transaction::decode_from(d)).collect()
+}

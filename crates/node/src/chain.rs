@@ -19,11 +19,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use verity_core::encode::{Decoder, Encoder};
-use verity_core::{Hash, NodeKey, PublicKey};
+use verity_core::{CoreError, Hash, NodeKey, PublicKey};
 use verity_ledger::consensus::{LedgerApp, SubmitError};
 use verity_ledger::proof::{encode_finalization, InclusionProof, ValidatorSet};
 use verity_ledger::state::LedgerState;
-use verity_ledger::tx::Action;
+use verity_ledger::tx::{decode_txs, encode_txs, Action};
 use verity_ledger::validator::{self, Channels, MarshalMailbox, CHANNELS};
 use verity_ledger::{Genesis, ReceiptProof, Transaction};
 
@@ -122,19 +122,15 @@ impl Chain {
 
 fn encode_batch(txs: &[Transaction]) -> Vec<u8> {
     let mut e = Encoder::new();
-    e.u64(txs.len() as u64);
-    for tx in txs {
-        tx.encode_into(&mut e);
-    }
+    encode_txs(txs, &mut e);
     e.finish()
 }
 
-fn decode_batch(bytes: &[u8]) -> Option<Vec<Transaction>> {
+fn decode_batch(bytes: &[u8]) -> Result<Vec<Transaction>, CoreError> {
     let mut d = Decoder::new(bytes);
-    let n = d.count(MAX_BATCH).ok()?;
-    (0..n)
-        .map(|_| Transaction::decode_from(&mut d).ok())
-        .collect()
+    let txs = decode_txs(&mut d, MAX_BATCH)?;
+    d.expect_end()?;
+    Ok(txs)
 }
 
 pub fn read_genesis(path: &std::path::Path) -> anyhow::Result<Genesis> {
@@ -236,9 +232,12 @@ pub async fn start(
     let app = v.app.clone();
     context.child("gossip_in").spawn(|_| async move {
         while let Ok((peer, bytes)) = tx_receiver.recv().await {
-            let Some(batch) = decode_batch(bytes.as_ref()) else {
-                tracing::warn!(?peer, "undecodable transaction batch");
-                continue;
+            let batch = match decode_batch(bytes.as_ref()) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(?peer, "undecodable transaction batch: {e}");
+                    continue;
+                }
             };
             for tx in batch {
                 if let Err(e) = app.submit(tx) {
@@ -256,4 +255,35 @@ pub async fn start(
         },
         gossip,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gossip_batches_round_trip_and_reject_garbage() {
+        let key = NodeKey::from_seed([3; 32]);
+        let txs: Vec<Transaction> = (0..3)
+            .map(|n| {
+                Transaction::new(
+                    &key,
+                    n,
+                    Action::Transfer {
+                        to: key.public(),
+                        amount: 1 + n,
+                    },
+                )
+            })
+            .collect();
+        let bytes = encode_batch(&txs);
+        assert_eq!(decode_batch(&bytes).unwrap(), txs);
+        assert!(decode_batch(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_batch(&longer).is_err());
+        let mut e = Encoder::new();
+        e.u64(u64::MAX);
+        assert!(decode_batch(&e.finish()).is_err());
+    }
 }
