@@ -67,6 +67,7 @@ fn request(key: &NodeKey, model: ModelId, inputs: &TensorMap) -> InferBody {
             request: req.hash(),
             model,
             executors: K,
+            node: None,
         },
     );
     InferBody {

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use verity_core::{ModelId, NodeKey, PublicKey};
 use verity_ledger::proof::ValidatorSet;
-use verity_ledger::state::GenesisNode;
+use verity_ledger::state::{GenesisNode, CAPABILITY_QUORUM};
 use verity_ledger::{Action, Genesis, Params, Transaction};
 use verity_node::chain::NetworkConfig;
 use verity_node::NodeConfig;
@@ -161,6 +161,7 @@ pub fn init(dir: &Path, layout: &Layout, user: &PublicKey) -> Result<Vec<PathBuf
                         key: *key,
                         stake: NODE_STAKE,
                         endpoint: format!("http://127.0.0.1:{}", port(i)?),
+                        capabilities: vec![CAPABILITY_QUORUM.into(), "signed".into()],
                     })
                 })
                 .collect::<Result<_>>()?,

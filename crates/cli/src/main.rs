@@ -111,11 +111,13 @@ enum Command {
         #[arg(long)]
         validators: PathBuf,
     },
-    /// Verify a receipt (or a quorum's receipts) offline: signatures and hashes; with
+    /// Verify offline a receipt, a quorum's receipts, or a receipt's inclusion proof (with
+    /// --validators): signatures, hashes, Merkle path and finalization certificate; with
     /// --reexecute, bit-equal outputs.
     Verify {
         receipt: PathBuf,
-        /// Quorum receipts: every signer must be in this validator set file.
+        /// Validator set file: quorum signers must be in it; inclusion proofs are checked
+        /// against it.
         #[arg(long)]
         validators: Option<PathBuf>,
         /// The inputs you believe were used (required for --reexecute).
@@ -259,13 +261,14 @@ fn run(cli: Cli) -> Result<()> {
                 nonce: verity_core::random_nonce()?,
                 client: key.public(),
             };
-            // Quorum requests always pay through the ledger; signed ones when the node has one.
+            // Quorum requests always pay through the ledger; signed ones when the node has one
+            // (the escrow then names that node, the only one that may settle it).
             let executors = match mode {
                 Mode::Signed if client.ledger().is_err() => None,
-                Mode::Signed => Some(0),
-                Mode::Quorum { k } => Some(k),
+                Mode::Signed => Some((0, Some(client.health()?.node))),
+                Mode::Quorum { k } => Some((k, None)),
             };
-            let escrow = executors.map(|executors| {
+            let escrow = executors.map(|(executors, node)| {
                 Transaction::new(
                     &key,
                     0,
@@ -273,6 +276,7 @@ fn run(cli: Cli) -> Result<()> {
                         request: request.hash(),
                         model: manifest.id,
                         executors,
+                        node,
                     },
                 )
             });
@@ -284,12 +288,33 @@ fn run(cli: Cli) -> Result<()> {
             let path = out.unwrap_or_else(|| {
                 PathBuf::from(format!("receipt-{}.json", &resp.receipt_id.to_hex()[..16]))
             });
+            // Nothing from the node is shown before it checks out against our own request.
+            let own = &body.signed.request;
             let saved = match &resp.quorum {
                 Some(q) => {
-                    verify_quorum(&q.receipts, Some(&body.signed.request.inputs), None)?;
+                    verify_quorum(&q.receipts, Some(&own.inputs), None)?;
+                    if q.receipts
+                        .iter()
+                        .any(|r| r.request_hash != own.hash() || r.mode != own.mode)
+                        || !q.receipts.contains(&resp.receipt)
+                    {
+                        bail!("the node answered with receipts for another request or mode");
+                    }
                     serde_json::to_vec_pretty(q)?
                 }
-                None => serde_json::to_vec_pretty(&resp.receipt)?,
+                None => {
+                    verify_receipt(
+                        &resp.receipt,
+                        &Expectations {
+                            inputs: Some(&own.inputs),
+                            node: None,
+                        },
+                    )?;
+                    if resp.receipt.request_hash != own.hash() || resp.receipt.mode != own.mode {
+                        bail!("the node answered with a receipt for another request or mode");
+                    }
+                    serde_json::to_vec_pretty(&resp.receipt)?
+                }
             };
             std::fs::write(&path, saved)?;
             println!(
@@ -351,7 +376,11 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        Command::VerifyInclusion { proof, validators } => verify_inclusion(&proof, &validators),
+        Command::VerifyInclusion { proof, validators } => {
+            verify_inclusion_file(&proof, &validators)?;
+            println!("inclusion verified");
+            Ok(())
+        }
         Command::Verify {
             receipt,
             validators,
@@ -576,12 +605,22 @@ fn ledger(cmd: LedgerCommand, node: &str, key: &Path) -> Result<()> {
     }
 }
 
-fn verify_inclusion(proof: &Path, validators: &Path) -> Result<()> {
+fn set_from(path: &Path) -> Result<ValidatorSet> {
+    serde_json::from_slice(&read_file(path)?).context("not a valid validator set")
+}
+
+fn verify_inclusion_file(proof: &Path, validators: &Path) -> Result<()> {
     let proof: verity_ledger::proof::InclusionProof =
         serde_json::from_slice(&read_file(proof)?).context("not a valid inclusion proof")?;
-    let set: verity_ledger::proof::ValidatorSet =
-        serde_json::from_slice(&read_file(validators)?).context("not a valid validator set")?;
-    verity_ledger::proof::verify_inclusion(&proof, &set)?;
+    verify_inclusion(&proof, &set_from(validators)?)
+}
+
+/// Checks an inclusion proof and says what each check established.
+fn verify_inclusion(
+    proof: &verity_ledger::proof::InclusionProof,
+    set: &ValidatorSet,
+) -> Result<()> {
+    verity_ledger::proof::verify_inclusion(proof, set)?;
     println!(
         "ok  receipt {} by node {}",
         proof.receipt.id(),
@@ -598,7 +637,6 @@ fn verify_inclusion(proof: &Path, validators: &Path) -> Result<()> {
         set.validators.len(),
         set.chain_id
     );
-    println!("inclusion verified");
     Ok(())
 }
 
@@ -607,6 +645,7 @@ fn verify_inclusion(proof: &Path, validators: &Path) -> Result<()> {
 #[serde(untagged)]
 enum ReceiptFile {
     Quorum(QuorumResult),
+    Inclusion(Box<verity_ledger::proof::InclusionProof>),
     Single(Box<Receipt>),
 }
 
@@ -628,6 +667,21 @@ fn verify(
         .transpose()
         .context("--node-key")?;
     let receipt = match file {
+        ReceiptFile::Inclusion(proof) => {
+            let Some(set) = validators else {
+                bail!("an inclusion proof is checked against a validator set: add --validators")
+            };
+            verify_inclusion(&proof, &set_from(set)?)?;
+            let r = proof.receipt;
+            verify_receipt(
+                &r,
+                &Expectations {
+                    inputs: inputs.as_ref(),
+                    node: expected,
+                },
+            )?;
+            r
+        }
         ReceiptFile::Single(r) => {
             verify_receipt(
                 &r,
@@ -640,11 +694,7 @@ fn verify(
             *r
         }
         ReceiptFile::Quorum(q) => {
-            let set = validators
-                .map(|p| -> Result<ValidatorSet> {
-                    serde_json::from_slice(&read_file(p)?).context("not a valid validator set")
-                })
-                .transpose()?;
+            let set = validators.map(set_from).transpose()?;
             verify_quorum(
                 &q.receipts,
                 inputs.as_ref(),

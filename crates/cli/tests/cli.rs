@@ -269,15 +269,26 @@ fn verify_inclusion_accepts_the_fixture_and_rejects_tampering() {
         let mut v = original.clone();
         edit(&mut v);
         std::fs::write(&tampered, serde_json::to_vec(&v).unwrap()).unwrap();
-        let out = fails(
-            verity()
-                .arg("verify-inclusion")
-                .arg(&tampered)
-                .arg("--validators")
-                .arg(&set),
-        );
-        assert!(out.contains(expect), "expected `{expect}` in: {out}");
+        // Both the dedicated command and `verity verify` refuse it.
+        for command in ["verify-inclusion", "verify"] {
+            let out = fails(
+                verity()
+                    .arg(command)
+                    .arg(&tampered)
+                    .arg("--validators")
+                    .arg(&set),
+            );
+            assert!(out.contains(expect), "expected `{expect}` in: {out}");
+        }
     };
+    let out = ok(verity()
+        .arg("verify")
+        .arg(&proof)
+        .arg("--validators")
+        .arg(&set));
+    assert!(out.contains("receipt verified"), "{out}");
+    let out = fails(verity().arg("verify").arg(&proof));
+    assert!(out.contains("--validators"), "{out}");
     check(
         &|v| v["path"]["index"] = serde_json::json!(0),
         "Merkle path",

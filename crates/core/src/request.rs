@@ -32,14 +32,6 @@ impl Mode {
         }
     }
 
-    /// How many executors sign.
-    pub fn executors(self) -> u32 {
-        match self {
-            Mode::Signed => 1,
-            Mode::Quorum { k } => k,
-        }
-    }
-
     /// Accepts `signed`, `quorum` (k = 3) and `quorum:k` with 1 <= k <= 16.
     pub fn parse(s: &str) -> Result<Mode, CoreError> {
         let unknown = || CoreError::UnknownMode(s.to_string());

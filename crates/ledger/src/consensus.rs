@@ -7,6 +7,7 @@
 //! which builds and verifies blocks by running the ledger state machine on their parent state.
 
 use crate::block::Block;
+pub use crate::mempool::{Mempool, SubmitError};
 use crate::state::{Genesis, LedgerState};
 use crate::tx::Transaction;
 use commonware_actor::Feedback;
@@ -31,20 +32,6 @@ pub const MAX_BLOCK_BYTES: usize = 8 << 20;
 
 /// How long (in 10 ms steps) a leader with an empty pool waits before proposing.
 const EMPTY_BLOCK_WAIT_STEPS: u32 = 25;
-
-/// Transactions a validator holds waiting for a block.
-pub const MAX_MEMPOOL: usize = 20_000;
-
-/// Why a transaction was not queued.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SubmitError {
-    #[error(transparent)]
-    Tx(#[from] crate::TxError),
-    #[error("the transaction is already queued")]
-    Duplicate,
-    #[error("the transaction pool is full; retry later")]
-    Full,
-}
 
 /// The consensus digest type: 32 bytes (Commonware's digest container) holding Verity's
 /// BLAKE3 header digest.
@@ -163,9 +150,7 @@ struct Inner {
     states: HashMap<Hash, Applied>,
     finalized: LedgerState,
     log: BTreeMap<u64, Finalized>,
-    /// Waiting transactions, in arrival order, with their ids.
-    mempool: Vec<(Hash, Transaction)>,
-    mempool_ids: std::collections::HashSet<Hash>,
+    mempool: Mempool,
     /// Receipt id -> height of the finalized block that settled it.
     receipt_heights: HashMap<Hash, u64>,
     /// Finalized blocks delivered ahead of the next expected height (while a restarted
@@ -219,14 +204,9 @@ impl Inner {
             },
         );
         let included: std::collections::HashSet<Hash> = b.txs.iter().map(Transaction::id).collect();
-        let ids = &mut self.mempool_ids;
-        self.mempool.retain(|(id, tx)| {
-            let keep = !included.contains(id)
-                && (!tx.action.uses_nonce() || tx.nonce >= next.nonce(&tx.sender));
-            if !keep {
-                ids.remove(id);
-            }
-            keep
+        self.mempool.retain(|id, tx| {
+            !included.contains(id)
+                && (!tx.action.uses_nonce() || tx.nonce >= next.nonce(&tx.sender))
         });
         let h = next.height();
         self.states.retain(|_, a| a.state.height() >= h);
@@ -276,8 +256,7 @@ impl LedgerApp {
                 finalized: state,
                 log: BTreeMap::new(),
                 receipt_heights: HashMap::new(),
-                mempool: Vec::new(),
-                mempool_ids: Default::default(),
+                mempool: Mempool::default(),
                 pending: BTreeMap::new(),
             })),
         })
@@ -302,54 +281,31 @@ impl LedgerApp {
         Ok(())
     }
 
-    /// Queues a transaction for the next block this validator proposes. Refuses forged
-    /// signatures, duplicates, stale nonces and a full pool; everything else is checked when
-    /// a block is built.
+    /// Queues a transaction for the next block this validator proposes (see
+    /// [`Mempool::insert`] for what is refused).
     pub fn submit(&self, tx: Transaction) -> Result<(), SubmitError> {
-        if !tx.signature_is_valid() {
-            return Err(SubmitError::Tx(crate::TxError::Signature));
-        }
         let mut inner = self.lock();
-        if tx.action.uses_nonce() {
-            let expected = inner.finalized.nonce(&tx.sender);
-            if tx.nonce < expected {
-                return Err(SubmitError::Tx(crate::TxError::Nonce {
-                    account: tx.sender,
-                    expected,
-                    got: tx.nonce,
-                }));
-            }
-        }
-        if inner.mempool.len() >= MAX_MEMPOOL {
-            return Err(SubmitError::Full);
-        }
-        let id = tx.id();
-        if !inner.mempool_ids.insert(id) {
-            return Err(SubmitError::Duplicate);
-        }
-        inner.mempool.push((id, tx));
-        Ok(())
+        let Inner {
+            mempool, finalized, ..
+        } = &mut *inner;
+        mempool.insert(tx, finalized)
     }
 
-    /// The nonce the sender's next nonce-ordered transaction should carry: after the
-    /// finalized ones and those waiting in this validator's pool.
+    /// The nonce the sender's next nonce-ordered transaction should carry.
     pub fn next_nonce(&self, sender: &PublicKey) -> u64 {
         let inner = self.lock();
-        let mut next = inner.finalized.nonce(sender);
-        let mut pending: Vec<u64> = inner
+        inner
             .mempool
-            .iter()
-            .map(|(_, t)| t)
-            .filter(|t| t.sender == *sender && t.action.uses_nonce())
-            .map(|t| t.nonce)
-            .collect();
-        pending.sort_unstable();
-        for n in pending {
-            if n == next {
-                next += 1;
-            }
-        }
-        next
+            .next_nonce(sender, inner.finalized.nonce(sender))
+    }
+
+    /// The sender's finalized balance minus what its waiting transactions would spend.
+    pub fn spendable(&self, sender: &PublicKey) -> u64 {
+        let inner = self.lock();
+        inner
+            .finalized
+            .balance(sender)
+            .saturating_sub(inner.mempool.pending_spend(sender, &inner.finalized))
     }
 
     /// The height of the finalized block that settled `receipt`.
@@ -436,20 +392,7 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let candidates = {
-            let inner = self.lock();
-            let mut bytes = 0;
-            inner
-                .mempool
-                .iter()
-                .map(|(_, tx)| tx)
-                .take_while(|tx| {
-                    bytes += tx.encoded_len();
-                    bytes <= MAX_BLOCK_BYTES / 2
-                })
-                .cloned()
-                .collect()
-        };
+        let candidates = self.lock().mempool.candidates(MAX_BLOCK_BYTES / 2);
         let proposal = parent.propose(candidates, self.me, now);
         // Drop what can never apply; keep transactions whose turn (nonce) has not come yet.
         let dead: std::collections::HashSet<Hash> = proposal
@@ -459,9 +402,7 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
             .map(|(tx, _)| tx.id())
             .collect();
         if !dead.is_empty() {
-            let mut inner = self.lock();
-            inner.mempool.retain(|(id, _)| !dead.contains(id));
-            inner.mempool_ids.retain(|id| !dead.contains(id));
+            self.lock().mempool.retain(|id, _| !dead.contains(id));
         }
         let applied = Applied {
             state: proposal.state,

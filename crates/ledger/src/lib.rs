@@ -8,6 +8,7 @@
 pub mod block;
 pub mod consensus;
 pub mod error;
+pub mod mempool;
 pub mod proof;
 pub mod state;
 pub mod tx;

@@ -42,6 +42,45 @@ pub struct GenesisNode {
     pub key: PublicKey,
     pub stake: u64,
     pub endpoint: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+}
+
+/// The capability that makes a node eligible for quorum requests (it runs the canonical
+/// int8 engine).
+pub const CAPABILITY_QUORUM: &str = "quorum";
+
+/// Checks a node's API endpoint: an http(s) URL of at most 256 bytes without whitespace
+/// (other nodes call it).
+fn check_endpoint(endpoint: &str) -> Result<(), TxError> {
+    let scheme = endpoint.starts_with("http://") || endpoint.starts_with("https://");
+    if !scheme
+        || endpoint.len() > 256
+        || endpoint
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(TxError::Invalid(
+            "endpoint must be an http(s) URL of at most 256 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a node's capability list: at most 16 names of 1..=64 bytes, sorted and distinct,
+/// so equal sets have one encoding.
+fn check_capabilities(caps: &[String]) -> Result<(), TxError> {
+    let bad = |m: &str| Err(TxError::Invalid(format!("capabilities: {m}")));
+    if caps.len() > 16 {
+        return bad("at most 16");
+    }
+    if caps.iter().any(|c| c.is_empty() || c.len() > 64) {
+        return bad("each 1 to 64 bytes");
+    }
+    if caps.windows(2).any(|w| w[0] >= w[1]) {
+        return bad("must be sorted and distinct");
+    }
+    Ok(())
 }
 
 /// The starting state: funded accounts and the initial (validator) nodes with locked stake.
@@ -64,6 +103,7 @@ struct Account {
 pub struct NodeEntry {
     pub stake: u64,
     pub endpoint: String,
+    pub capabilities: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -186,12 +226,15 @@ impl LedgerState {
                     min: s.params.min_stake,
                 });
             }
+            check_capabilities(&n.capabilities)?;
+            check_endpoint(&n.endpoint)?;
             if s.nodes
                 .insert(
                     n.key,
                     NodeEntry {
                         stake: n.stake,
                         endpoint: n.endpoint.clone(),
+                        capabilities: n.capabilities.clone(),
                     },
                 )
                 .is_some()
@@ -256,13 +299,15 @@ impl LedgerState {
         self.nodes.iter()
     }
 
-    /// Every registered node, ranked for `request`: by the hash of the request and the node's
-    /// key, so nobody (client, entry node or executor) can choose who executes.
+    /// The registered nodes with the `quorum` capability, ranked for `request` by the hash of
+    /// the request and the node's key, so nobody (client, entry node or executor) can choose
+    /// who executes.
     pub fn rank_executors(&self, request: &Hash) -> Vec<PublicKey> {
         let mut ranked: Vec<(Hash, PublicKey)> = self
             .nodes
-            .keys()
-            .map(|k| {
+            .iter()
+            .filter(|(_, n)| n.capabilities.iter().any(|c| c == CAPABILITY_QUORUM))
+            .map(|(k, _)| {
                 let mut e = Encoder::new();
                 e.fixed32(&request.0).fixed32(&k.0);
                 (Hash::of(domain::EXECUTOR_RANK, &e.finish()), *k)
@@ -302,7 +347,13 @@ impl LedgerState {
         }
         e.u64(self.nodes.len() as u64);
         for (k, n) in &self.nodes {
-            e.fixed32(&k.0).u64(n.stake).str(&n.endpoint);
+            e.fixed32(&k.0)
+                .u64(n.stake)
+                .str(&n.endpoint)
+                .u64(n.capabilities.len() as u64);
+            for c in &n.capabilities {
+                e.str(c);
+            }
         }
         e.u64(self.models.len() as u64);
         for (k, m) in &self.models {
@@ -384,13 +435,7 @@ impl LedgerState {
                 if r.model != escrow.model {
                     return Err(bad("names another model".into()));
                 }
-                // Signed mode: the client chose the node; it need only be registered.
-                let allowed = if escrow.executors == 0 {
-                    self.nodes.contains_key(&r.node)
-                } else {
-                    escrow.eligible.contains(&r.node)
-                };
-                if !allowed {
+                if !escrow.eligible.contains(&r.node) {
                     return Err(bad(format!(
                         "signer {} is not an eligible executor for this request",
                         r.node
@@ -443,7 +488,11 @@ impl LedgerState {
                 self.debit(sender, *amount)?;
                 self.credit(to, *amount);
             }
-            Action::RegisterNode { stake, endpoint } => {
+            Action::RegisterNode {
+                stake,
+                endpoint,
+                capabilities,
+            } => {
                 if self.nodes.contains_key(sender) {
                     return Err(TxError::NodeExists(*sender));
                 }
@@ -453,15 +502,15 @@ impl LedgerState {
                         min: self.params.min_stake,
                     });
                 }
-                if endpoint.len() > 256 {
-                    return Err(TxError::Invalid("endpoint longer than 256 bytes".into()));
-                }
+                check_endpoint(endpoint)?;
+                check_capabilities(capabilities)?;
                 self.debit(sender, *stake)?;
                 self.nodes.insert(
                     *sender,
                     NodeEntry {
                         stake: *stake,
                         endpoint: endpoint.clone(),
+                        capabilities: capabilities.clone(),
                     },
                 );
             }
@@ -481,6 +530,7 @@ impl LedgerState {
                 request,
                 model,
                 executors,
+                node,
             } => {
                 if *executors > verity_core::request::MAX_QUORUM {
                     return Err(TxError::QuorumSize(*executors));
@@ -496,9 +546,19 @@ impl LedgerState {
                 let amount = price
                     .checked_mul(signers(*executors) as u64)
                     .ok_or_else(|| TxError::Invalid("fee overflows".into()))?;
-                let eligible = match executors {
-                    0 => vec![],
-                    k => self.eligible_executors(request, *k),
+                let eligible = match (executors, node) {
+                    (0, Some(n)) if self.nodes.contains_key(n) => vec![*n],
+                    (0, _) => {
+                        return Err(TxError::Invalid(
+                            "a signed-mode request names one registered node".into(),
+                        ))
+                    }
+                    (k, None) => self.eligible_executors(request, *k),
+                    (_, Some(_)) => {
+                        return Err(TxError::Invalid(
+                            "a quorum request cannot name its executors".into(),
+                        ))
+                    }
                 };
                 if eligible.len() < *executors as usize {
                     return Err(TxError::Invalid(format!(
@@ -552,7 +612,7 @@ impl LedgerState {
                     .get(request)
                     .ok_or(TxError::UnknownRequest(*request))?
                     .clone();
-                if receipts.len() < 2 || receipts.len() > 16 {
+                if escrow.executors < 2 || receipts.len() < 2 || receipts.len() > 16 {
                     return Err(TxError::Invalid(
                         "a disagreement needs 2 to 16 receipts".into(),
                     ));

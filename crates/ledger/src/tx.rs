@@ -12,7 +12,13 @@ pub enum Action {
     /// Move balance to another account.
     Transfer { to: PublicKey, amount: u64 },
     /// Register the sender as an executor node, locking `stake` from its balance.
-    RegisterNode { stake: u64, endpoint: String },
+    /// `capabilities` say what it serves (e.g. `quorum`: canonical int8 quorum execution).
+    RegisterNode {
+        stake: u64,
+        endpoint: String,
+        #[serde(default)]
+        capabilities: Vec<String>,
+    },
     /// Register a model (by id) with a price per execution, paid to each executor.
     RegisterModel { model: ModelId, price: u64 },
     /// Open an inference request: escrows `price * executors` from the client's balance.
@@ -22,6 +28,10 @@ pub enum Action {
         request: Hash,
         model: ModelId,
         executors: u32,
+        /// Signed mode (`executors: 0`): the node the client asked, the only one that may
+        /// settle it. Must be absent for quorum requests (the ledger ranks those).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        node: Option<PublicKey>,
     },
     /// Settle an open request with its receipts: `executors` receipts by distinct registered
     /// nodes, for this request and model, with equal output hashes. Pays each executor.
@@ -75,8 +85,18 @@ impl Action {
             Action::Transfer { to, amount } => {
                 e.u8(1).fixed32(&to.0).u64(*amount);
             }
-            Action::RegisterNode { stake, endpoint } => {
-                e.u8(2).u64(*stake).str(endpoint);
+            Action::RegisterNode {
+                stake,
+                endpoint,
+                capabilities,
+            } => {
+                e.u8(2)
+                    .u64(*stake)
+                    .str(endpoint)
+                    .u64(capabilities.len() as u64);
+                for c in capabilities {
+                    e.str(c);
+                }
             }
             Action::RegisterModel { model, price } => {
                 e.u8(3).fixed32(&model.0).u64(*price);
@@ -85,11 +105,16 @@ impl Action {
                 request,
                 model,
                 executors,
+                node,
             } => {
                 e.u8(4)
                     .fixed32(&request.0)
                     .fixed32(&model.0)
                     .u32(*executors);
+                match node {
+                    None => e.u8(0),
+                    Some(k) => e.u8(1).fixed32(&k.0),
+                };
             }
             Action::Settle { request, receipts } => {
                 e.u8(5).fixed32(&request.0);
@@ -114,6 +139,9 @@ impl Action {
             2 => Action::RegisterNode {
                 stake: d.u64()?,
                 endpoint: d.str()?.to_string(),
+                capabilities: (0..d.count(8)?)
+                    .map(|_| d.str().map(str::to_string))
+                    .collect::<Result<_, _>>()?,
             },
             3 => Action::RegisterModel {
                 model: ModelId(d.fixed32()?),
@@ -123,6 +151,11 @@ impl Action {
                 request: Hash(d.fixed32()?),
                 model: ModelId(d.fixed32()?),
                 executors: d.u32()?,
+                node: match d.u8()? {
+                    0 => None,
+                    1 => Some(PublicKey(d.fixed32()?)),
+                    t => return Err(CoreError::Malformed(format!("option tag {t}"))),
+                },
             },
             5 => Action::Settle {
                 request: Hash(d.fixed32()?),

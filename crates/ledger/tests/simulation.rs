@@ -60,7 +60,8 @@ fn genesis(keys: &[ed25519::PrivateKey]) -> Genesis {
             .map(|(i, k)| GenesisNode {
                 key: verity_public(k),
                 stake: 10_000,
-                endpoint: format!("sim:{i}"),
+                endpoint: format!("http://sim-{i}"),
+                capabilities: vec!["quorum".into()],
             })
             .collect(),
         params: Params::default(),
@@ -328,6 +329,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                     request,
                     model,
                     executors: 3,
+                    node: None,
                 },
             ),
             Transaction::new(

@@ -22,7 +22,8 @@ fn genesis() -> Genesis {
             .map(|i| GenesisNode {
                 key: key(i).public(),
                 stake: 10_000,
-                endpoint: format!("127.0.0.1:{i}"),
+                endpoint: format!("http://127.0.0.1:{i}"),
+                capabilities: vec!["quorum".into()],
             })
             .collect(),
         params: Params {
@@ -185,6 +186,7 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             request: req,
             model: MODEL,
             executors: 3,
+            node: None,
         },
     )
     .unwrap();
@@ -297,7 +299,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             Action::OpenRequest {
                 request: req,
                 model: MODEL,
-                executors: 1
+                executors: 1,
+                node: None
             }
         ),
         Err(TxError::RequestExists(req))
@@ -323,6 +326,7 @@ fn disagreement_is_recorded_with_evidence_and_client_refunded() {
             request: req,
             model: MODEL,
             executors: 3,
+            node: None,
         },
     )
     .unwrap();
@@ -370,6 +374,7 @@ fn disagreement_is_recorded_with_evidence_and_client_refunded() {
                 request: req,
                 model: MODEL,
                 executors: 3,
+                node: None
             }
         ),
         Err(TxError::RequestExists(req))
@@ -394,6 +399,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
             request: req,
             model: MODEL,
             executors: 1,
+            node: None,
         },
     )
     .unwrap();
@@ -463,6 +469,7 @@ fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
             request: req,
             model: MODEL,
             executors: 1,
+            node: None,
         },
     )
     .unwrap();
@@ -492,7 +499,8 @@ fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
             5,
             Action::RegisterNode {
                 stake: 10,
-                endpoint: "x".into()
+                endpoint: "x".into(),
+                capabilities: vec![],
             }
         ),
         Err(TxError::StakeTooLow { .. })
@@ -501,18 +509,53 @@ fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
         5,
         Action::RegisterNode {
             stake: 5_000,
-            endpoint: "127.0.0.1:9".into(),
+            endpoint: "http://127.0.0.1:9".into(),
+            capabilities: vec!["quorum".into(), "signed".into()],
         },
     )
     .unwrap();
     assert_eq!(c.state.balance(&key(5).public()), 995_000);
     assert_eq!(c.state.node(&key(5).public()).unwrap().stake, 5_000);
+    // A node with the quorum capability is ranked for quorum requests; one without is not.
+    assert!(c
+        .state
+        .rank_executors(&Hash::of("req", b"any"))
+        .contains(&key(5).public()));
+    assert!(
+        matches!(
+            c.run(
+                6,
+                Action::RegisterNode {
+                    stake: 5_000,
+                    endpoint: "http://z".into(),
+                    capabilities: vec!["signed".into(), "quorum".into()],
+                }
+            ),
+            Err(TxError::Invalid(_))
+        ),
+        "unsorted capabilities are refused"
+    );
+    assert!(
+        matches!(
+            c.run(
+                6,
+                Action::RegisterNode {
+                    stake: 5_000,
+                    endpoint: "file:///etc/passwd".into(),
+                    capabilities: vec![],
+                }
+            ),
+            Err(TxError::Invalid(_))
+        ),
+        "endpoints are http(s) URLs"
+    );
     assert_eq!(
         c.run(
             5,
             Action::RegisterNode {
                 stake: 5_000,
-                endpoint: "y".into()
+                endpoint: "y".into(),
+                capabilities: vec![],
             }
         ),
         Err(TxError::NodeExists(key(5).public()))
@@ -537,6 +580,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
             request: req,
             model: MODEL,
             executors: 2,
+            node: None,
         },
     );
     let bad = Transaction::new(
@@ -643,7 +687,7 @@ fn truncated_or_corrupted_blocks_do_not_decode_or_apply() {
 }
 
 #[test]
-fn signed_mode_escrow_is_settled_by_one_receipt_from_any_registered_node() {
+fn signed_mode_escrow_is_settled_only_by_the_named_node() {
     let mut c = Chain::new();
     c.run(
         6,
@@ -660,6 +704,7 @@ fn signed_mode_escrow_is_settled_by_one_receipt_from_any_registered_node() {
             request: req,
             model: MODEL,
             executors: 0,
+            node: Some(key(4).public()),
         },
     )
     .unwrap();
@@ -680,12 +725,23 @@ fn signed_mode_escrow_is_settled_by_one_receipt_from_any_registered_node() {
         }
         .sign(&key(node))
     };
-    // A quorum-mode receipt, an unregistered signer, or two receipts: refused.
+    // A quorum-mode receipt, another registered node than the one the client named, an
+    // unregistered signer, or two receipts: refused. A signed request cannot be disagreed.
     let refused = [
         vec![receipt(&key(4), req, MODEL, 0.5)],
+        vec![signed(1)],
         vec![signed(9)],
-        vec![signed(1), signed(2)],
+        vec![signed(4), signed(2)],
     ];
+    assert!(c
+        .run(
+            6,
+            Action::Disagree {
+                request: req,
+                receipts: vec![signed(4), signed(1)],
+            }
+        )
+        .is_err());
     for receipts in refused {
         assert!(c
             .run(

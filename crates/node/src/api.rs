@@ -455,23 +455,27 @@ pub async fn infer(
 }
 
 /// Runs a request for another node that chose this one as a quorum executor.
+/// The executor checks the client's escrow itself (signature, funds, request never opened),
+/// so nobody gets work done by calling executors directly without paying.
 pub async fn execute_for_peer(
     State(node): State<Arc<Node>>,
-    body: Result<Json<SignedRequest>, JsonRejection>,
+    body: Result<Json<InferBody>, JsonRejection>,
 ) -> Result<Json<Receipt>, ApiError> {
-    let Json(signed) = body?;
+    let Json(InferBody { signed, escrow }) = body?;
     check_client_signature(&signed)?;
     let Mode::Quorum { k } = signed.request.mode else {
         return Err(ApiError::bad_request(
             "only quorum requests are executed for peers",
         ));
     };
-    let chain = node.chain()?;
+    let escrow = escrow.ok_or_else(|| ApiError::bad_request("missing the client's escrow"))?;
+    crate::quorum::check_escrow(&node, &signed.request, &escrow)?;
     let hash = signed.request.hash();
-    if !chain
-        .state()
-        .eligible_executors(&hash, k)
-        .contains(&node.key.public())
+    let me = node.key.public();
+    if !node
+        .chain()?
+        .app
+        .read(|s| s.eligible_executors(&hash, k).contains(&me))
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,

@@ -72,7 +72,12 @@ impl Chain {
     /// (an escrow and its settlement travel together).
     pub async fn submit(&self, txs: Vec<Transaction>) -> Result<(), SubmitError> {
         for tx in &txs {
-            self.app.submit(tx.clone())?;
+            match self.app.submit(tx.clone()) {
+                // Already queued (e.g. the client sent its escrow twice): keep going, so the
+                // transaction that closes it is queued too.
+                Ok(()) | Err(SubmitError::Duplicate) => {}
+                Err(e) => return Err(e),
+            }
         }
         // A full gossip queue only delays inclusion until this validator proposes.
         let _ = self.gossip.try_send(txs);

@@ -29,10 +29,11 @@ pub async fn submit_tx(
     let id = tx.id();
     node.chain()?.submit(vec![tx]).await.map_err(|e| {
         let status = match e {
-            SubmitError::Full => StatusCode::SERVICE_UNAVAILABLE,
+            SubmitError::Full | SubmitError::SenderFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             SubmitError::Duplicate => StatusCode::CONFLICT,
+            SubmitError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SubmitError::Tx(verity_ledger::TxError::Signature) => StatusCode::UNAUTHORIZED,
-            SubmitError::Tx(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            SubmitError::Tx(_) | SubmitError::UnknownSender => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, "rejected_transaction", e.to_string())
     })?;
@@ -54,6 +55,7 @@ pub struct NodeInfo {
     pub key: PublicKey,
     pub stake: u64,
     pub endpoint: String,
+    pub capabilities: Vec<String>,
 }
 
 pub async fn status(State(node): State<Arc<Node>>) -> Result<Json<LedgerStatus>, ApiError> {
@@ -70,6 +72,7 @@ pub async fn status(State(node): State<Arc<Node>>) -> Result<Json<LedgerStatus>,
                 key: *k,
                 stake: n.stake,
                 endpoint: n.endpoint.clone(),
+                capabilities: n.capabilities.clone(),
             })
             .collect(),
     });

@@ -2,6 +2,7 @@
 //! registry): quorum execution and fetching models by id. Nothing a peer sends is trusted:
 //! receipts are verified by the caller, model bytes by their hash.
 
+use crate::api::InferBody;
 use crate::error::ApiError;
 use crate::Node;
 use axum::http::StatusCode;
@@ -9,9 +10,35 @@ use std::sync::Arc;
 use std::time::Duration;
 use verity_core::{ModelId, ModelManifest, PublicKey, Receipt, SignedRequest};
 use verity_engine::inspect;
+use verity_ledger::Transaction;
 
 const EXECUTE_TIMEOUT: Duration = Duration::from_secs(20);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest receipt or manifest read from a peer.
+const MAX_REPLY_BYTES: u64 = 16 << 20;
+
+/// Reads a peer's reply body, refusing more than `cap` bytes (whatever Content-Length says).
+async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, String> {
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(format!("reply larger than {cap} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            return Err(format!("reply larger than {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A short, printable excerpt of a peer's error body (never echoed in full).
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)])
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
+}
 
 fn endpoint_of(node: &Node, key: &PublicKey) -> Result<String, String> {
     let chain = node.chain().map_err(|e| e.message)?;
@@ -22,26 +49,34 @@ fn endpoint_of(node: &Node, key: &PublicKey) -> Result<String, String> {
 }
 
 /// Asks `executor` to run a quorum request.
+/// Asks `executor` to run a quorum request (with the client's escrow, which it checks).
 pub async fn execute(
     node: &Node,
     executor: &PublicKey,
     signed: &SignedRequest,
+    escrow: &Transaction,
 ) -> Result<Receipt, String> {
     let url = format!("{}/v1/execute", endpoint_of(node, executor)?);
+    let body = InferBody {
+        signed: signed.clone(),
+        escrow: Some(escrow.clone()),
+    };
     let resp = node
         .http
         .post(&url)
         .timeout(EXECUTE_TIMEOUT)
-        .json(signed)
+        .json(&body)
         .send()
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    if !resp.status().is_success() {
-        let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        return Err(format!("{url}: {status} {body}"));
+    let status = resp.status();
+    let bytes = read_capped(resp, MAX_REPLY_BYTES)
+        .await
+        .map_err(|e| format!("{url}: {e}"))?;
+    if !status.is_success() {
+        return Err(format!("{url}: {status} {}", excerpt(&bytes)));
     }
-    resp.json().await.map_err(|e| format!("{url}: {e}"))
+    serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))
 }
 
 /// The API endpoints of the other registered nodes.
@@ -58,6 +93,11 @@ fn peer_endpoints(node: &Node) -> Result<Vec<String>, ApiError> {
 /// Asks peers what a model reference (name, name@version or id) names, then fetches that id.
 /// The peer is trusted only to map a name to an id; the bytes are checked against the id.
 pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelManifest, ApiError> {
+    // Only plain references travel to peers (no URL syntax to smuggle query parts).
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._-@:".contains(c);
+    if reference.is_empty() || reference.len() > 200 || !reference.chars().all(plain) {
+        return Err(ApiError::not_found(format!("no model `{reference}`")));
+    }
     for ep in peer_endpoints(node)? {
         let url = format!("{ep}/v1/models/{reference}?local=true");
         let Ok(resp) = node.http.get(&url).timeout(EXECUTE_TIMEOUT).send().await else {
@@ -66,7 +106,10 @@ pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelMa
         if !resp.status().is_success() {
             continue;
         }
-        if let Ok(m) = resp.json::<ModelManifest>().await {
+        let Ok(bytes) = read_capped(resp, MAX_REPLY_BYTES).await else {
+            continue;
+        };
+        if let Ok(m) = serde_json::from_slice::<ModelManifest>(&bytes) {
             return fetch_model(node, &m.id).await;
         }
     }
@@ -116,19 +159,17 @@ async fn fetch_from(
         }
         Ok(resp)
     };
-    let claimed: ModelManifest = get(format!("{endpoint}/v1/models/{id}?local=true"))
-        .await?
-        .json()
-        .await
-        .map_err(|e| e.to_string())?;
-    let resp = get(format!("{endpoint}/v1/models/{id}/file")).await?;
-    if resp.content_length().unwrap_or(0) > node.config.max_model_bytes {
-        return Err("model larger than this node accepts".into());
-    }
-    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > node.config.max_model_bytes {
-        return Err("model larger than this node accepts".into());
-    }
+    let claimed = read_capped(
+        get(format!("{endpoint}/v1/models/{id}?local=true")).await?,
+        MAX_REPLY_BYTES,
+    )
+    .await?;
+    let claimed: ModelManifest = serde_json::from_slice(&claimed).map_err(|e| e.to_string())?;
+    let bytes = read_capped(
+        get(format!("{endpoint}/v1/models/{id}/file")).await?,
+        node.config.max_model_bytes,
+    )
+    .await?;
     let node2 = node.clone();
     let id = *id;
     tokio::task::spawn_blocking(move || {

@@ -37,14 +37,20 @@ pub(crate) fn check_escrow(
     let chain = node.chain()?;
     let request = req.hash();
     let k = escrow_executors(req.mode);
+    // Signed mode names the node the client asked (this one); quorum mode names none.
+    let named = match req.mode {
+        Mode::Signed => Some(node.key.public()),
+        Mode::Quorum { .. } => None,
+    };
     let opens_this = matches!(
         &escrow.action,
-        Action::OpenRequest { request: r, model, executors }
-            if *r == request && *model == req.model && *executors == k
+        Action::OpenRequest { request: r, model, executors, node: n }
+            if *r == request && *model == req.model && *executors == k && *n == named
     );
     if !opens_this || escrow.sender != req.client || escrow.nonce != 0 {
+        let node_field = named.map(|n| format!(", node: {n}")).unwrap_or_default();
         return Err(ApiError::bad_request(format!(
-            "escrow must be the client's OpenRequest {{request: {request}, model: {}, executors: {k}}} with nonce 0",
+            "escrow must be the client's OpenRequest {{request: {request}, model: {}, executors: {k}{node_field}}} with nonce 0",
             req.model
         )));
     }
@@ -55,12 +61,12 @@ pub(crate) fn check_escrow(
             "the escrow transaction's signature does not verify",
         ));
     }
-    let (price, balance, known, nodes) = chain.app.read(|s| {
+    let balance = chain.app.spendable(&req.client);
+    let (price, known, nodes) = chain.app.read(|s| {
         (
             s.model(&req.model).map(|m| m.price),
-            s.balance(&req.client),
             s.escrow(&request).is_some() || s.closed(&request).is_some(),
-            s.nodes().count(),
+            s.rank_executors(&request).len(),
         )
     });
     if known {
@@ -85,14 +91,16 @@ pub(crate) fn check_escrow(
         return Err(ApiError::new(
             StatusCode::PAYMENT_REQUIRED,
             "insufficient_funds",
-            format!("the request costs {fee}; the client's finalized balance is {balance}"),
+            format!(
+                "the request costs {fee}; the client can spend {balance} (finalized balance minus its waiting transactions)"
+            ),
         ));
     }
     if nodes < k as usize {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "quorum_too_large",
-            format!("quorum of {k} asked, {nodes} nodes registered"),
+            format!("quorum of {k} asked, {nodes} nodes with the quorum capability"),
         ));
     }
     Ok(())
@@ -142,7 +150,7 @@ pub async fn serve(
         .chain()?
         .app
         .read(|s| s.eligible_executors(&request, k));
-    let receipts = collect(node, &signed, &eligible, k as usize).await?;
+    let receipts = collect(node, &signed, &escrow, &eligible, k as usize).await?;
     let agreed = receipts
         .iter()
         .all(|r| r.output_hash == receipts[0].output_hash);
@@ -186,6 +194,7 @@ pub async fn serve(
 async fn collect(
     node: &Arc<Node>,
     signed: &SignedRequest,
+    escrow: &Transaction,
     eligible: &[PublicKey],
     k: usize,
 ) -> Result<Vec<Receipt>, ApiError> {
@@ -194,8 +203,9 @@ async fn collect(
     let ask = |executor: PublicKey| {
         let node = node.clone();
         let signed = signed.clone();
+        let escrow = escrow.clone();
         async move {
-            let result = ask_one(&node, &signed, executor).await;
+            let result = ask_one(&node, &signed, &escrow, executor).await;
             (executor, result)
         }
     };
@@ -236,6 +246,7 @@ async fn collect(
 async fn ask_one(
     node: &Arc<Node>,
     signed: &SignedRequest,
+    escrow: &Transaction,
     executor: PublicKey,
 ) -> Result<Receipt, String> {
     let receipt = if executor == node.key.public() {
@@ -246,7 +257,7 @@ async fn ask_one(
             .await
             .map_err(|e| e.message)?
     } else {
-        crate::peers::execute(node, &executor, signed).await?
+        crate::peers::execute(node, &executor, signed, escrow).await?
     };
     verify_receipt(
         &receipt,

@@ -200,8 +200,8 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a model fetched from a peer (already checked against its id). Its name@version
-    /// is indexed only if free here: the id is what requests name.
+    /// Stores a model fetched from a peer (already checked against its id). Its name is not
+    /// indexed here: a peer's word is no authority over names; requests name the id.
     pub fn import(&self, blob: BlobWriter, m: &ModelManifest) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
@@ -213,11 +213,6 @@ impl Store {
             std::fs::rename(&blob.path, self.blob_path(&blob.id()))?;
             let json = serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             models.insert(m.id.to_string().as_str(), json.as_slice())?;
-            let mut names = txn.open_table(NAMES)?;
-            let key = name_key(&m.name, &m.version);
-            if names.get(key.as_str())?.is_none() {
-                names.insert(key.as_str(), m.id.to_string().as_str())?;
-            }
         }
         txn.commit()?;
         Ok(())
