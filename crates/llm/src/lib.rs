@@ -1,0 +1,10 @@
+//! Verity's LLM runtime, being built for issue 5. So far: reading GGUF files (metadata and
+//! tensor directory, validated against the file's bounds) and the block formats the runtime
+//! will compute on (F32, F16, Q4_0, Q4_1, Q8_0). The forward pass, tokenizer and sampling come
+//! next; `docs/llm-semantics.md` will specify them.
+
+pub mod gguf;
+pub mod quant;
+
+pub use gguf::{Gguf, GgufError, TensorInfo, Value};
+pub use quant::GgmlType;
