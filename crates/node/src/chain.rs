@@ -188,7 +188,19 @@ pub async fn start(
         cups::Version::V1,
     );
     let namespace = format!("verity-p2p/{}", genesis.chain_id);
-    let mut p2p_cfg = lookup::Config::local(
+    // Commonware's production settings refuse private addresses; a network whose validators
+    // all sit on loopback or private addresses (a devnet, a LAN) gets its local settings with
+    // fast redials instead.
+    let private = config.peers.values().all(|a| match a.ip() {
+        std::net::IpAddr::V4(ip) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        std::net::IpAddr::V6(ip) => ip.is_loopback(),
+    });
+    let settings = if private {
+        lookup::Config::local
+    } else {
+        lookup::Config::recommended
+    };
+    let mut p2p_cfg = settings(
         handshake,
         namespace.as_bytes(),
         config.p2p_listen,
@@ -196,8 +208,10 @@ pub async fn start(
         validator::max_message_size(participants.len()),
         NZUsize!(4096),
     );
-    p2p_cfg.dial_frequency = Duration::from_millis(200);
-    p2p_cfg.peer_connection_cooldown = Duration::from_millis(250);
+    if private {
+        p2p_cfg.dial_frequency = Duration::from_millis(200);
+        p2p_cfg.peer_connection_cooldown = Duration::from_millis(250);
+    }
     let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
     let _ = oracle.track(0, addresses);
     let mut registered = CHANNELS
