@@ -51,7 +51,7 @@ impl Devnet {
     }
 }
 
-fn request(key: &NodeKey, model: ModelId, inputs: &TensorMap) -> InferBody {
+fn request(key: &NodeKey, chain_id: &str, model: ModelId, inputs: &TensorMap) -> InferBody {
     let req = InferenceRequest {
         model,
         inputs: inputs.clone(),
@@ -62,6 +62,7 @@ fn request(key: &NodeKey, model: ModelId, inputs: &TensorMap) -> InferBody {
     };
     let escrow = Transaction::new(
         key,
+        chain_id,
         0,
         Action::OpenRequest {
             request: req.hash(),
@@ -126,6 +127,12 @@ fn main() {
         .and_then(|r| r.json())
         .expect("model");
     let model: ModelId = manifest["id"].as_str().expect("id").parse().expect("id");
+    let ledger: Value = http
+        .get(format!("{}/v1/ledger", net.url(0)))
+        .send()
+        .and_then(|r| r.json())
+        .expect("ledger");
+    let chain_id = ledger["chain_id"].as_str().expect("chain id").to_string();
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     let inputs: TensorMap = serde_json::from_slice(
         &std::fs::read(fixtures.join("digit_input_mlp.json")).expect("input"),
@@ -133,7 +140,11 @@ fn main() {
     .expect("input json");
     // Warm every node (model fetch from peers, executor cache).
     for i in 0..NODES {
-        infer(&http, &net.url(i), &request(&key, model, &inputs));
+        infer(
+            &http,
+            &net.url(i),
+            &request(&key, &chain_id, model, &inputs),
+        );
     }
 
     // Throughput: concurrent clients, entry nodes round-robin, answers checked client-side.
@@ -145,11 +156,12 @@ fn main() {
             let url = net.url(c % NODES);
             let inputs = inputs.clone();
             let key = NodeKey::from_seed(key.secret_bytes());
+            let chain_id = chain_id.clone();
             std::thread::spawn(move || {
                 let http = Client::new();
                 let mut latencies = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let body = request(&key, model, &inputs);
+                    let body = request(&key, &chain_id, model, &inputs);
                     let t = Instant::now();
                     let r = infer(&http, &url, &body);
                     let q = r.quorum.expect("quorum result");
@@ -175,7 +187,7 @@ fn main() {
     let mut last = None;
     for i in 0..100 {
         let url = net.url(i % NODES);
-        let body = request(&key, model, &inputs);
+        let body = request(&key, &chain_id, model, &inputs);
         let hash = body.signed.request.hash();
         let r = infer(&http, &url, &body);
         let t = Instant::now();

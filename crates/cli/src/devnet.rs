@@ -374,6 +374,7 @@ fn publish_and_print(
 
 /// Puts a price on each model on the ledger (once), and waits until it is finalized.
 fn register_prices(client: &NodeClient, publisher: &NodeKey, models: &[ModelId]) -> Result<()> {
+    let chain_id = client.ledger()?.chain_id;
     let mut nonce = client.account(&publisher.public())?.next_nonce;
     let mut waiting = Vec::new();
     for m in models {
@@ -382,6 +383,7 @@ fn register_prices(client: &NodeClient, publisher: &NodeKey, models: &[ModelId])
         }
         client.submit(&Transaction::new(
             publisher,
+            &chain_id,
             nonce,
             Action::RegisterModel {
                 model: *m,

@@ -263,14 +263,19 @@ fn run(cli: Cli) -> Result<()> {
             };
             // Quorum requests always pay through the ledger; signed ones when the node has one
             // (the escrow then names that node, the only one that may settle it).
-            let executors = match mode {
-                Mode::Signed if client.ledger().is_err() => None,
-                Mode::Signed => Some((0, Some(client.health()?.node))),
-                Mode::Quorum { k } => Some((k, None)),
+            let chain_id = client.ledger().ok().map(|l| l.chain_id);
+            let executors = match (mode, &chain_id) {
+                (Mode::Signed, None) => None,
+                (Mode::Signed, Some(_)) => Some((0, Some(client.health()?.node))),
+                (Mode::Quorum { k }, _) => Some((k, None)),
             };
-            let escrow = executors.map(|(executors, node)| {
-                Transaction::new(
+            let escrow = match executors {
+                None => None,
+                Some((executors, node)) => Some(Transaction::new(
                     &key,
+                    chain_id
+                        .as_deref()
+                        .context("quorum mode needs a node that is part of a network")?,
                     0,
                     Action::OpenRequest {
                         request: request.hash(),
@@ -278,8 +283,8 @@ fn run(cli: Cli) -> Result<()> {
                         executors,
                         node,
                     },
-                )
-            });
+                )),
+            };
             let body = InferBody {
                 signed: request.sign(&key),
                 escrow,
@@ -546,7 +551,10 @@ fn ledger(cmd: LedgerCommand, node: &str, key: &Path) -> Result<()> {
     let send = |action: Action| -> Result<()> {
         let key = NodeKey::load_or_create(key)?;
         let nonce = client.account(&key.public())?.next_nonce;
-        let id = client.submit(&Transaction::new(&key, nonce, action))?.id;
+        let chain_id = client.ledger()?.chain_id;
+        let id = client
+            .submit(&Transaction::new(&key, &chain_id, nonce, action))?
+            .id;
         println!("submitted transaction {id} (nonce {nonce})");
         Ok(())
     };

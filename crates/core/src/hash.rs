@@ -18,6 +18,7 @@ pub mod domain {
     pub const CALIBRATION: &str = "verity/calibration/v1";
     pub const PUBLISH: &str = "verity/publish/v1";
     pub const TX: &str = "verity/tx/v1";
+    pub const TX_SIGNATURE: &str = "verity/tx-signature/v1";
     pub const BLOCK: &str = "verity/block/v1";
     pub const RECEIPTS_NODE: &str = "verity/receipts-node/v1";
     pub const STATE: &str = "verity/state/v1";

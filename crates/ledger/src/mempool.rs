@@ -54,7 +54,7 @@ impl Mempool {
         if size > MAX_TX_BYTES {
             return Err(SubmitError::TooLarge(size));
         }
-        if !tx.signature_is_valid() {
+        if !tx.signature_is_valid(state.chain_id()) {
             return Err(TxError::Signature.into());
         }
         if state.balance(&tx.sender) == 0 && state.node(&tx.sender).is_none() {

@@ -452,7 +452,7 @@ impl LedgerState {
     /// Applies one transaction at `height`. On error nothing changes. Returns the ids of the
     /// receipts it settled.
     pub fn apply_tx(&mut self, tx: &Transaction, height: u64) -> Result<Vec<Hash>, TxError> {
-        if !tx.signature_is_valid() {
+        if !tx.signature_is_valid(&self.chain_id) {
             return Err(TxError::Signature);
         }
         let expected = if tx.action.uses_nonce() {

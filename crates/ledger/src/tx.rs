@@ -173,18 +173,28 @@ impl Action {
     }
 }
 
-/// The hash a sender signs: sender, nonce and action, in the `verity/tx/v1` domain.
-fn signing_hash(sender: &PublicKey, nonce: u64, action: &Action) -> Hash {
+/// The transaction's content id: sender, nonce and action, in the `verity/tx/v1` domain.
+fn content_id(sender: &PublicKey, nonce: u64, action: &Action) -> Hash {
     let mut e = Encoder::new();
     e.fixed32(&sender.0).u64(nonce);
     action.encode_into(&mut e);
     Hash::of(domain::TX, &e.finish())
 }
 
+/// What the sender signs: the content id bound to one chain, so a transaction signed for one
+/// chain (a devnet, a testnet) is invalid on every other.
+fn signing_message(chain_id: &str, id: &Hash) -> Hash {
+    let mut e = Encoder::new();
+    e.str(chain_id).fixed32(&id.0);
+    Hash::of(domain::TX_SIGNATURE, &e.finish())
+}
+
 impl Transaction {
-    pub fn new(key: &NodeKey, nonce: u64, action: Action) -> Transaction {
+    /// A transaction signed by `key` for the chain `chain_id`.
+    pub fn new(key: &NodeKey, chain_id: &str, nonce: u64, action: Action) -> Transaction {
         let sender = key.public();
-        let signature = key.sign(&signing_hash(&sender, nonce, &action).0);
+        let id = content_id(&sender, nonce, &action);
+        let signature = key.sign(&signing_message(chain_id, &id).0);
         Transaction {
             sender,
             nonce,
@@ -200,13 +210,15 @@ impl Transaction {
         e.finish().len()
     }
 
-    /// The transaction's id (its signing hash).
+    /// The transaction's id (hash of sender, nonce and action).
     pub fn id(&self) -> Hash {
-        signing_hash(&self.sender, self.nonce, &self.action)
+        content_id(&self.sender, self.nonce, &self.action)
     }
 
-    pub fn signature_is_valid(&self) -> bool {
-        self.sender.verify(&self.id().0, &self.signature)
+    /// Whether the sender signed this transaction for the chain `chain_id`.
+    pub fn signature_is_valid(&self, chain_id: &str) -> bool {
+        let message = signing_message(chain_id, &self.id());
+        self.sender.verify(&message.0, &self.signature)
     }
 
     pub fn encode_into(&self, e: &mut Encoder) {

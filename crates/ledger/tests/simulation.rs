@@ -184,6 +184,7 @@ fn run_full(seed: u64, crash_one: bool) -> (Vec<Vec<(u64, verity_core::Hash)>>, 
         for n in 0..5u64 {
             let tx = Transaction::new(
                 &client(0),
+                "verity-sim",
                 n,
                 Action::Transfer {
                     to: client(1).public(),
@@ -321,9 +322,15 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             })
             .collect();
         let txs = [
-            Transaction::new(&client(2), 0, Action::RegisterModel { model, price: 40 }),
+            Transaction::new(
+                &client(2),
+                "verity-sim",
+                0,
+                Action::RegisterModel { model, price: 40 },
+            ),
             Transaction::new(
                 &client(0),
+                "verity-sim",
                 0,
                 Action::OpenRequest {
                     request,
@@ -334,6 +341,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             ),
             Transaction::new(
                 &client(2),
+                "verity-sim",
                 0,
                 Action::Settle {
                     request,
@@ -454,6 +462,7 @@ fn validators_restart_from_storage_and_continue() {
         for n in 0..3u64 {
             let tx = Transaction::new(
                 &client(0),
+                "verity-sim",
                 n,
                 Action::Transfer {
                     to: client(1).public(),

@@ -74,10 +74,10 @@ impl Chain {
     }
     fn tx(&mut self, who: u8, action: Action) -> Transaction {
         if !action.uses_nonce() {
-            return Transaction::new(&key(who), 0, action);
+            return Transaction::new(&key(who), "test", 0, action);
         }
         let n = self.nonces.entry(who).or_default();
-        let tx = Transaction::new(&key(who), *n, action);
+        let tx = Transaction::new(&key(who), "test", *n, action);
         *n += 1;
         tx
     }
@@ -116,6 +116,7 @@ fn transfers_nonces_and_rejections_change_nothing() {
     // Replay of an old transaction, overdraft, zero amount: rejected with reasons, no change.
     let replay = Transaction::new(
         &key(5),
+        "test",
         0,
         Action::Transfer {
             to: key(9).public(),
@@ -163,6 +164,17 @@ fn transfers_nonces_and_rejections_change_nothing() {
         amount: 500,
     };
     assert_eq!(s.apply_tx(&forged, 9), Err(TxError::Signature));
+    // Signed for another chain: invalid here.
+    let elsewhere = Transaction::new(
+        &key(5),
+        "another-chain",
+        1,
+        Action::Transfer {
+            to: key(9).public(),
+            amount: 1,
+        },
+    );
+    assert_eq!(s.apply_tx(&elsewhere, 9), Err(TxError::Signature));
     assert_eq!(c.state.state_root(), root);
     assert_eq!(c.state.total_supply(), supply);
 }
@@ -444,7 +456,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
     .unwrap();
     assert_eq!(c.state.nonce(&key(6).public()), nonce);
     // An escrow transaction with a non-zero nonce is malformed.
-    let tx = Transaction::new(&key(5), 3, Action::Refund { request: req });
+    let tx = Transaction::new(&key(5), "test", 3, Action::Refund { request: req });
     assert!(matches!(
         c.state.clone().apply_tx(&tx, 99),
         Err(TxError::Nonce { expected: 0, .. })
@@ -585,6 +597,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
     );
     let bad = Transaction::new(
         &key(4),
+        "test",
         99,
         Action::Transfer {
             to: key(1).public(),

@@ -287,6 +287,7 @@ mod tests {
             .map(|n| {
                 Transaction::new(
                     &key,
+                    "test",
                     n,
                     Action::Transfer {
                         to: key.public(),

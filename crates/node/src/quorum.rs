@@ -54,7 +54,7 @@ pub(crate) fn check_escrow(
             req.model
         )));
     }
-    if !escrow.signature_is_valid() {
+    if !escrow.signature_is_valid(&chain.validators.chain_id) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_signature",
@@ -119,7 +119,7 @@ pub(crate) async fn settle(
         Action::OpenRequest { request, .. } => *request,
         _ => return Err(ApiError::bad_request("escrow is not an OpenRequest")),
     };
-    let close = Transaction::new(&node.key, 0, close);
+    let close = Transaction::new(&node.key, &chain.validators.chain_id, 0, close);
     chain.submit(vec![escrow, close]).await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
