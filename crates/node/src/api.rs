@@ -160,7 +160,8 @@ pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, ApiError> 
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ShowQuery {
-    /// Answer from this node's store only (what peers ask, so lookups never loop).
+    /// Answer from this node alone, without asking peers (what peers ask each other, so
+    /// lookups never loop).
     #[serde(default)]
     pub local: bool,
 }

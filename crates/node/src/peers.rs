@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use verity_core::{ModelId, ModelManifest, PublicKey, Receipt, SignedRequest};
 use verity_engine::inspect;
+use verity_ledger::proof::{verify_inclusion, InclusionProof};
 use verity_ledger::Transaction;
 
 const EXECUTE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -88,6 +89,32 @@ fn peer_endpoints(node: &Node) -> Result<Vec<String>, ApiError> {
             .map(|(_, n)| n.endpoint.clone())
             .collect()
     }))
+}
+
+/// An inclusion proof for `receipt` from another node, accepted only if it verifies against
+/// this node's validator set and names that receipt.
+pub async fn fetch_proof(node: &Node, receipt: &verity_core::Hash) -> Option<InclusionProof> {
+    let set = &node.chain().ok()?.validators;
+    for ep in peer_endpoints(node).ok()? {
+        let url = format!("{ep}/v1/receipts/{receipt}/proof?local=true");
+        let Ok(resp) = node.http.get(&url).timeout(EXECUTE_TIMEOUT).send().await else {
+            continue;
+        };
+        if !resp.status().is_success() {
+            continue;
+        }
+        let Ok(bytes) = read_capped(resp, MAX_REPLY_BYTES).await else {
+            continue;
+        };
+        let Ok(proof) = serde_json::from_slice::<InclusionProof>(&bytes) else {
+            continue;
+        };
+        if proof.receipt.id() == *receipt && verify_inclusion(&proof, set).is_ok() {
+            return Some(proof);
+        }
+        tracing::warn!(%ep, "peer served an invalid inclusion proof");
+    }
+    None
 }
 
 /// Asks peers what a model reference (name, name@version or id) names, then fetches that id.
