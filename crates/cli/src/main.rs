@@ -674,30 +674,26 @@ fn verify(
         .map(PublicKey::from_hex)
         .transpose()
         .context("--node-key")?;
+    let check = |r: &Receipt| {
+        verify_receipt(
+            r,
+            &Expectations {
+                inputs: inputs.as_ref(),
+                node: expected,
+            },
+        )
+    };
     let receipt = match file {
         ReceiptFile::Inclusion(proof) => {
             let Some(set) = validators else {
                 bail!("an inclusion proof is checked against a validator set: add --validators")
             };
             verify_inclusion(&proof, &set_from(set)?)?;
-            let r = proof.receipt;
-            verify_receipt(
-                &r,
-                &Expectations {
-                    inputs: inputs.as_ref(),
-                    node: expected,
-                },
-            )?;
-            r
+            check(&proof.receipt)?;
+            proof.receipt
         }
         ReceiptFile::Single(r) => {
-            verify_receipt(
-                &r,
-                &Expectations {
-                    inputs: inputs.as_ref(),
-                    node: expected,
-                },
-            )?;
+            check(&r)?;
             println!("ok  signature by node {} over model {}", r.node, r.model);
             *r
         }

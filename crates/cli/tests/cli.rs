@@ -2,26 +2,11 @@
 //! to, queried, killed with SIGKILL and restarted, and receipt verification with tampering.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+mod common;
 
-fn verity() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_verity"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(name)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{fixture, text, verity};
+use std::process::{Child, Command, Stdio};
 
 fn ok(cmd: &mut Command) -> String {
     let o = cmd.output().unwrap();

@@ -4,28 +4,13 @@
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+mod common;
+
+use common::{fixture, text, verity};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 4;
-
-fn verity() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_verity"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(name)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 struct Net {
     dir: tempfile::TempDir,

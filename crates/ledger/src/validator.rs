@@ -47,6 +47,21 @@ pub struct Channels<S, R> {
 /// Channel numbers of [`Channels`], in field order.
 pub const CHANNELS: [u64; 5] = [0, 1, 2, 3, 4];
 
+impl<S, R> From<[(S, R); 5]> for Channels<S, R> {
+    /// The channels registered for [`CHANNELS`], in that order.
+    fn from(
+        [votes, certificates, certificate_requests, block_requests, blocks]: [(S, R); 5],
+    ) -> Self {
+        Channels {
+            votes,
+            certificates,
+            certificate_requests,
+            block_requests,
+            blocks,
+        }
+    }
+}
+
 /// The largest p2p message a validator sends (all validators must agree on it).
 pub fn max_message_size(validators: usize) -> u32 {
     commonware_p2p::max_message_size(&[

@@ -81,15 +81,8 @@ async fn start_validator(
     for c in CHANNELS {
         channels.push(control.register(c, QUOTA).await.expect("channel"));
     }
-    let mut channels = channels.into_iter();
-    let mut next = || channels.next().expect("five channels");
-    let channels = Channels {
-        votes: next(),
-        certificates: next(),
-        certificate_requests: next(),
-        block_requests: next(),
-        blocks: next(),
-    };
+    let channels =
+        Channels::from(<[_; 5]>::try_from(channels).unwrap_or_else(|_| panic!("five channels")));
     let v = validator::start(
         context.child("validator").with_attribute("index", idx),
         key,

@@ -22,7 +22,6 @@ use verity_core::encode::{Decoder, Encoder};
 use verity_core::{CoreError, Hash, NodeKey, PublicKey};
 use verity_ledger::consensus::{LedgerApp, SubmitError};
 use verity_ledger::proof::{encode_finalization, InclusionProof, ValidatorSet};
-use verity_ledger::state::LedgerState;
 use verity_ledger::tx::{decode_txs, encode_txs, Action};
 use verity_ledger::validator::{self, Channels, MarshalMailbox, CHANNELS};
 use verity_ledger::{Genesis, ReceiptProof, Transaction};
@@ -63,11 +62,6 @@ pub enum ProofError {
 }
 
 impl Chain {
-    /// The state after the last finalized block.
-    pub fn state(&self) -> LedgerState {
-        self.app.finalized_state()
-    }
-
     /// Queues transactions here and sends them to every other validator, keeping their order
     /// (an escrow and its settlement travel together).
     pub async fn submit(&self, txs: Vec<Transaction>) -> Result<(), SubmitError> {
@@ -214,21 +208,9 @@ pub async fn start(
     }
     let (mut network, mut oracle) = lookup::Network::new(context.child("network"), p2p_cfg);
     let _ = oracle.track(0, addresses);
-    let mut registered = CHANNELS
-        .iter()
-        .map(|c| network.register(*c, QUOTA))
-        .collect::<Vec<_>>()
-        .into_iter();
+    let channels = Channels::from(CHANNELS.map(|c| network.register(c, QUOTA)));
     let (mut tx_sender, mut tx_receiver) = network.register(TX_CHANNEL, QUOTA);
     network.start();
-    let mut next = || registered.next().expect("five channels");
-    let channels = Channels {
-        votes: next(),
-        certificates: next(),
-        certificate_requests: next(),
-        block_requests: next(),
-        blocks: next(),
-    };
     let v = validator::start(
         context.child("validator"),
         signer,

@@ -91,19 +91,28 @@ fn peer_endpoints(node: &Node) -> Result<Vec<String>, ApiError> {
     }))
 }
 
+/// A peer's successful reply to GET `url` (capped), or None for any failure.
+async fn get_from_peer(node: &Node, url: &str) -> Option<Vec<u8>> {
+    let resp = node
+        .http
+        .get(url)
+        .timeout(EXECUTE_TIMEOUT)
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    read_capped(resp, MAX_REPLY_BYTES).await.ok()
+}
+
 /// An inclusion proof for `receipt` from another node, accepted only if it verifies against
 /// this node's validator set and names that receipt.
 pub async fn fetch_proof(node: &Node, receipt: &verity_core::Hash) -> Option<InclusionProof> {
     let set = &node.chain().ok()?.validators;
     for ep in peer_endpoints(node).ok()? {
         let url = format!("{ep}/v1/receipts/{receipt}/proof?local=true");
-        let Ok(resp) = node.http.get(&url).timeout(EXECUTE_TIMEOUT).send().await else {
-            continue;
-        };
-        if !resp.status().is_success() {
-            continue;
-        }
-        let Ok(bytes) = read_capped(resp, MAX_REPLY_BYTES).await else {
+        let Some(bytes) = get_from_peer(node, &url).await else {
             continue;
         };
         let Ok(proof) = serde_json::from_slice::<InclusionProof>(&bytes) else {
@@ -127,13 +136,7 @@ pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelMa
     }
     for ep in peer_endpoints(node)? {
         let url = format!("{ep}/v1/models/{reference}?local=true");
-        let Ok(resp) = node.http.get(&url).timeout(EXECUTE_TIMEOUT).send().await else {
-            continue;
-        };
-        if !resp.status().is_success() {
-            continue;
-        }
-        let Ok(bytes) = read_capped(resp, MAX_REPLY_BYTES).await else {
+        let Some(bytes) = get_from_peer(node, &url).await else {
             continue;
         };
         if let Ok(m) = serde_json::from_slice::<ModelManifest>(&bytes) {
