@@ -23,6 +23,7 @@ pub mod domain {
     pub const RECEIPTS_NODE: &str = "verity/receipts-node/v1";
     pub const STATE: &str = "verity/state/v1";
     pub const EXECUTOR_RANK: &str = "verity/executor-rank/v1";
+    pub const CHAT_REQUEST: &str = "verity/chat-request/v1";
 }
 
 /// A 32-byte digest, shown as lowercase hex.

@@ -4,6 +4,7 @@
 //! canonical tensor encoding, requests, receipts, Ed25519 keys and the verification of
 //! signatures and hashes. It knows nothing about engines, nodes or ledgers.
 
+pub mod chat;
 pub mod encode;
 pub mod error;
 pub mod hash;
@@ -15,6 +16,7 @@ pub mod tensor;
 pub mod trace;
 pub mod verify;
 
+pub use chat::{ChatMessage, ChatRequest, FinishReason};
 pub use error::CoreError;
 pub use hash::{Hash, ModelId};
 pub use keys::{NodeKey, PublicKey};
