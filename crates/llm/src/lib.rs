@@ -3,8 +3,10 @@
 //! will compute on (F32, F16, Q4_0, Q4_1, Q8_0). The forward pass, tokenizer and sampling come
 //! next; `docs/llm-semantics.md` will specify them.
 
+pub mod generate;
 pub mod gguf;
 pub mod quant;
 
+pub use generate::{Generation, Llm, LlmError, RUNTIME_NAME, RUNTIME_VERSION};
 pub use gguf::{Gguf, GgufError, TensorInfo, Value};
 pub use quant::GgmlType;
