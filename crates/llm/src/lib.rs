@@ -5,6 +5,7 @@
 
 pub mod generate;
 pub mod gguf;
+pub mod json;
 pub mod quant;
 
 pub use generate::{Generation, Llm, LlmError, RUNTIME_NAME, RUNTIME_VERSION};
