@@ -3,11 +3,15 @@
 //! will compute on (F32, F16, Q4_0, Q4_1, Q8_0). The forward pass, tokenizer and sampling come
 //! next; `docs/llm-semantics.md` will specify them.
 
+pub mod chat_template;
 pub mod generate;
 pub mod gguf;
 pub mod json;
 pub mod quant;
+pub mod tokenizer;
 
+pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
 pub use generate::{Generation, Llm, LlmError, RUNTIME_NAME, RUNTIME_VERSION};
 pub use gguf::{Gguf, GgufError, TensorInfo, Value};
 pub use quant::GgmlType;
+pub use tokenizer::{Tokenizer, TokenizerError};
