@@ -70,7 +70,9 @@ impl ChatRequest {
             bytes += m.content.len();
         }
         if bytes > MAX_PROMPT_BYTES {
-            return bad(format!("messages: {bytes} bytes, at most {MAX_PROMPT_BYTES}"));
+            return bad(format!(
+                "messages: {bytes} bytes, at most {MAX_PROMPT_BYTES}"
+            ));
         }
         if self.max_tokens == 0 || self.max_tokens > MAX_TOKENS {
             return bad(format!("max_tokens: between 1 and {MAX_TOKENS} needed"));
@@ -171,9 +173,7 @@ impl ChatRequest {
     /// Reads the request back from a receipt's inputs (the inverse of [`ChatRequest::inputs`]).
     pub fn from_inputs(inputs: &TensorMap) -> Result<ChatRequest, CoreError> {
         match inputs.get("request") {
-            Some(t) if t.dtype() == DType::U8 && inputs.len() == 1 => {
-                ChatRequest::decode(t.data())
-            }
+            Some(t) if t.dtype() == DType::U8 && inputs.len() == 1 => ChatRequest::decode(t.data()),
             _ => Err(CoreError::Malformed(
                 "chat inputs hold exactly one u8 tensor named `request`".into(),
             )),
@@ -260,6 +260,8 @@ fn u8_tensor(bytes: Vec<u8>) -> Tensor {
 mod tests {
     use super::*;
 
+    type Change = Box<dyn Fn(&mut ChatRequest)>;
+
     fn request() -> ChatRequest {
         ChatRequest {
             model: ModelId([7; 32]),
@@ -283,7 +285,7 @@ mod tests {
         r.validate().unwrap();
         assert_eq!(ChatRequest::decode(&r.encode()).unwrap(), r);
         assert_eq!(ChatRequest::from_inputs(&r.inputs()).unwrap(), r);
-        let variants: Vec<Box<dyn Fn(&mut ChatRequest)>> = vec![
+        let variants: Vec<Change> = vec![
             Box::new(|r| r.model = ModelId([8; 32])),
             Box::new(|r| r.messages[0].content.push('!')),
             Box::new(|r| r.messages[0].role = "system".into()),
@@ -308,7 +310,7 @@ mod tests {
 
     #[test]
     fn out_of_range_requests_are_rejected() {
-        let cases: Vec<Box<dyn Fn(&mut ChatRequest)>> = vec![
+        let cases: Vec<Change> = vec![
             Box::new(|r| r.messages.clear()),
             Box::new(|r| r.messages[0].role = "tool".into()),
             Box::new(|r| r.max_tokens = 0),

@@ -7,7 +7,10 @@ pub mod chat_template;
 pub mod generate;
 pub mod gguf;
 pub mod json;
+pub mod kernels;
+pub mod model;
 pub mod quant;
+pub mod sample;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
