@@ -13,6 +13,8 @@ pub enum ModelFormat {
     Onnx,
     /// Verity's canonical int8 model (docs/canonical-semantics.md), bit-exact everywhere.
     VerityInt8,
+    /// A GGUF language model, served through the chat API by the LLM runtime.
+    Gguf,
 }
 
 /// A named tensor's type. `None` in a shape is a dimension the model leaves free.

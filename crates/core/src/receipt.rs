@@ -6,6 +6,8 @@ use crate::keys::{NodeKey, PublicKey, Signature};
 use crate::request::Mode;
 use crate::tensor::{Tensor, TensorMap};
 use crate::CoreError;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 pub const RECEIPT_VERSION: u32 = 1;
@@ -115,6 +117,17 @@ impl Receipt {
     }
 
     pub fn decode_from(d: &mut Decoder<'_>) -> Result<Receipt, CoreError> {
+        let mut r = Receipt::decode_signed_fields(d)?;
+        for _ in 0..d.count(16)? {
+            let name = d.str()?.to_string();
+            r.outputs.insert(name, Tensor::decode_from(d)?);
+        }
+        r.signature = Signature(d.fixed64()?);
+        Ok(r)
+    }
+
+    /// The signed fields, read back into a receipt with no outputs and a zero signature.
+    fn decode_signed_fields(d: &mut Decoder<'_>) -> Result<Receipt, CoreError> {
         let version = d.u32()?;
         let request_hash = Hash(d.fixed32()?);
         let model = ModelId(d.fixed32()?);
@@ -132,25 +145,128 @@ impl Receipt {
         let mode = Mode::parse(d.str()?)?;
         let node = PublicKey(d.fixed32()?);
         let timestamp_ms = d.u64()?;
-        let mut outputs = TensorMap::new();
-        for _ in 0..d.count(16)? {
-            let name = d.str()?.to_string();
-            outputs.insert(name, Tensor::decode_from(d)?);
-        }
-        let signature = d.fixed64()?;
         Ok(Receipt {
             version,
             request_hash,
             model,
             input_hash,
-            outputs,
+            outputs: TensorMap::new(),
             output_hash,
             trace_root,
             engine,
             mode,
             node,
             timestamp_ms,
-            signature: Signature(signature),
+            signature: Signature([0; 64]),
         })
+    }
+
+    /// The compact form: every signed field and the signature, without the outputs (they are
+    /// bound by `output_hash`). A few hundred bytes however long the outputs, so it fits in an
+    /// HTTP header; the outputs travel separately (e.g. in the response body).
+    pub fn encode_compact(&self) -> Vec<u8> {
+        let mut e = Encoder::new();
+        self.encode_signed_fields(&mut e);
+        e.fixed64(&self.signature.0);
+        e.finish()
+    }
+
+    /// Reads a compact receipt and attaches `outputs`. Nothing is checked here: pass the result
+    /// to [`crate::verify_receipt`], which recomputes the output hash from `outputs`.
+    pub fn decode_compact(bytes: &[u8], outputs: TensorMap) -> Result<Receipt, CoreError> {
+        let mut d = Decoder::new(bytes);
+        let mut r = Receipt::decode_signed_fields(&mut d)?;
+        r.signature = Signature(d.fixed64()?);
+        d.expect_end()?;
+        r.outputs = outputs;
+        Ok(r)
+    }
+
+    /// [`Receipt::encode_compact`] in standard base64 (RFC 4648, padded): the value of the
+    /// `verity-receipt` HTTP header.
+    pub fn to_compact_base64(&self) -> String {
+        BASE64.encode(self.encode_compact())
+    }
+
+    /// The inverse of [`Receipt::to_compact_base64`], with the outputs attached.
+    pub fn from_compact_base64(text: &str, outputs: TensorMap) -> Result<Receipt, CoreError> {
+        let bytes = BASE64
+            .decode(text.trim())
+            .map_err(|e| CoreError::Malformed(format!("compact receipt base64: {e}")))?;
+        Receipt::decode_compact(&bytes, outputs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{chat_outputs, FinishReason};
+    use crate::tensor::hash_map;
+    use crate::verify::{verify_receipt, Expectations, VerifyError};
+
+    fn receipt() -> Receipt {
+        let outputs = chat_outputs(&[1, 2, 3], &"long answer ".repeat(500), FinishReason::Stop);
+        ReceiptBody {
+            request_hash: Hash::of("t", b"request"),
+            model: ModelId::of_bytes(b"model"),
+            input_hash: Hash::of("t", b"inputs"),
+            output_hash: hash_map(&outputs),
+            outputs,
+            trace_root: None,
+            engine: EngineId {
+                name: "verity-llm".into(),
+                version: "1".into(),
+            },
+            mode: Mode::Signed,
+            timestamp_ms: 1_700_000_000_000,
+        }
+        .sign(&NodeKey::from_seed([3; 32]))
+    }
+
+    #[test]
+    fn compact_form_round_trips_without_outputs_and_stays_small() {
+        let r = receipt();
+        let text = r.to_compact_base64();
+        assert!(text.len() < 512, "{} bytes", text.len());
+        let back = Receipt::from_compact_base64(&text, r.outputs.clone()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.id(), r.id());
+        // Every truncation and any trailing byte is refused.
+        let bytes = r.encode_compact();
+        for cut in 0..bytes.len() {
+            assert!(Receipt::decode_compact(&bytes[..cut], TensorMap::new()).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Receipt::decode_compact(&longer, TensorMap::new()).is_err());
+        assert!(Receipt::from_compact_base64("not base64!", TensorMap::new()).is_err());
+    }
+
+    #[test]
+    fn compact_receipt_verifies_only_with_the_signed_outputs() {
+        let r = receipt();
+        let header = r.to_compact_base64();
+        let joined = Receipt::from_compact_base64(&header, r.outputs.clone()).unwrap();
+        verify_receipt(&joined, &Expectations::default()).unwrap();
+
+        // Other outputs than the ones signed.
+        let other = chat_outputs(&[1, 2, 4], "long answer", FinishReason::Stop);
+        let joined = Receipt::from_compact_base64(&header, other).unwrap();
+        assert!(matches!(
+            verify_receipt(&joined, &Expectations::default()),
+            Err(VerifyError::OutputHash { .. })
+        ));
+        // A flipped bit in any signed field or in the signature.
+        let bytes = r.encode_compact();
+        for i in 0..bytes.len() {
+            let mut t = bytes.clone();
+            t[i] ^= 1;
+            if let Ok(t) = Receipt::decode_compact(&t, r.outputs.clone()) {
+                assert!(
+                    verify_receipt(&t, &Expectations::default()).is_err(),
+                    "flip at byte {i} went unnoticed"
+                );
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP handlers. Each one validates, delegates to the store or executor, and maps errors.
 
 use crate::error::ApiError;
+use crate::executor::inspect;
 use crate::executor::Loaded;
 use crate::metrics::InferLabels;
 use crate::store::BlobWriter;
@@ -21,7 +22,7 @@ use verity_core::{
     Hash, InferenceRequest, Mode, ModelFormat, ModelId, ModelManifest, PublicKey, Receipt,
     SignedRequest, TensorMap,
 };
-use verity_engine::{inspect, quantize_onnx, Calibration};
+use verity_engine::{quantize_onnx, Calibration};
 use verity_ledger::Transaction;
 
 /// The `meta` part of a publish upload: what the publisher claims and signs.
@@ -112,10 +113,12 @@ pub struct ListQuery {
     name: Option<String>,
 }
 
+/// Every hub model (or the versions of `name`) in OpenAI's list shape:
+/// `{"object": "list", "data": [...]}`, each entry the manifest plus OpenAI's model fields.
 pub async fn list_models(
     State(node): State<Arc<Node>>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<Vec<ModelManifest>>, ApiError> {
+) -> Result<Json<serde_json::Value>, ApiError> {
     let mut all = node.store.manifests()?;
     if let Some(name) = q.name {
         all.retain(|m| m.name == name);
@@ -127,7 +130,8 @@ pub async fn list_models(
             b.created_at_ms,
         ))
     });
-    Ok(Json(all))
+    let data: Vec<_> = all.iter().map(crate::chat::model_object).collect();
+    Ok(Json(serde_json::json!({"object": "list", "data": data})))
 }
 
 fn version_key(v: &str) -> Vec<u64> {
@@ -166,21 +170,21 @@ pub struct ShowQuery {
     pub local: bool,
 }
 
-/// A model's manifest. A networked node that lacks it asks its peers which id the reference
-/// names, then fetches those bytes and checks them against the id.
+/// A model's manifest (with OpenAI's model fields added). A networked node that lacks it asks
+/// its peers which id the reference names, then fetches those bytes and checks them against
+/// the id.
 pub async fn show_model(
     State(node): State<Arc<Node>>,
     Path(reference): Path<String>,
     Query(q): Query<ShowQuery>,
-) -> Result<Json<ModelManifest>, ApiError> {
-    match resolve(&node, &reference) {
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = match resolve(&node, &reference) {
         Err(e) if e.status == StatusCode::NOT_FOUND && !q.local && node.chain.is_some() => {
-            crate::peers::resolve_remote(&node, &reference)
-                .await
-                .map(Json)
+            crate::peers::resolve_remote(&node, &reference).await
         }
-        other => other.map(Json),
-    }
+        other => other,
+    }?;
+    Ok(Json(crate::chat::model_object(&m)))
 }
 
 pub async fn download_model(
@@ -351,6 +355,13 @@ fn prepare_publish(
             ))
         }
         (ModelFormat::VerityInt8, None) => {}
+        (ModelFormat::Gguf, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "calibration data is only for float ONNX models, not GGUF language models",
+            ))
+        }
+        // Checked by the GGUF reader in `inspect`; the runtime loads it when first served.
+        (ModelFormat::Gguf, None) => {}
         (ModelFormat::Onnx, calibration) => {
             if let Some(c) = calibration {
                 let qmodel = quantize_onnx(&bytes, &Calibration::from_json(&c)?)?;
@@ -522,6 +533,16 @@ pub(crate) async fn execute(
             StatusCode::CONFLICT,
             "replayed_nonce",
             format!("nonce {} was already used by this client", req.nonce),
+        ));
+    }
+    if manifest.format == ModelFormat::Gguf {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "chat_model",
+            format!(
+                "{} is a language model: use POST /v1/chat/completions",
+                manifest.id
+            ),
         ));
     }
     if matches!(req.mode, Mode::Quorum { .. }) && manifest.format != ModelFormat::VerityInt8 {

@@ -1,13 +1,77 @@
-//! Loads models from the blob store (re-checking their hash) and runs them on the right engine.
+//! Loads models from the blob store (re-checking their hash) and runs them on the right engine:
+//! tensor models on the canonical interpreter or the float engine, GGUF language models on the
+//! LLM runtime (through the chat API).
 
 use crate::store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use verity_core::{EngineId, Hash, ModelFormat, ModelId, ModelManifest, TensorMap};
+use verity_core::{
+    DType, EngineId, Hash, ModelFormat, ModelId, ModelManifest, TensorMap, TensorSpec,
+};
 use verity_engine::canonical::CanonicalModel;
 use verity_engine::float_engine::{self, FloatModel};
-use verity_engine::{exec, EngineError, Interpreter};
+use verity_engine::{exec, EngineError, Inspection, Interpreter};
+use verity_llm::{Gguf, Llm, LlmError};
+
+/// GGUF files start with these bytes.
+const GGUF_MAGIC: &[u8; 4] = b"GGUF";
+
+/// Describes a model file for the hub: GGUF language models (recognized by their magic) with
+/// the LLM runtime's reader, anything else with the engine (canonical int8 or ONNX).
+///
+/// A GGUF model's manifest states the chat receipt's tensors: the input is the canonical chat
+/// request (`request`, u8) and the outputs are `finish_reason` (u8), `text` (u8) and `tokens`
+/// (i32); its `operators` are the architecture and the tensor block types.
+pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
+    if !bytes.starts_with(GGUF_MAGIC) {
+        return verity_engine::inspect(bytes);
+    }
+    let invalid = |e: String| EngineError::InvalidModel(format!("GGUF: {e}"));
+    let gguf = Gguf::parse(bytes).map_err(|e| invalid(e.to_string()))?;
+    let arch = gguf
+        .get_str("general.architecture")
+        .map_err(|e| invalid(e.to_string()))?;
+    let mut operators: Vec<String> = gguf
+        .tensors
+        .iter()
+        .map(|t| t.ty.name().to_string())
+        .collect();
+    operators.push(arch.to_string());
+    operators.sort();
+    operators.dedup();
+    let spec = |name: &str, dtype| TensorSpec {
+        name: name.into(),
+        dtype,
+        shape: vec![None],
+    };
+    Ok(Inspection {
+        id: ModelId::of_bytes(bytes),
+        format: ModelFormat::Gguf,
+        size: bytes.len() as u64,
+        inputs: vec![spec("request", DType::U8)],
+        outputs: vec![
+            spec("finish_reason", DType::U8),
+            spec("text", DType::U8),
+            spec("tokens", DType::I32),
+        ],
+        operators,
+        canonical: Err(
+            "a GGUF language model is served by the LLM runtime, not made canonical".into(),
+        ),
+    })
+}
+
+/// Why a chat model could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatModelError {
+    #[error("{id} is a {format:?} model, not a chat model")]
+    NotChat { id: ModelId, format: ModelFormat },
+    #[error(transparent)]
+    Storage(#[from] EngineError),
+    #[error("{0}")]
+    Runtime(#[from] LlmError),
+}
 
 pub enum Loaded {
     Canonical(Interpreter),
@@ -24,6 +88,9 @@ pub struct Outcome {
 pub struct Executor {
     store: Arc<Store>,
     cache: Mutex<HashMap<ModelId, Arc<Loaded>>>,
+    llms: Mutex<HashMap<ModelId, Arc<Llm>>>,
+    /// Held while a language model loads, so concurrent first requests load it once.
+    llm_loading: Mutex<()>,
 }
 
 impl Executor {
@@ -31,7 +98,51 @@ impl Executor {
         Executor {
             store,
             cache: Mutex::new(HashMap::new()),
+            llms: Mutex::new(HashMap::new()),
+            llm_loading: Mutex::new(()),
         }
+    }
+
+    /// The model's bytes from the blob store, checked against its id.
+    fn read_verified(&self, m: &ModelManifest) -> Result<Vec<u8>, EngineError> {
+        let bytes = std::fs::read(self.store.blob_path(&m.id)).map_err(|e| {
+            EngineError::InvalidModel(format!("model bytes for {} unavailable: {e}", m.id))
+        })?;
+        if ModelId::of_bytes(&bytes) != m.id {
+            return Err(EngineError::InvalidModel(format!(
+                "stored bytes of {} do not match its id",
+                m.id
+            )));
+        }
+        Ok(bytes)
+    }
+
+    fn cached_llm(&self, id: &ModelId) -> Option<Arc<Llm>> {
+        self.llms.lock().ok()?.get(id).cloned()
+    }
+
+    /// The loaded language model (loaded and cached on first use). Blocking: loading reads
+    /// and prepares the whole file.
+    pub fn llm(&self, m: &ModelManifest) -> Result<Arc<Llm>, ChatModelError> {
+        if m.format != ModelFormat::Gguf {
+            return Err(ChatModelError::NotChat {
+                id: m.id,
+                format: m.format,
+            });
+        }
+        if let Some(l) = self.cached_llm(&m.id) {
+            return Ok(l);
+        }
+        // A poisoned lock only means another load panicked; loading again is safe.
+        let _loading = self.llm_loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = self.cached_llm(&m.id) {
+            return Ok(l);
+        }
+        let llm = Arc::new(Llm::load(&self.read_verified(m)?)?);
+        if let Ok(mut c) = self.llms.lock() {
+            c.insert(m.id, llm.clone());
+        }
+        Ok(llm)
     }
 
     fn load(&self, m: &ModelManifest) -> Result<Arc<Loaded>, EngineError> {
@@ -43,20 +154,18 @@ impl Executor {
         {
             return Ok(l.clone());
         }
-        let bytes = std::fs::read(self.store.blob_path(&m.id)).map_err(|e| {
-            EngineError::InvalidModel(format!("model bytes for {} unavailable: {e}", m.id))
-        })?;
-        if ModelId::of_bytes(&bytes) != m.id {
-            return Err(EngineError::InvalidModel(format!(
-                "stored bytes of {} do not match its id",
-                m.id
-            )));
-        }
+        let bytes = self.read_verified(m)?;
         let loaded = Arc::new(match m.format {
             ModelFormat::VerityInt8 => {
                 Loaded::Canonical(Interpreter::new(CanonicalModel::decode(&bytes)?))
             }
             ModelFormat::Onnx => Loaded::Float(Box::new(FloatModel::load(&bytes)?)),
+            ModelFormat::Gguf => {
+                return Err(EngineError::Unsupported(format!(
+                    "{} is a language model: use POST /v1/chat/completions",
+                    m.id
+                )))
+            }
         });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(m.id, loaded.clone());

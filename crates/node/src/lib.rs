@@ -3,10 +3,12 @@
 
 pub mod api;
 pub mod chain;
+pub mod chat;
 pub mod error;
 pub mod executor;
 pub mod ledger_api;
 pub mod metrics;
+pub mod openai;
 pub mod peers;
 pub mod quorum;
 pub mod store;
@@ -37,6 +39,12 @@ pub struct NodeConfig {
     /// Join a network as a ledger validator. Without it the node serves `signed` mode alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<chain::NetworkConfig>,
+    /// Chat generations run at once; more wait in line.
+    #[serde(default = "default_chat_concurrency")]
+    pub chat_concurrency: usize,
+    /// Chat requests that may wait for a generation slot; beyond that, 429.
+    #[serde(default = "default_chat_queue")]
+    pub chat_queue: usize,
     /// Testing fault detection only: sign deliberately corrupted outputs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tamper_outputs: bool,
@@ -48,6 +56,15 @@ fn default_max_model_bytes() -> u64 {
 fn default_max_request_bytes() -> usize {
     16 << 20
 }
+fn default_chat_concurrency() -> usize {
+    1
+}
+fn default_chat_queue() -> usize {
+    16
+}
+/// Largest chat-completions body (the canonical request holds at most 64 KiB of messages;
+/// JSON escapes may inflate that several times).
+const MAX_CHAT_BODY_BYTES: usize = 1 << 20;
 
 impl NodeConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
@@ -56,6 +73,8 @@ impl NodeConfig {
             listen,
             max_model_bytes: default_max_model_bytes(),
             max_request_bytes: default_max_request_bytes(),
+            chat_concurrency: default_chat_concurrency(),
+            chat_queue: default_chat_queue(),
             network: None,
             tamper_outputs: false,
         }
@@ -68,6 +87,8 @@ pub struct Node {
     pub store: Arc<store::Store>,
     pub executor: executor::Executor,
     pub metrics: metrics::Metrics,
+    /// Admission to chat generation.
+    pub chat: chat::ChatSlots,
     /// The ledger this node validates, when it is part of a network.
     pub chain: Option<chain::Chain>,
     /// Client for other nodes' APIs (quorum execution, model fetch).
@@ -87,7 +108,9 @@ impl Node {
     ) -> anyhow::Result<Arc<Node>> {
         let store = Arc::new(store::Store::open(&config.data_dir)?);
         let executor = executor::Executor::new(store.clone());
+        let chat = chat::ChatSlots::new(config.chat_concurrency, config.chat_queue);
         Ok(Arc::new(Node {
+            chat,
             config,
             key,
             store,
@@ -136,6 +159,10 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/models/{reference}", get(api::show_model))
         .route("/v1/models/{reference}/file", get(api::download_model))
+        .route(
+            "/v1/chat/completions",
+            post(chat::completions).layer(DefaultBodyLimit::max(MAX_CHAT_BODY_BYTES)),
+        )
         .route("/v1/infer", post(api::infer))
         .route("/v1/execute", post(api::execute_for_peer))
         .route("/v1/receipts/{id}", get(api::get_receipt))

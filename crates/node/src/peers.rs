@@ -4,12 +4,12 @@
 
 use crate::api::InferBody;
 use crate::error::ApiError;
+use crate::executor::inspect;
 use crate::Node;
 use axum::http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
 use verity_core::{ModelId, ModelManifest, PublicKey, Receipt, SignedRequest};
-use verity_engine::inspect;
 use verity_ledger::proof::{verify_inclusion, InclusionProof};
 use verity_ledger::Transaction;
 

@@ -296,6 +296,17 @@ impl Store {
         Ok(())
     }
 
+    /// Records a receipt that spends no nonce (chat completions: the canonical request, not a
+    /// client signature, identifies them).
+    pub fn put_receipt(&self, receipt: &Receipt) -> Result<()> {
+        let json = serde_json::to_vec(receipt).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(RECEIPTS)?
+            .insert(receipt.id().to_hex().as_str(), json.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
     pub fn receipt(&self, id: &Hash) -> Result<Option<Receipt>> {
         self.get_json(RECEIPTS, &id.to_hex())
     }

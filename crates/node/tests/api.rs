@@ -175,7 +175,8 @@ fn publish_derives_canonical_model_and_lists_versions() {
     let (s, _) = n.publish_raw(&n.meta("digits-mlp", "1.1", &cnn, None), cnn.clone(), None);
     assert_eq!(s, 201);
     let (_, list) = n.get("/v1/models?name=digits-mlp");
-    let versions: Vec<&str> = list
+    assert_eq!(list["object"], "list");
+    let versions: Vec<&str> = list["data"]
         .as_array()
         .unwrap()
         .iter()
