@@ -1,26 +1,33 @@
 //! Matrix-vector products on quantized weights, bit-exact on every x86-64 CPU.
 //!
-//! Activations are quantized to 8 bits per 32-value block ([`QuantizedActs`]). A block's dot
+//! Activations are quantized to 8 bits per 32-value block ([`Activations`]). A block's dot
 //! product with a weight block is an exact integer; the float work per block (two scale
 //! products, one add into the row's running sum, blocks in order) follows
-//! `docs/llm-semantics.md` operation by operation. The AVX2 path computes the same integers as
-//! the scalar path and the same per-lane IEEE float operations, so both give identical bits;
-//! which one runs only changes speed. Rows are split across threads, never a single row, so the
-//! thread count cannot change a result.
+//! `docs/llm-semantics.md` operation by operation. Weights are stored in groups of four rows,
+//! block by block, so the AVX2 path runs four rows side by side: the same integers as the
+//! scalar path, then the same IEEE multiplies and adds, one lane per row. Both give identical
+//! bits; which one runs only changes speed. Rows are split across threads, never a single row,
+//! so the thread count cannot change a result.
 
 use crate::quant::QK;
 use half::f16;
 use rayon::prelude::*;
 
+/// Rows computed together; matrices are padded with zero rows to a multiple of it.
+const GROUP: usize = 4;
+
 /// A weight matrix, `rows` outputs by `cols` inputs, repacked for the kernels.
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
-    pub(crate) data: MatrixData,
+    data: MatrixData,
 }
 
-pub(crate) enum MatrixData {
-    /// Per block: scale `d` and minimum `m`; 16 bytes of nibbles (byte j: weight j in the low
+/// Quantized data in group order: the scales of block `b` of row `4g + i` are at index
+/// `(g * blocks_per_row + b) * 4 + i`, and its quants at that index times the block's quant
+/// bytes.
+enum MatrixData {
+    /// Per block: scale `d`, minimum `m`, 16 bytes of nibbles (byte j: weight j in the low
     /// nibble, weight j + 16 in the high nibble). Weight = n * d + m.
     Q4_1 {
         d: Vec<f32>,
@@ -31,7 +38,7 @@ pub(crate) enum MatrixData {
     Q4_0 { d: Vec<f32>, qs: Vec<u8> },
     /// Per block: scale `d` and 32 signed bytes; weight = q * d.
     Q8_0 { d: Vec<f32>, qs: Vec<i8> },
-    /// Plain floats (F32, or F16 widened exactly); dotted in f32, in order.
+    /// Plain floats, row-major (F32, or F16 widened exactly); dotted in f32, in order.
     F32(Vec<f32>),
 }
 
@@ -44,15 +51,30 @@ impl Matrix {
         bytes: &[u8],
     ) -> Option<Matrix> {
         use crate::GgmlType as T;
-        let half = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
         if !cols.is_multiple_of(QK) && !matches!(ty, T::F32 | T::F16) {
             return None;
         }
-        let expected = ty.bytes_for((rows * cols) as u64)?;
-        if bytes.len() as u64 != expected {
+        if bytes.len() as u64 != ty.bytes_for(rows.checked_mul(cols)? as u64)? {
             return None;
         }
-        let blocks = bytes.chunks_exact(ty.block_bytes());
+        if let T::F32 | T::F16 = ty {
+            let data = MatrixData::F32(ty.dequantize(bytes));
+            return Some(Matrix { rows, cols, data });
+        }
+        let nb = cols / QK;
+        let groups = rows.div_ceil(GROUP);
+        let bb = ty.block_bytes();
+        // Source blocks in group order; padding rows are all-zero blocks.
+        let zero = vec![0u8; bb];
+        let blocks = (0..groups * nb * GROUP).map(|slot| {
+            let (g, b, i) = (slot / (nb * GROUP), slot / GROUP % nb, slot % GROUP);
+            let r = g * GROUP + i;
+            match r < rows {
+                true => &bytes[(r * nb + b) * bb..(r * nb + b + 1) * bb],
+                false => &zero[..],
+            }
+        });
+        let half = |b: &[u8], at: usize| f16::from_le_bytes([b[at], b[at + 1]]).to_f32();
         let data = match ty {
             T::Q4_1 => {
                 let (mut d, mut m, mut qs) = (vec![], vec![], vec![]);
@@ -71,7 +93,7 @@ impl Matrix {
                 }
                 MatrixData::Q4_0 { d, qs }
             }
-            T::Q8_0 => {
+            _ => {
                 let (mut d, mut qs) = (vec![], vec![]);
                 for b in blocks {
                     d.push(half(b, 0));
@@ -79,36 +101,44 @@ impl Matrix {
                 }
                 MatrixData::Q8_0 { d, qs }
             }
-            T::F32 | T::F16 => MatrixData::F32(ty.dequantize(bytes)),
         };
         Some(Matrix { rows, cols, data })
     }
 
+    fn blocks_per_row(&self) -> usize {
+        self.cols / QK
+    }
+
+    /// Index of the scales of block `b` of row `r`.
+    fn slot(&self, r: usize, b: usize) -> usize {
+        ((r / GROUP) * self.blocks_per_row() + b) * GROUP + r % GROUP
+    }
+
     /// Row `r` as floats (token embeddings are looked up this way). Exact dequantization.
     pub fn row(&self, r: usize) -> Vec<f32> {
-        let nb = self.cols / QK;
         let mut out = Vec::with_capacity(self.cols);
-        match &self.data {
-            MatrixData::Q4_1 { d, m, qs } => {
-                for b in r * nb..(r + 1) * nb {
-                    let q = &qs[b * 16..b * 16 + 16];
-                    out.extend(q.iter().map(|n| (n & 15) as f32 * d[b] + m[b]));
-                    out.extend(q.iter().map(|n| (n >> 4) as f32 * d[b] + m[b]));
+        if let MatrixData::F32(w) = &self.data {
+            out.extend_from_slice(&w[r * self.cols..(r + 1) * self.cols]);
+            return out;
+        }
+        for b in 0..self.blocks_per_row() {
+            let s = self.slot(r, b);
+            match &self.data {
+                MatrixData::Q4_1 { d, m, qs } => {
+                    let q = &qs[s * 16..s * 16 + 16];
+                    out.extend(q.iter().map(|n| (n & 15) as f32 * d[s] + m[s]));
+                    out.extend(q.iter().map(|n| (n >> 4) as f32 * d[s] + m[s]));
                 }
-            }
-            MatrixData::Q4_0 { d, qs } => {
-                for b in r * nb..(r + 1) * nb {
-                    let q = &qs[b * 16..b * 16 + 16];
-                    out.extend(q.iter().map(|n| ((n & 15) as i32 - 8) as f32 * d[b]));
-                    out.extend(q.iter().map(|n| ((n >> 4) as i32 - 8) as f32 * d[b]));
+                MatrixData::Q4_0 { d, qs } => {
+                    let q = &qs[s * 16..s * 16 + 16];
+                    out.extend(q.iter().map(|n| ((n & 15) as i32 - 8) as f32 * d[s]));
+                    out.extend(q.iter().map(|n| ((n >> 4) as i32 - 8) as f32 * d[s]));
                 }
-            }
-            MatrixData::Q8_0 { d, qs } => {
-                for b in r * nb..(r + 1) * nb {
-                    out.extend(qs[b * QK..(b + 1) * QK].iter().map(|&q| q as f32 * d[b]));
+                MatrixData::Q8_0 { d, qs } => {
+                    out.extend(qs[s * QK..(s + 1) * QK].iter().map(|&q| q as f32 * d[s]));
                 }
+                MatrixData::F32(_) => unreachable!("handled above"),
             }
-            MatrixData::F32(w) => out.extend_from_slice(&w[r * self.cols..(r + 1) * self.cols]),
         }
         out
     }
@@ -117,71 +147,95 @@ impl Matrix {
     pub fn matmul(&self, x: &Activations, out: &mut [f32]) {
         assert_eq!(x.cols, self.cols, "activation width");
         assert_eq!(out.len(), x.rows * self.rows, "output size");
-        // Rows in chunks across threads; each (row, token) dot is computed whole by one thread.
-        const CHUNK: usize = 16;
+        // Groups in chunks across threads; each (row, token) dot is computed whole by one
+        // thread. Results land group-major, then are scattered into `out`.
+        const GROUPS_PER_TASK: usize = 4;
         let tokens = x.rows;
-        let mut by_row = vec![0f32; self.rows * tokens];
-        by_row
-            .par_chunks_mut(CHUNK * tokens)
+        let groups = self.rows.div_ceil(GROUP);
+        let mut by_group = vec![0f32; groups * tokens * GROUP];
+        by_group
+            .par_chunks_mut(GROUPS_PER_TASK * tokens * GROUP)
             .enumerate()
-            .for_each(|(c, chunk)| {
-                for (i, row_out) in chunk.chunks_mut(tokens).enumerate() {
-                    let r = c * CHUNK + i;
-                    for (t, o) in row_out.iter_mut().enumerate() {
-                        *o = self.dot(r, x, t);
+            .for_each(|(task, chunk)| {
+                for (j, group_out) in chunk.chunks_mut(tokens * GROUP).enumerate() {
+                    let g = task * GROUPS_PER_TASK + j;
+                    for (t, o) in group_out.chunks_mut(GROUP).enumerate() {
+                        o.copy_from_slice(&self.dot4(g, x, t));
                     }
                 }
             });
-        for (r, row) in by_row.chunks(tokens).enumerate() {
-            for (t, v) in row.iter().enumerate() {
-                out[t * self.rows + r] = *v;
+        for (g, group) in by_group.chunks(tokens * GROUP).enumerate() {
+            for (t, values) in group.chunks(GROUP).enumerate() {
+                for (i, v) in values.iter().enumerate() {
+                    let r = g * GROUP + i;
+                    if r < self.rows {
+                        out[t * self.rows + r] = *v;
+                    }
+                }
             }
         }
     }
 
-    fn dot(&self, r: usize, x: &Activations, t: usize) -> f32 {
-        let nb = self.cols / QK;
-        let blocks = r * nb..(r + 1) * nb;
+    /// Rows `4g..4g + 4` times activation row `t`.
+    fn dot4(&self, g: usize, x: &Activations, t: usize) -> [f32; GROUP] {
+        #[cfg(target_arch = "x86_64")]
+        if simd::avx2() && !matches!(self.data, MatrixData::F32(_)) {
+            // SAFETY: AVX2 was detected at run time; slices are sized by construction.
+            return unsafe { simd::dot4(self, g, x, t) };
+        }
+        self.dot4_scalar(g, x, t)
+    }
+
+    /// The specification, row by row: per block b, in order,
+    /// Q4_1 `acc = acc + ((d_w * d_a) * isum + (m_w * d_a) * asum)`;
+    /// Q4_0 `acc = acc + (d_w * d_a) * (isum - 8 * asum)`; Q8_0 `acc = acc + (d_w * d_a) * isum`,
+    /// where `isum` is the exact integer block dot and `asum` the sum of the activation quants.
+    fn dot4_scalar(&self, g: usize, x: &Activations, t: usize) -> [f32; GROUP] {
+        let mut acc = [0f32; GROUP];
+        if let MatrixData::F32(w) = &self.data {
+            let xs = x.float_row(t);
+            for (i, a) in acc.iter_mut().enumerate() {
+                let r = g * GROUP + i;
+                if r < self.rows {
+                    for (w, v) in w[r * self.cols..(r + 1) * self.cols].iter().zip(xs) {
+                        *a += w * v;
+                    }
+                }
+            }
+            return acc;
+        }
         let (ad, aq, asum) = x.quantized_row(t);
-        match &self.data {
-            MatrixData::Q4_1 { d, m, qs } => {
-                let (d, m, qs) = (
-                    &d[blocks.clone()],
-                    &m[blocks.clone()],
-                    &qs[blocks.start * 16..blocks.end * 16],
-                );
-                dot_q4_1(d, m, qs, ad, aq, asum)
-            }
-            MatrixData::Q4_0 { d, qs } => {
-                let mut acc = 0f32;
-                for (b, wd) in d[blocks.clone()].iter().enumerate() {
-                    let w = &qs[(blocks.start + b) * 16..(blocks.start + b + 1) * 16];
-                    let a = &aq[b * QK..(b + 1) * QK];
-                    let isum = nibble_dot(w, a) - 8 * asum[b];
-                    acc += (wd * ad[b]) * isum as f32;
-                }
-                acc
-            }
-            MatrixData::Q8_0 { d, qs } => dot_q8_0(
-                &d[blocks.clone()],
-                &qs[blocks.start * QK..blocks.end * QK],
-                ad,
-                aq,
-            ),
-            MatrixData::F32(w) => {
-                let xs = x.float_row(t);
-                let mut acc = 0f32;
-                for (a, b) in w[r * self.cols..(r + 1) * self.cols].iter().zip(xs) {
-                    acc += a * b;
-                }
-                acc
+        for b in 0..self.blocks_per_row() {
+            let a = &aq[b * QK..(b + 1) * QK];
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let s = self.slot(g * GROUP + i, b);
+                *acc += match &self.data {
+                    MatrixData::Q4_1 { d, m, qs } => {
+                        let isum = nibble_dot(&qs[s * 16..s * 16 + 16], a);
+                        (d[s] * ad[b]) * isum as f32 + (m[s] * ad[b]) * asum[b] as f32
+                    }
+                    MatrixData::Q4_0 { d, qs } => {
+                        let isum = nibble_dot(&qs[s * 16..s * 16 + 16], a) - 8 * asum[b];
+                        (d[s] * ad[b]) * isum as f32
+                    }
+                    MatrixData::Q8_0 { d, qs } => {
+                        let isum: i32 = qs[s * QK..(s + 1) * QK]
+                            .iter()
+                            .zip(a)
+                            .map(|(w, a)| *w as i32 * *a as i32)
+                            .sum();
+                        (d[s] * ad[b]) * isum as f32
+                    }
+                    MatrixData::F32(_) => unreachable!("handled above"),
+                };
             }
         }
+        acc
     }
 }
 
 /// Activation rows, kept as floats and as 8-bit blocks: per block `d = max|x| / 127` and
-/// `q = round(x / d)` computed as `round(x * (1 / d))`, half away from zero (0 when `d` is 0).
+/// `q = round(x * (1 / d))`, half away from zero (all 0 when `d` is 0).
 pub struct Activations {
     pub rows: usize,
     pub cols: usize,
@@ -243,41 +297,6 @@ fn nibble_dot(w: &[u8], a: &[i8]) -> i32 {
     s
 }
 
-/// Q4_1 row · activation row. Per block b, in order:
-/// `acc = acc + ((d_w * d_a) * isum + (m_w * d_a) * asum)`.
-fn dot_q4_1(d: &[f32], m: &[f32], qs: &[u8], ad: &[f32], aq: &[i8], asum: &[i32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd::avx2() {
-        // SAFETY: AVX2 was detected at run time.
-        return unsafe { simd::dot_q4_1(d, m, qs, ad, aq, asum) };
-    }
-    let mut acc = 0f32;
-    for b in 0..d.len() {
-        let isum = nibble_dot(&qs[b * 16..b * 16 + 16], &aq[b * QK..(b + 1) * QK]);
-        acc += (d[b] * ad[b]) * isum as f32 + (m[b] * ad[b]) * asum[b] as f32;
-    }
-    acc
-}
-
-/// Q8_0 row · activation row. Per block b, in order: `acc = acc + (d_w * d_a) * isum`.
-fn dot_q8_0(d: &[f32], qs: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if simd::avx2() {
-        // SAFETY: AVX2 was detected at run time.
-        return unsafe { simd::dot_q8_0(d, qs, ad, aq) };
-    }
-    let mut acc = 0f32;
-    for b in 0..d.len() {
-        let isum: i32 = qs[b * QK..(b + 1) * QK]
-            .iter()
-            .zip(&aq[b * QK..(b + 1) * QK])
-            .map(|(w, a)| *w as i32 * *a as i32)
-            .sum();
-        acc += (d[b] * ad[b]) * isum as f32;
-    }
-    acc
-}
-
 /// Whether the AVX2 kernels run (reported in benchmarks; results are the same either way).
 pub fn simd_enabled() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -292,11 +311,10 @@ pub fn simd_enabled() -> bool {
 
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    //! AVX2 versions of the block dots. Integer sums are exact; the per-block float terms are
-    //! computed four blocks at a time with lane-wise IEEE multiplies and adds (the same
-    //! operations, in the same order, as the scalar code), then added to the running sum one
-    //! block at a time, in block order.
-    use super::QK;
+    //! AVX2 version of [`super::Matrix::dot4_scalar`]: one activation block against the same
+    //! block of four rows; exact integer sums, then lane-wise (one lane per row) IEEE float
+    //! operations in the scalar order. `VERITY_LLM_NO_SIMD` forces the scalar path.
+    use super::{Activations, Matrix, MatrixData, GROUP, QK};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
@@ -307,120 +325,100 @@ mod simd {
         })
     }
 
-    /// Sums each of four 8×i32 vectors: lane i of the result is Σ v_i.
+    /// Lane i of the result is the sum of the 8 lanes of the i-th argument.
     #[target_feature(enable = "avx2")]
     unsafe fn hsum4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
-        let ab = _mm256_hadd_epi32(a, b);
-        let cd = _mm256_hadd_epi32(c, d);
-        let abcd = _mm256_hadd_epi32(ab, cd);
+        let abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
         _mm_add_epi32(
             _mm256_castsi256_si128(abcd),
             _mm256_extracti128_si256(abcd, 1),
         )
     }
 
-    /// Σ n_j a_j of one Q4_1/Q4_0 block as 8 partial i32 lanes.
+    /// Σ n_j a_j of one nibble block, as 8 partial lanes.
     #[target_feature(enable = "avx2")]
-    unsafe fn nibble_block(w: *const u8, a: *const i8) -> __m256i {
+    unsafe fn nibbles(w: *const u8, acts: __m256i) -> __m256i {
         let packed = _mm_loadu_si128(w as *const __m128i);
         let mask = _mm_set1_epi8(15);
         let lo = _mm_and_si128(packed, mask);
         let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-        let weights = _mm256_set_m128i(hi, lo);
-        let acts = _mm256_loadu_si256(a as *const __m256i);
-        let pairs = _mm256_maddubs_epi16(weights, acts);
+        let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), acts);
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
 
-    /// Σ w_j a_j of one Q8_0 block as 8 partial i32 lanes (signs moved onto the activations
-    /// so the unsigned-by-signed multiply applies; |w| ≤ 128 and |a| ≤ 127 cannot saturate
-    /// a pair sum: 2·128·127 < 32768).
+    /// Σ w_j a_j of one signed-byte block, as 8 partial lanes. Signs move onto the
+    /// activations so the unsigned-by-signed multiply applies; |w| ≤ 128 and |a| ≤ 127, so a
+    /// pair sum (at most 2·128·127 = 32,512) cannot saturate.
     #[target_feature(enable = "avx2")]
-    unsafe fn signed_block(w: *const i8, a: *const i8) -> __m256i {
+    unsafe fn signed(w: *const i8, acts: __m256i) -> __m256i {
         let w = _mm256_loadu_si256(w as *const __m256i);
-        let a = _mm256_loadu_si256(a as *const __m256i);
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(acts, w));
         _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
     }
 
     #[target_feature(enable = "avx2")]
-    pub unsafe fn dot_q4_1(
-        d: &[f32],
-        m: &[f32],
-        qs: &[u8],
-        ad: &[f32],
-        aq: &[i8],
-        asum: &[i32],
-    ) -> f32 {
-        let n = d.len();
-        let (wp, ap) = (qs.as_ptr(), aq.as_ptr());
-        let mut acc = 0f32;
-        let mut b = 0;
-        while b + 4 <= n {
-            let sums = hsum4(
-                nibble_block(wp.add(b * 16), ap.add(b * QK)),
-                nibble_block(wp.add((b + 1) * 16), ap.add((b + 1) * QK)),
-                nibble_block(wp.add((b + 2) * 16), ap.add((b + 2) * QK)),
-                nibble_block(wp.add((b + 3) * 16), ap.add((b + 3) * QK)),
-            );
-            let da = _mm_loadu_ps(ad.as_ptr().add(b));
-            let scaled = _mm_mul_ps(
-                _mm_mul_ps(_mm_loadu_ps(d.as_ptr().add(b)), da),
-                _mm_cvtepi32_ps(sums),
-            );
-            let mins = _mm_mul_ps(
-                _mm_mul_ps(_mm_loadu_ps(m.as_ptr().add(b)), da),
-                _mm_cvtepi32_ps(_mm_loadu_si128(asum.as_ptr().add(b) as *const __m128i)),
-            );
-            let mut terms = [0f32; 4];
-            _mm_storeu_ps(terms.as_mut_ptr(), _mm_add_ps(scaled, mins));
-            acc += terms[0];
-            acc += terms[1];
-            acc += terms[2];
-            acc += terms[3];
-            b += 4;
+    pub unsafe fn dot4(m: &Matrix, g: usize, x: &Activations, t: usize) -> [f32; GROUP] {
+        let nb = m.blocks_per_row();
+        let (ad, aq, asum) = x.quantized_row(t);
+        let base = g * nb * GROUP;
+        let mut acc = _mm_setzero_ps();
+        for b in 0..nb {
+            let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
+            let da = _mm_set1_ps(ad[b]);
+            let s = base + b * GROUP;
+            let term = match &m.data {
+                MatrixData::Q4_1 { d, m, qs } => {
+                    let w = qs.as_ptr().add(s * 16);
+                    let isum = hsum4(
+                        nibbles(w, acts),
+                        nibbles(w.add(16), acts),
+                        nibbles(w.add(32), acts),
+                        nibbles(w.add(48), acts),
+                    );
+                    let scaled = _mm_mul_ps(
+                        _mm_mul_ps(_mm_loadu_ps(d.as_ptr().add(s)), da),
+                        _mm_cvtepi32_ps(isum),
+                    );
+                    let mins = _mm_mul_ps(
+                        _mm_mul_ps(_mm_loadu_ps(m.as_ptr().add(s)), da),
+                        _mm_set1_ps(asum[b] as f32),
+                    );
+                    _mm_add_ps(scaled, mins)
+                }
+                MatrixData::Q4_0 { d, qs } => {
+                    let w = qs.as_ptr().add(s * 16);
+                    let isum = hsum4(
+                        nibbles(w, acts),
+                        nibbles(w.add(16), acts),
+                        nibbles(w.add(32), acts),
+                        nibbles(w.add(48), acts),
+                    );
+                    let isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * asum[b]));
+                    _mm_mul_ps(
+                        _mm_mul_ps(_mm_loadu_ps(d.as_ptr().add(s)), da),
+                        _mm_cvtepi32_ps(isum),
+                    )
+                }
+                MatrixData::Q8_0 { d, qs } => {
+                    let w = qs.as_ptr().add(s * QK);
+                    let isum = hsum4(
+                        signed(w, acts),
+                        signed(w.add(QK), acts),
+                        signed(w.add(2 * QK), acts),
+                        signed(w.add(3 * QK), acts),
+                    );
+                    _mm_mul_ps(
+                        _mm_mul_ps(_mm_loadu_ps(d.as_ptr().add(s)), da),
+                        _mm_cvtepi32_ps(isum),
+                    )
+                }
+                MatrixData::F32(_) => unreachable!("float matrices take the scalar path"),
+            };
+            acc = _mm_add_ps(acc, term);
         }
-        while b < n {
-            let lanes = nibble_block(wp.add(b * 16), ap.add(b * QK));
-            let isum = _mm_cvtsi128_si32(hsum4(lanes, lanes, lanes, lanes));
-            acc += (d[b] * ad[b]) * isum as f32 + (m[b] * ad[b]) * asum[b] as f32;
-            b += 1;
-        }
-        acc
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn dot_q8_0(d: &[f32], qs: &[i8], ad: &[f32], aq: &[i8]) -> f32 {
-        let n = d.len();
-        let (wp, ap) = (qs.as_ptr(), aq.as_ptr());
-        let mut acc = 0f32;
-        let mut b = 0;
-        while b + 4 <= n {
-            let sums = hsum4(
-                signed_block(wp.add(b * QK), ap.add(b * QK)),
-                signed_block(wp.add((b + 1) * QK), ap.add((b + 1) * QK)),
-                signed_block(wp.add((b + 2) * QK), ap.add((b + 2) * QK)),
-                signed_block(wp.add((b + 3) * QK), ap.add((b + 3) * QK)),
-            );
-            let scale = _mm_mul_ps(
-                _mm_loadu_ps(d.as_ptr().add(b)),
-                _mm_loadu_ps(ad.as_ptr().add(b)),
-            );
-            let mut terms = [0f32; 4];
-            _mm_storeu_ps(terms.as_mut_ptr(), _mm_mul_ps(scale, _mm_cvtepi32_ps(sums)));
-            acc += terms[0];
-            acc += terms[1];
-            acc += terms[2];
-            acc += terms[3];
-            b += 4;
-        }
-        while b < n {
-            let lanes = signed_block(wp.add(b * QK), ap.add(b * QK));
-            let isum = _mm_cvtsi128_si32(hsum4(lanes, lanes, lanes, lanes));
-            acc += (d[b] * ad[b]) * isum as f32;
-            b += 1;
-        }
-        acc
+        let mut out = [0f32; GROUP];
+        _mm_storeu_ps(out.as_mut_ptr(), acc);
+        out
     }
 }
 
@@ -459,6 +457,7 @@ mod tests {
 
     #[test]
     fn quantized_products_track_float_products_and_simd_equals_scalar() {
+        // 37 rows: the last group is padded.
         let (rows, cols, tokens) = (37, 256, 3);
         let x: Vec<f32> = bytes(tokens * cols, 9)
             .iter()
@@ -480,13 +479,18 @@ mod tests {
                 blocks(ty, rows * cols / QK, 5)
             };
             let w = Matrix::from_ggml(ty, rows, cols, &data).unwrap();
+            // The row lookup is the plain GGML dequantization.
+            let plain = ty.dequantize(&data);
+            for r in [0, 5, 36] {
+                assert_eq!(w.row(r), plain[r * cols..(r + 1) * cols], "{ty:?} row {r}");
+            }
             let mut out = vec![0f32; rows * tokens];
             w.matmul(&acts, &mut out);
             for t in 0..tokens {
+                let (ad, aq, _) = acts.quantized_row(t);
                 for r in 0..rows {
                     // Against the dequantized weights times the quantized activations (the
                     // floats themselves for F32 weights), summed in f64.
-                    let (ad, aq, _) = acts.quantized_row(t);
                     let exact: f64 = w
                         .row(r)
                         .iter()
@@ -500,48 +504,17 @@ mod tests {
                             *a as f64 * xi
                         })
                         .sum();
-                    let got = out[t * rows + r] as f64;
+                    let got = out[t * rows + r];
                     assert!(
-                        (got - exact).abs() < 1e-4 * (1.0 + exact.abs()),
+                        (got as f64 - exact).abs() < 1e-4 * (1.0 + exact.abs()),
                         "{ty:?} {got} {exact}"
                     );
-                    // The scalar reference of the spec, block by block.
-                    if ty == GgmlType::Q4_1 || ty == GgmlType::Q8_0 {
-                        let scalar = scalar_dot(&w, r, &acts, t);
-                        assert_eq!(
-                            got.to_bits(),
-                            (scalar as f64).to_bits(),
-                            "{ty:?} simd vs scalar"
-                        );
-                    }
+                    // Whichever kernel ran, the bits are the scalar specification's.
+                    let scalar = w.dot4_scalar(r / GROUP, &acts, t)[r % GROUP];
+                    assert_eq!(got.to_bits(), scalar.to_bits(), "{ty:?} kernel vs scalar");
                 }
             }
         }
-    }
-
-    fn scalar_dot(w: &Matrix, r: usize, x: &Activations, t: usize) -> f32 {
-        let nb = w.cols / QK;
-        let (ad, aq, asum) = x.quantized_row(t);
-        let mut acc = 0f32;
-        for b in 0..nb {
-            let a = &aq[b * QK..(b + 1) * QK];
-            acc += match &w.data {
-                MatrixData::Q4_1 { d, m, qs } => {
-                    let i = nibble_dot(&qs[(r * nb + b) * 16..(r * nb + b + 1) * 16], a);
-                    (d[r * nb + b] * ad[b]) * i as f32 + (m[r * nb + b] * ad[b]) * asum[b] as f32
-                }
-                MatrixData::Q8_0 { d, qs } => {
-                    let i: i32 = qs[(r * nb + b) * QK..(r * nb + b + 1) * QK]
-                        .iter()
-                        .zip(a)
-                        .map(|(w, a)| *w as i32 * *a as i32)
-                        .sum();
-                    (d[r * nb + b] * ad[b]) * i as f32
-                }
-                _ => unreachable!(),
-            };
-        }
-        acc
     }
 
     #[test]

@@ -220,6 +220,18 @@ fn stop_strings_and_max_tokens_end_generation() {
     ));
 }
 
+/// The numerics are pinned: any change to them (docs/llm-semantics.md) changes this
+/// fingerprint, and must come with a new runtime version.
+#[test]
+fn logits_fingerprint_is_pinned() {
+    let g = generate(&request("Hi", 2));
+    assert_eq!(
+        g.logits_hash.to_hex(),
+        "ea20cb92d57e97e61419870ebd8b6976afbf9512747c457359f85c328d493047"
+    );
+    assert_eq!(verity_llm::RUNTIME_VERSION, "1");
+}
+
 /// Child side of the cross-CPU test: prints the fingerprint of a short generation.
 #[test]
 fn print_fingerprint_for_cross_cpu_check() {
