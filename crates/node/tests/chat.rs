@@ -337,6 +337,36 @@ fn errors_have_openai_shape() {
         (400, &json!("context_length_exceeded")),
         "{e}"
     );
+    // A tensor model is not a chat model, and a chat model is not run by /v1/infer.
+    let onnx = std::fs::read(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/digits_mlp.onnx"),
+    )
+    .unwrap();
+    let (s, _) = node().publish("digits-mlp", "1.0", onnx);
+    assert!(s == 201 || s == 409);
+    let (s, e) = error_of(&with(json!({"model": "digits-mlp"})));
+    assert_eq!(
+        (s, &e["code"], &e["param"]),
+        (400, &json!("model_not_supported"), &json!("model"))
+    );
+    let key = &node().key;
+    let infer = verity_core::InferenceRequest {
+        model: node().model,
+        inputs: Default::default(),
+        mode: verity_core::Mode::Signed,
+        params: Default::default(),
+        nonce: 1,
+        client: key.public(),
+    }
+    .sign(key);
+    let resp = node()
+        .http
+        .post(format!("{}/v1/infer", node().url))
+        .json(&infer)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    assert_eq!(resp.json::<Value>().unwrap()["error"]["code"], "chat_model");
     // A body over the chat limit.
     let (s, e) = error_of(&with(json!({"messages": [
         {"role": "user", "content": "x".repeat(2 << 20)}
