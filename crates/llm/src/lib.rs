@@ -1,7 +1,9 @@
-//! Verity's LLM runtime, being built for issue 5. So far: reading GGUF files (metadata and
-//! tensor directory, validated against the file's bounds) and the block formats the runtime
-//! will compute on (F32, F16, Q4_0, Q4_1, Q8_0). The forward pass, tokenizer and sampling come
-//! next; `docs/llm-semantics.md` will specify them.
+//! Verity's LLM runtime: llama-architecture GGUF models run bit-exactly on any x86-64 CPU.
+//!
+//! From the file: the GGUF reader ([`gguf`]), its block formats ([`quant`]), the tokenizer and
+//! chat template. The computation: integer block kernels ([`kernels`]), the forward pass with a
+//! KV cache ([`model`]), token choice ([`sample`], [`json`]) and the generation loop
+//! ([`generate`]). `docs/llm-semantics.md` specifies every operation.
 
 pub mod chat_template;
 pub mod generate;
