@@ -67,6 +67,35 @@ pub struct QuorumResult {
     pub receipts: Vec<Receipt>,
 }
 
+/// A hub model as OpenAI's model object: the manifest's own fields (so `id` is the content id
+/// `blake3:<hex>`) plus `object: "model"`, `created` (seconds) and `owned_by`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelObject {
+    #[serde(flatten)]
+    pub manifest: ModelManifest,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+}
+
+impl From<ModelManifest> for ModelObject {
+    fn from(manifest: ModelManifest) -> ModelObject {
+        ModelObject {
+            created: manifest.created_at_ms / 1000,
+            manifest,
+            object: "model".into(),
+            owned_by: "verity".into(),
+        }
+    }
+}
+
+/// `GET /v1/models`: OpenAI's list shape, `{"object": "list", "data": [...]}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<ModelObject>,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
@@ -113,12 +142,11 @@ pub struct ListQuery {
     name: Option<String>,
 }
 
-/// Every hub model (or the versions of `name`) in OpenAI's list shape:
-/// `{"object": "list", "data": [...]}`, each entry the manifest plus OpenAI's model fields.
+/// Every hub model (or the versions of `name`) in OpenAI's list shape ([`ModelList`]).
 pub async fn list_models(
     State(node): State<Arc<Node>>,
     Query(q): Query<ListQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ModelList>, ApiError> {
     let mut all = node.store.manifests()?;
     if let Some(name) = q.name {
         all.retain(|m| m.name == name);
@@ -130,8 +158,10 @@ pub async fn list_models(
             b.created_at_ms,
         ))
     });
-    let data: Vec<_> = all.iter().map(crate::chat::model_object).collect();
-    Ok(Json(serde_json::json!({"object": "list", "data": data})))
+    Ok(Json(ModelList {
+        object: "list".into(),
+        data: all.into_iter().map(ModelObject::from).collect(),
+    }))
 }
 
 fn version_key(v: &str) -> Vec<u64> {
@@ -170,21 +200,21 @@ pub struct ShowQuery {
     pub local: bool,
 }
 
-/// A model's manifest (with OpenAI's model fields added). A networked node that lacks it asks
-/// its peers which id the reference names, then fetches those bytes and checks them against
-/// the id.
+/// A model's manifest, as an OpenAI model object (it still reads as a [`ModelManifest`]). A
+/// networked node that lacks it asks its peers which id the reference names, then fetches
+/// those bytes and checks them against the id.
 pub async fn show_model(
     State(node): State<Arc<Node>>,
     Path(reference): Path<String>,
     Query(q): Query<ShowQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ModelObject>, ApiError> {
     let m = match resolve(&node, &reference) {
         Err(e) if e.status == StatusCode::NOT_FOUND && !q.local && node.chain.is_some() => {
             crate::peers::resolve_remote(&node, &reference).await
         }
         other => other,
     }?;
-    Ok(Json(crate::chat::model_object(&m)))
+    Ok(Json(m.into()))
 }
 
 pub async fn download_model(

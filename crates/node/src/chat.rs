@@ -301,9 +301,11 @@ fn prepare(llm: &Llm, manifest: &ModelManifest, call: &ChatCall) -> Result<ChatR
             )))
         }
         Some(n) => n,
-        None if room == 0 => return Err(OaiError::context_length(format!(
+        None if room == 0 => {
+            return Err(OaiError::context_length(format!(
             "This model's maximum context length is {context} tokens; the messages take {prompt}."
-        ))),
+        )))
+        }
         None => room.min(MAX_TOKENS as usize) as u32,
     };
     let seed = match call.seed {
@@ -451,18 +453,6 @@ fn sse(rx: mpsc::Receiver<Event>, model: String, include_usage: bool) -> Respons
         Body::from_stream(body),
     )
         .into_response()
-}
-
-/// An OpenAI model object for a hub manifest: the manifest's own fields (so `id` is the
-/// content id `blake3:<hex>`) plus `object`, `created` and `owned_by`.
-pub fn model_object(m: &ModelManifest) -> Value {
-    let mut v = serde_json::to_value(m).unwrap_or_else(|_| json!({"id": m.id}));
-    if let Value::Object(o) = &mut v {
-        o.insert("object".into(), json!("model"));
-        o.insert("created".into(), json!(m.created_at_ms / 1000));
-        o.insert("owned_by".into(), json!("verity"));
-    }
-    v
 }
 
 #[cfg(test)]
