@@ -265,14 +265,23 @@ impl Model {
             let query = &q[t * e + head * d..t * e + (head + 1) * d];
             let kv_off = (head / group) * d;
             let visible = start + t + 1;
-            let mut scores = Vec::with_capacity(visible);
-            for j in 0..visible {
-                let key = &keys[j * kv + kv_off..j * kv + kv_off + d];
-                let mut s = 0f32;
-                for (a, b) in query.iter().zip(key) {
-                    s += a * b;
+            // Eight keys at a time: eight independent sums, each still in dimension order.
+            let mut scores = vec![0f32; visible];
+            for (c, chunk) in scores.chunks_mut(8).enumerate() {
+                let key = |jj: usize| {
+                    let j = (c * 8 + jj).min(visible - 1);
+                    &keys[j * kv + kv_off..j * kv + kv_off + d]
+                };
+                let k: [&[f32]; 8] = std::array::from_fn(key);
+                let mut sums = [0f32; 8];
+                for (i, q) in query.iter().enumerate() {
+                    for (s, k) in sums.iter_mut().zip(&k) {
+                        *s += q * k[i];
+                    }
                 }
-                scores.push(s * scale);
+                for (out, s) in chunk.iter_mut().zip(sums) {
+                    *out = s * scale;
+                }
             }
             let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
             let mut total = 0f32;
