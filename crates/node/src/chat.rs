@@ -179,7 +179,7 @@ async fn serve(
         _ => return Err(OaiError::internal("the generation thread ended early")),
     }
     if stream {
-        return Ok(sse(rx, model, include_usage));
+        return Ok(sse(node.clone(), rx, model, include_usage));
     }
     loop {
         match rx.recv().await {
@@ -371,6 +371,16 @@ fn completion(f: &Finished, model: &str) -> Response {
     resp
 }
 
+/// A chunk's `choices`: one choice with this delta and finish reason.
+fn delta(delta: Value, finish: Option<FinishReason>) -> Value {
+    json!([{
+        "index": 0,
+        "delta": delta,
+        "logprobs": null,
+        "finish_reason": finish.map(FinishReason::name),
+    }])
+}
+
 /// One server-sent event.
 fn event(data: &Value) -> Bytes {
     Bytes::from(format!("data: {data}\n\n"))
@@ -379,7 +389,7 @@ fn event(data: &Value) -> Bytes {
 /// The streaming answer: `chat.completion.chunk` events (the role, then text deltas, then the
 /// finish reason with the `verity` member, then usage if asked), then `data: [DONE]`. A
 /// failure after the stream started is an `{"error": ...}` event, without `[DONE]`.
-fn sse(rx: mpsc::Receiver<Event>, model: String, include_usage: bool) -> Response {
+fn sse(node: Arc<Node>, rx: mpsc::Receiver<Event>, model: String, include_usage: bool) -> Response {
     let id = format!(
         "chatcmpl-{:016x}",
         verity_core::random_nonce().unwrap_or_default()
@@ -402,13 +412,13 @@ fn sse(rx: mpsc::Receiver<Event>, model: String, include_usage: bool) -> Respons
         }
         c
     };
-    let delta = |d: Value, finish: Option<FinishReason>| json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": finish.map(|f| f.name())}]);
     let first = event(&chunk(
         delta(json!({"role": "assistant", "content": ""}), None),
         None,
     ));
     let rest = futures_util::stream::unfold(Some(rx), move |rx| {
         let chunk = chunk.clone();
+        let node = node.clone();
         async move {
             let mut rx = rx?;
             let bytes = loop {
@@ -431,11 +441,14 @@ fn sse(rx: mpsc::Receiver<Event>, model: String, include_usage: bool) -> Respons
                         out.extend(b"data: [DONE]\n\n");
                         break Bytes::from(out);
                     }
-                    Some(Event::Failed(e)) => break event(&e.body()),
+                    Some(Event::Failed(e)) => {
+                        node.metrics.chat("error");
+                        break event(&e.body());
+                    }
                     None => {
-                        break event(
-                            &OaiError::internal("the generation thread ended early").body(),
-                        )
+                        node.metrics.chat("error");
+                        let e = OaiError::internal("the generation thread ended early");
+                        break event(&e.body());
                     }
                 }
             };
