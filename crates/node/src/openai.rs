@@ -262,12 +262,12 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, OaiError> {
         Some(Value::Object(f)) => match f.get("type").and_then(Value::as_str) {
             Some("text") => false,
             Some("json_object") => true,
-            Some(other) => return Err(OaiError::unsupported(
-                "response_format.type",
-                format!(
-                    "response_format.type `{other}` is not supported; use `text` or `json_object`"
-                ),
-            )),
+            Some(other) => {
+                let message = format!(
+                    "response_format.type `{other}` is not supported; use text or json_object"
+                );
+                return Err(OaiError::unsupported("response_format.type", message));
+            }
             None => return Err(type_error("response_format.type", "a string")),
         },
         Some(_) => return Err(type_error("response_format", "an object")),
