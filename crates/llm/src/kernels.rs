@@ -159,8 +159,16 @@ impl Matrix {
             .for_each(|(task, chunk)| {
                 for (j, group_out) in chunk.chunks_mut(tokens * GROUP).enumerate() {
                     let g = task * GROUPS_PER_TASK + j;
-                    for (t, o) in group_out.chunks_mut(GROUP).enumerate() {
-                        o.copy_from_slice(&self.dot4(g, x, t));
+                    // Two tokens per pass over the weights when there are two.
+                    for (pair, o) in group_out.chunks_mut(2 * GROUP).enumerate() {
+                        let t = 2 * pair;
+                        if o.len() == 2 * GROUP {
+                            let [a, b] = self.dot4_tokens::<2>(g, x, t);
+                            o[..GROUP].copy_from_slice(&a);
+                            o[GROUP..].copy_from_slice(&b);
+                        } else {
+                            o.copy_from_slice(&self.dot4_tokens::<1>(g, x, t)[0]);
+                        }
                     }
                 }
             });
@@ -177,13 +185,19 @@ impl Matrix {
     }
 
     /// Rows `4g..4g + 4` times activation row `t`.
-    fn dot4(&self, g: usize, x: &Activations, t: usize) -> [f32; GROUP] {
+    /// Rows `4g..4g + 4` times activation rows `t..t + T`.
+    fn dot4_tokens<const T: usize>(
+        &self,
+        g: usize,
+        x: &Activations,
+        t: usize,
+    ) -> [[f32; GROUP]; T] {
         #[cfg(target_arch = "x86_64")]
         if simd::avx2() && !matches!(self.data, MatrixData::F32(_)) {
             // SAFETY: AVX2 was detected at run time; slices are sized by construction.
-            return unsafe { simd::dot4(self, g, x, t) };
+            return unsafe { simd::dot4::<T>(self, g, x, t) };
         }
-        self.dot4_scalar(g, x, t)
+        std::array::from_fn(|k| self.dot4_scalar(g, x, t + k))
     }
 
     /// The specification, row by row: per block b, in order,
@@ -335,89 +349,137 @@ mod simd {
         )
     }
 
-    /// Σ n_j a_j of one nibble block, as 8 partial lanes.
+    /// Expands the 16 nibble bytes at `w` to 32 unsigned bytes (weights 0..32 in order).
     #[target_feature(enable = "avx2")]
-    unsafe fn nibbles(w: *const u8, acts: __m256i) -> __m256i {
+    unsafe fn expand(w: *const u8) -> __m256i {
         let packed = _mm_loadu_si128(w as *const __m128i);
         let mask = _mm_set1_epi8(15);
         let lo = _mm_and_si128(packed, mask);
         let hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
-        let pairs = _mm256_maddubs_epi16(_mm256_set_m128i(hi, lo), acts);
-        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        _mm256_set_m128i(hi, lo)
     }
 
-    /// Σ w_j a_j of one signed-byte block, as 8 partial lanes. Signs move onto the
-    /// activations so the unsigned-by-signed multiply applies; |w| ≤ 128 and |a| ≤ 127, so a
-    /// pair sum (at most 2·128·127 = 32,512) cannot saturate.
+    /// Σ u_j a_j of unsigned weight bytes and signed activations, as 8 partial lanes (at most
+    /// 2·15·127 per pair for nibbles; see `signed` for bytes).
     #[target_feature(enable = "avx2")]
-    unsafe fn signed(w: *const i8, acts: __m256i) -> __m256i {
-        let w = _mm256_loadu_si256(w as *const __m256i);
-        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(acts, w));
-        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    unsafe fn madd(weights: __m256i, acts: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(weights, acts), _mm256_set1_epi16(1))
     }
 
+    /// Σ w_j a_j of signed weight bytes: |w| times a with w's sign. |w| ≤ 128 and |a| ≤ 127,
+    /// so a pair sum (at most 2·128·127 = 32,512) cannot saturate.
     #[target_feature(enable = "avx2")]
-    pub unsafe fn dot4(m: &Matrix, g: usize, x: &Activations, t: usize) -> [f32; GROUP] {
+    unsafe fn signed(w: __m256i, abs_w: __m256i, acts: __m256i) -> __m256i {
+        madd(abs_w, _mm256_sign_epi8(acts, w))
+    }
+
+    /// Rows `4g..4g + 4` times activation rows `t0..t0 + T`: each weight block is loaded
+    /// once for the T tokens. Per token and lane, the operations of `dot4_scalar`.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn dot4<const T: usize>(
+        m: &Matrix,
+        g: usize,
+        x: &Activations,
+        t0: usize,
+    ) -> [[f32; GROUP]; T] {
         let nb = m.blocks_per_row();
-        let (ad, aq, asum) = x.quantized_row(t);
+        let rows: [(&[f32], &[i8], &[i32]); T] = std::array::from_fn(|k| x.quantized_row(t0 + k));
         let base = g * nb * GROUP;
-        let mut acc = _mm_setzero_ps();
+        let mut acc = [_mm_setzero_ps(); T];
         for b in 0..nb {
-            let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
-            let da = _mm_set1_ps(ad[b]);
             let s = base + b * GROUP;
-            let term = match &m.data {
+            match &m.data {
                 MatrixData::Q4_1 { d, m, qs } => {
                     let w = qs.as_ptr().add(s * 16);
-                    let isum = hsum4(
-                        nibbles(w, acts),
-                        nibbles(w.add(16), acts),
-                        nibbles(w.add(32), acts),
-                        nibbles(w.add(48), acts),
+                    let ws = [
+                        expand(w),
+                        expand(w.add(16)),
+                        expand(w.add(32)),
+                        expand(w.add(48)),
+                    ];
+                    let (dw, mw) = (
+                        _mm_loadu_ps(d.as_ptr().add(s)),
+                        _mm_loadu_ps(m.as_ptr().add(s)),
                     );
-                    let scaled = _mm_mul_ps(
-                        _mm_mul_ps(_mm_loadu_ps(d.as_ptr().add(s)), da),
-                        _mm_cvtepi32_ps(isum),
-                    );
-                    let mins = _mm_mul_ps(
-                        _mm_mul_ps(_mm_loadu_ps(m.as_ptr().add(s)), da),
-                        _mm_set1_ps(asum[b] as f32),
-                    );
-                    _mm_add_ps(scaled, mins)
+                    for k in 0..T {
+                        let (ad, aq, asum) = rows[k];
+                        let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
+                        let isum = hsum4(
+                            madd(ws[0], acts),
+                            madd(ws[1], acts),
+                            madd(ws[2], acts),
+                            madd(ws[3], acts),
+                        );
+                        let da = _mm_set1_ps(ad[b]);
+                        let scaled = _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(isum));
+                        let mins = _mm_mul_ps(_mm_mul_ps(mw, da), _mm_set1_ps(asum[b] as f32));
+                        acc[k] = _mm_add_ps(acc[k], _mm_add_ps(scaled, mins));
+                    }
                 }
                 MatrixData::Q4_0 { d, qs } => {
                     let w = qs.as_ptr().add(s * 16);
-                    let isum = hsum4(
-                        nibbles(w, acts),
-                        nibbles(w.add(16), acts),
-                        nibbles(w.add(32), acts),
-                        nibbles(w.add(48), acts),
-                    );
-                    let isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * asum[b]));
-                    _mm_mul_ps(
-                        _mm_mul_ps(_mm_loadu_ps(d.as_ptr().add(s)), da),
-                        _mm_cvtepi32_ps(isum),
-                    )
+                    let ws = [
+                        expand(w),
+                        expand(w.add(16)),
+                        expand(w.add(32)),
+                        expand(w.add(48)),
+                    ];
+                    let dw = _mm_loadu_ps(d.as_ptr().add(s));
+                    for k in 0..T {
+                        let (ad, aq, asum) = rows[k];
+                        let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
+                        let isum = hsum4(
+                            madd(ws[0], acts),
+                            madd(ws[1], acts),
+                            madd(ws[2], acts),
+                            madd(ws[3], acts),
+                        );
+                        let isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * asum[b]));
+                        let da = _mm_set1_ps(ad[b]);
+                        acc[k] = _mm_add_ps(
+                            acc[k],
+                            _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(isum)),
+                        );
+                    }
                 }
                 MatrixData::Q8_0 { d, qs } => {
-                    let w = qs.as_ptr().add(s * QK);
-                    let isum = hsum4(
-                        signed(w, acts),
-                        signed(w.add(QK), acts),
-                        signed(w.add(2 * QK), acts),
-                        signed(w.add(3 * QK), acts),
-                    );
-                    _mm_mul_ps(
-                        _mm_mul_ps(_mm_loadu_ps(d.as_ptr().add(s)), da),
-                        _mm_cvtepi32_ps(isum),
-                    )
+                    let w = qs.as_ptr().add(s * QK) as *const __m256i;
+                    let ws = [
+                        _mm256_loadu_si256(w),
+                        _mm256_loadu_si256(w.add(1)),
+                        _mm256_loadu_si256(w.add(2)),
+                        _mm256_loadu_si256(w.add(3)),
+                    ];
+                    let abs = [
+                        _mm256_sign_epi8(ws[0], ws[0]),
+                        _mm256_sign_epi8(ws[1], ws[1]),
+                        _mm256_sign_epi8(ws[2], ws[2]),
+                        _mm256_sign_epi8(ws[3], ws[3]),
+                    ];
+                    let dw = _mm_loadu_ps(d.as_ptr().add(s));
+                    for k in 0..T {
+                        let (ad, aq, _) = rows[k];
+                        let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
+                        let isum = hsum4(
+                            signed(ws[0], abs[0], acts),
+                            signed(ws[1], abs[1], acts),
+                            signed(ws[2], abs[2], acts),
+                            signed(ws[3], abs[3], acts),
+                        );
+                        let da = _mm_set1_ps(ad[b]);
+                        acc[k] = _mm_add_ps(
+                            acc[k],
+                            _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(isum)),
+                        );
+                    }
                 }
                 MatrixData::F32(_) => unreachable!("float matrices take the scalar path"),
-            };
-            acc = _mm_add_ps(acc, term);
+            }
         }
-        let mut out = [0f32; GROUP];
-        _mm_storeu_ps(out.as_mut_ptr(), acc);
+        let mut out = [[0f32; GROUP]; T];
+        for k in 0..T {
+            _mm_storeu_ps(out[k].as_mut_ptr(), acc[k]);
+        }
         out
     }
 }
