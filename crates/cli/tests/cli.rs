@@ -1,28 +1,9 @@
 //! The `verity` binary end to end: offline inspection, a real node process that is published
 //! to, queried, killed with SIGKILL and restarted, and receipt verification with tampering.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
 mod common;
 
-use common::{fixture, text, verity};
-use std::process::{Child, Command, Stdio};
-
-fn ok(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    assert!(o.status.success(), "command failed: {}", text(&o));
-    text(&o)
-}
-
-fn fails(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap();
-    assert!(
-        !o.status.success(),
-        "command unexpectedly succeeded: {}",
-        text(&o)
-    );
-    text(&o)
-}
+use common::{fails, fixture, ok, spawn_node, standalone_config, verity, NodeProcess};
 
 #[test]
 fn inspect_works_offline_and_fails_on_bad_files() {
@@ -46,55 +27,11 @@ fn inspect_works_offline_and_fails_on_bad_files() {
     fails(verity().args(["model", "inspect", "/nonexistent/file.onnx"]));
 }
 
-struct NodeProcess {
-    child: Child,
-    url: String,
-}
-
-fn spawn_node(config: &Path) -> NodeProcess {
-    let mut child = verity()
-        .args(["node", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stderr).read_line(&mut line).unwrap();
-    let url = line
-        .split("listening on ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("unexpected node output: {line}"))
-        .trim()
-        .to_string();
-    NodeProcess { child, url }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn node_process_publish_infer_verify_kill_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = d.join("node.json");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{{"data_dir": "{}", "listen": "127.0.0.1:{port}"}}"#,
-            d.join("data").display()
-        ),
-    )
-    .unwrap();
+    let config = standalone_config(d);
     let key = d.join("client.key");
     let mut node = spawn_node(&config);
     let cli = |node: &NodeProcess| {
