@@ -398,7 +398,7 @@ fn publish_and_print(
     );
     if let Some(path) = gguf {
         println!(
-            "  verity --node {url} chat --model {} -m \"What is the capital of France?\" \
+            "  verity --node {url} chat --model {} -m \"Give me three tips for staying healthy.\" \
              --max-tokens 32 --temperature 0 --receipt-out chat.json",
             crate::fetch::NAME
         );
