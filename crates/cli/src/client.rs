@@ -56,6 +56,57 @@ pub fn error_text(error: &Value) -> String {
     }
 }
 
+/// Reads a chat completion's server-sent events: each `data:` event's JSON goes to
+/// `on_chunk` until `data: [DONE]`. An `{"error": ...}` event, an invalid event, or a stream
+/// that ends before `[DONE]` is an error.
+fn read_events(
+    reader: &mut dyn BufRead,
+    on_chunk: &mut dyn FnMut(&Value) -> Result<()>,
+) -> Result<()> {
+    let mut data = String::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut *reader)
+            .take(MAX_EVENT_BYTES)
+            .read_until(b'\n', &mut line)
+            .context("the chat stream broke off")?;
+        if n == 0 {
+            bail!("the chat stream ended before `data: [DONE]`");
+        }
+        if !line.ends_with(b"\n") && n as u64 == MAX_EVENT_BYTES {
+            bail!("a chat stream event is longer than {MAX_EVENT_BYTES} bytes");
+        }
+        let text = std::str::from_utf8(&line)
+            .context("the chat stream is not UTF-8")?
+            .trim_end_matches(['\n', '\r']);
+        if let Some(payload) = text.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(payload.strip_prefix(' ').unwrap_or(payload));
+            continue;
+        }
+        // Other fields (`event:`, `id:`) and comments (`:`) are ignored; a blank line ends
+        // an event.
+        if !text.is_empty() || data.is_empty() {
+            continue;
+        }
+        let event = std::mem::take(&mut data);
+        if event == "[DONE]" {
+            return Ok(());
+        }
+        let chunk: Value = serde_json::from_str(&event).map_err(|e| {
+            let shown: String = event.chars().take(200).collect();
+            anyhow!("the chat stream sent an invalid event ({e}): {shown}")
+        })?;
+        if chunk.get("error").is_some() {
+            bail!("generation failed {}", error_text(&chunk["error"]));
+        }
+        on_chunk(&chunk)?;
+    }
+}
+
 /// Reads everything from `reader` into `sink` while hashing it, up to `MAX_MODEL_BYTES`;
 /// the bytes must hash to `id`.
 fn copy_verified(reader: &mut dyn Read, sink: &mut dyn std::io::Write, id: &ModelId) -> Result<()> {
@@ -273,47 +324,7 @@ impl NodeClient {
         on_chunk: &mut dyn FnMut(&Value) -> Result<()>,
     ) -> Result<()> {
         let resp = self.chat_request(body)?;
-        let mut reader = BufReader::new(resp);
-        let mut data = String::new();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            let n = (&mut reader)
-                .take(MAX_EVENT_BYTES)
-                .read_until(b'\n', &mut line)
-                .context("the chat stream broke off")?;
-            if n == 0 {
-                bail!("the chat stream ended before `data: [DONE]`");
-            }
-            if !line.ends_with(b"\n") && n as u64 == MAX_EVENT_BYTES {
-                bail!("a chat stream event is longer than {MAX_EVENT_BYTES} bytes");
-            }
-            let text = std::str::from_utf8(&line)
-                .context("the chat stream is not UTF-8")?
-                .trim_end_matches(['\n', '\r']);
-            if let Some(payload) = text.strip_prefix("data:") {
-                if !data.is_empty() {
-                    data.push('\n');
-                }
-                data.push_str(payload.strip_prefix(' ').unwrap_or(payload));
-                continue;
-            }
-            // Other fields (`event:`, `id:`) and comments (`:`) are ignored; a blank line ends
-            // an event.
-            if !text.is_empty() || data.is_empty() {
-                continue;
-            }
-            let event = std::mem::take(&mut data);
-            if event == "[DONE]" {
-                return Ok(());
-            }
-            let chunk: Value = serde_json::from_str(&event)
-                .with_context(|| format!("the chat stream sent an invalid event: {event}"))?;
-            if chunk.get("error").is_some() {
-                bail!("generation failed {}", error_text(&chunk["error"]));
-            }
-            on_chunk(&chunk)?;
-        }
+        read_events(&mut BufReader::new(resp), on_chunk)
     }
 
     fn chat_request(&self, body: &Value) -> Result<Response> {
@@ -382,5 +393,60 @@ impl NodeClient {
             .map_err(|e| anyhow!("upload to {} failed: {e}", self.base));
         bar.finish_and_clear();
         Ok(check(resp?)?.json()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn events(stream: &str) -> (Result<()>, Vec<Value>) {
+        let mut got = vec![];
+        let r = read_events(&mut stream.as_bytes(), &mut |c| {
+            got.push(c.clone());
+            Ok(())
+        });
+        (r, got)
+    }
+
+    #[test]
+    fn server_sent_events_are_read_until_done() {
+        let (r, got) = events(
+            ": comment\n\ndata: {\"a\": 1}\n\nevent: x\r\ndata: {\"b\":\r\ndata: 2}\r\n\r\ndata: [DONE]\n\n",
+        );
+        r.unwrap();
+        assert_eq!(
+            got,
+            [serde_json::json!({"a": 1}), serde_json::json!({"b": 2})]
+        );
+        // Nothing after [DONE] is read.
+        let (r, got) = events("data: [DONE]\n\ndata: {\"a\": 1}\n\n");
+        r.unwrap();
+        assert!(got.is_empty());
+
+        let (r, got) = events("data: {\"a\": 1}\n\n");
+        assert!(format!("{:#}", r.unwrap_err()).contains("ended before"));
+        assert_eq!(got.len(), 1);
+        let (r, _) = events(
+            "data: {\"error\": {\"message\": \"boom\", \"type\": \"server_error\", \"param\": null, \"code\": null}}\n\n",
+        );
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("boom") && e.contains("server_error"), "{e}");
+        let (r, _) = events("data: {nope\n\n");
+        assert!(format!("{:#}", r.unwrap_err()).contains("invalid event"));
+    }
+
+    #[test]
+    fn openai_and_verity_errors_read_alike() {
+        let oai = serde_json::json!({"message": "too hot", "type": "invalid_request_error",
+                                     "param": "temperature", "code": "invalid_value"});
+        assert_eq!(
+            error_text(&oai),
+            "(invalid_value, param temperature): too hot"
+        );
+        let verity = serde_json::json!({"code": "not_found", "message": "no model"});
+        assert_eq!(error_text(&verity), "(not_found): no model");
+        let no_code = serde_json::json!({"message": "m", "type": "server_error", "code": null});
+        assert_eq!(error_text(&no_code), "(server_error): m");
     }
 }
