@@ -109,7 +109,7 @@ fn main() {
     let out = Command::new(env!("CARGO_BIN_EXE_verity"))
         .arg("--key")
         .arg(&key_path)
-        .args(["devnet", "--no-wait", "--dir"])
+        .args(["devnet", "--no-wait", "--no-llm", "--dir"])
         .arg(&dir)
         .args(["--base-port", &base.to_string()])
         .output()
