@@ -159,15 +159,14 @@ impl Matrix {
             .for_each(|(task, chunk)| {
                 for (j, group_out) in chunk.chunks_mut(tokens * GROUP).enumerate() {
                     let g = task * GROUPS_PER_TASK + j;
-                    // Two tokens per pass over the weights when there are two.
-                    for (pair, o) in group_out.chunks_mut(2 * GROUP).enumerate() {
-                        let t = 2 * pair;
-                        if o.len() == 2 * GROUP {
-                            let [a, b] = self.dot4_tokens::<2>(g, x, t);
-                            o[..GROUP].copy_from_slice(&a);
-                            o[GROUP..].copy_from_slice(&b);
-                        } else {
-                            o.copy_from_slice(&self.dot4_tokens::<1>(g, x, t)[0]);
+                    // Up to four tokens per pass over the weights.
+                    for (quad, o) in group_out.chunks_mut(4 * GROUP).enumerate() {
+                        let t = 4 * quad;
+                        match o.len() / GROUP {
+                            4 => o.copy_from_slice(self.dot4_tokens::<4>(g, x, t).as_flattened()),
+                            3 => o.copy_from_slice(self.dot4_tokens::<3>(g, x, t).as_flattened()),
+                            2 => o.copy_from_slice(self.dot4_tokens::<2>(g, x, t).as_flattened()),
+                            _ => o.copy_from_slice(self.dot4_tokens::<1>(g, x, t).as_flattened()),
                         }
                     }
                 }
@@ -519,8 +518,8 @@ mod tests {
 
     #[test]
     fn quantized_products_track_float_products_and_simd_equals_scalar() {
-        // 37 rows: the last group is padded.
-        let (rows, cols, tokens) = (37, 256, 3);
+        // 37 rows: the last group is padded. 7 tokens: a pass of four, then of three.
+        let (rows, cols, tokens) = (37, 256, 7);
         let x: Vec<f32> = bytes(tokens * cols, 9)
             .iter()
             .map(|b| (*b as f32 - 128.0) / 50.0)
