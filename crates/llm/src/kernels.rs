@@ -358,6 +358,28 @@ mod simd {
         _mm256_set_m128i(hi, lo)
     }
 
+    /// The four rows' nibble blocks at `w` (16 bytes each, consecutive), expanded.
+    #[target_feature(enable = "avx2")]
+    unsafe fn expand4(w: *const u8) -> [__m256i; GROUP] {
+        [
+            expand(w),
+            expand(w.add(16)),
+            expand(w.add(32)),
+            expand(w.add(48)),
+        ]
+    }
+
+    /// Lane i: the exact integer dot of row i's expanded nibbles with the activations.
+    #[target_feature(enable = "avx2")]
+    unsafe fn nibble_sums(ws: &[__m256i; GROUP], acts: __m256i) -> __m128i {
+        hsum4(
+            madd(ws[0], acts),
+            madd(ws[1], acts),
+            madd(ws[2], acts),
+            madd(ws[3], acts),
+        )
+    }
+
     /// Σ u_j a_j of unsigned weight bytes and signed activations, as 8 partial lanes (at most
     /// 2·15·127 per pair for nibbles; see `signed` for bytes).
     #[target_feature(enable = "avx2")]
@@ -390,12 +412,7 @@ mod simd {
             match &m.data {
                 MatrixData::Q4_1 { d, m, qs } => {
                     let w = qs.as_ptr().add(s * 16);
-                    let ws = [
-                        expand(w),
-                        expand(w.add(16)),
-                        expand(w.add(32)),
-                        expand(w.add(48)),
-                    ];
+                    let ws = expand4(w);
                     let (dw, mw) = (
                         _mm_loadu_ps(d.as_ptr().add(s)),
                         _mm_loadu_ps(m.as_ptr().add(s)),
@@ -403,12 +420,7 @@ mod simd {
                     for k in 0..T {
                         let (ad, aq, asum) = rows[k];
                         let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
-                        let isum = hsum4(
-                            madd(ws[0], acts),
-                            madd(ws[1], acts),
-                            madd(ws[2], acts),
-                            madd(ws[3], acts),
-                        );
+                        let isum = nibble_sums(&ws, acts);
                         let da = _mm_set1_ps(ad[b]);
                         let scaled = _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(isum));
                         let mins = _mm_mul_ps(_mm_mul_ps(mw, da), _mm_set1_ps(asum[b] as f32));
@@ -417,22 +429,12 @@ mod simd {
                 }
                 MatrixData::Q4_0 { d, qs } => {
                     let w = qs.as_ptr().add(s * 16);
-                    let ws = [
-                        expand(w),
-                        expand(w.add(16)),
-                        expand(w.add(32)),
-                        expand(w.add(48)),
-                    ];
+                    let ws = expand4(w);
                     let dw = _mm_loadu_ps(d.as_ptr().add(s));
                     for k in 0..T {
                         let (ad, aq, asum) = rows[k];
                         let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
-                        let isum = hsum4(
-                            madd(ws[0], acts),
-                            madd(ws[1], acts),
-                            madd(ws[2], acts),
-                            madd(ws[3], acts),
-                        );
+                        let isum = nibble_sums(&ws, acts);
                         let isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * asum[b]));
                         let da = _mm_set1_ps(ad[b]);
                         acc[k] = _mm_add_ps(
