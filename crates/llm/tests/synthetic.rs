@@ -106,8 +106,11 @@ fn u32_kv(w: &mut Writer, key: &str, v: u32) {
     w.kv(key, 4, &v.to_le_bytes());
 }
 
+/// A metadata key and the value that replaces the normal one.
+type Patch = (&'static str, u32);
+
 /// The synthetic file; `skip` leaves out one tensor, `patch` changes one metadata value.
-fn model_file(skip: Option<&str>, patch: Option<(&str, u32)>) -> Vec<u8> {
+fn model_file(skip: Option<&str>, patch: Option<Patch>) -> Vec<u8> {
     let mut w = Writer::new();
     let mut arch = vec![];
     common::string(&mut arch, "llama");
@@ -270,7 +273,7 @@ fn every_tensor_type_runs_and_tracks_an_f64_reference() {
 
 #[test]
 fn inconsistent_models_are_refused() {
-    let cases: Vec<(Option<&str>, Option<(&str, u32)>)> = vec![
+    let cases: Vec<(Option<&str>, Option<Patch>)> = vec![
         (Some("blk.1.ffn_down.weight"), None),
         (Some("output_norm.weight"), None),
         (None, Some(("llama.attention.head_count", 0))),
