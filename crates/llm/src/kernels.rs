@@ -193,8 +193,13 @@ impl Matrix {
     ) -> [[f32; GROUP]; T] {
         #[cfg(target_arch = "x86_64")]
         if simd::avx2() && !matches!(self.data, MatrixData::F32(_)) {
-            // SAFETY: AVX2 was detected at run time; slices are sized by construction.
-            return unsafe { simd::dot4::<T>(self, g, x, t) };
+            // SAFETY: the features were detected at run time; slices are sized by construction.
+            return unsafe {
+                match simd::vnni() {
+                    true => simd::dot4_vnni::<T>(self, g, x, t),
+                    false => simd::dot4::<T>(self, g, x, t),
+                }
+            };
         }
         std::array::from_fn(|k| self.dot4_scalar(g, x, t + k))
     }
@@ -326,7 +331,11 @@ pub fn simd_enabled() -> bool {
 mod simd {
     //! AVX2 version of [`super::Matrix::dot4_scalar`]: one activation block against the same
     //! block of four rows; exact integer sums, then lane-wise (one lane per row) IEEE float
-    //! operations in the scalar order. `VERITY_LLM_NO_SIMD` forces the scalar path.
+    //! operations in the scalar order. Where AVX-512 VNNI exists, the byte products are summed
+    //! by `vpdpbusd` instead of `vpmaddubsw` + `vpmaddwd`: the same exact integers, fewer
+    //! instructions. `VERITY_LLM_NO_SIMD` forces the scalar path, `VERITY_LLM_NO_VNNI` plain
+    //! AVX2. The helpers are `inline(always)` so they take the features of the kernel they are
+    //! inlined into.
     use super::{Activations, Matrix, MatrixData, GROUP, QK};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -338,8 +347,19 @@ mod simd {
         })
     }
 
+    /// AVX-512 VNNI (with VL, for 256-bit registers) on top of AVX2.
+    pub fn vnni() -> bool {
+        static VNNI: OnceLock<bool> = OnceLock::new();
+        *VNNI.get_or_init(|| {
+            avx2()
+                && std::env::var_os("VERITY_LLM_NO_VNNI").is_none()
+                && is_x86_feature_detected!("avx512vnni")
+                && is_x86_feature_detected!("avx512vl")
+        })
+    }
+
     /// Lane i of the result is the sum of the 8 lanes of the i-th argument.
-    #[target_feature(enable = "avx2")]
+    #[inline(always)]
     unsafe fn hsum4(a: __m256i, b: __m256i, c: __m256i, d: __m256i) -> __m128i {
         let abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
         _mm_add_epi32(
@@ -349,7 +369,7 @@ mod simd {
     }
 
     /// Expands the 16 nibble bytes at `w` to 32 unsigned bytes (weights 0..32 in order).
-    #[target_feature(enable = "avx2")]
+    #[inline(always)]
     unsafe fn expand(w: *const u8) -> __m256i {
         let packed = _mm_loadu_si128(w as *const __m128i);
         let mask = _mm_set1_epi8(15);
@@ -359,7 +379,7 @@ mod simd {
     }
 
     /// The four rows' nibble blocks at `w` (16 bytes each, consecutive), expanded.
-    #[target_feature(enable = "avx2")]
+    #[inline(always)]
     unsafe fn expand4(w: *const u8) -> [__m256i; GROUP] {
         [
             expand(w),
@@ -370,34 +390,59 @@ mod simd {
     }
 
     /// Lane i: the exact integer dot of row i's expanded nibbles with the activations.
-    #[target_feature(enable = "avx2")]
-    unsafe fn nibble_sums(ws: &[__m256i; GROUP], acts: __m256i) -> __m128i {
+    #[inline(always)]
+    unsafe fn nibble_sums<const VNNI: bool>(ws: &[__m256i; GROUP], acts: __m256i) -> __m128i {
         hsum4(
-            madd(ws[0], acts),
-            madd(ws[1], acts),
-            madd(ws[2], acts),
-            madd(ws[3], acts),
+            madd::<VNNI>(ws[0], acts),
+            madd::<VNNI>(ws[1], acts),
+            madd::<VNNI>(ws[2], acts),
+            madd::<VNNI>(ws[3], acts),
         )
     }
 
     /// Σ u_j a_j of unsigned weight bytes and signed activations, as 8 partial lanes (at most
     /// 2·15·127 per pair for nibbles; see `signed` for bytes).
-    #[target_feature(enable = "avx2")]
-    unsafe fn madd(weights: __m256i, acts: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(weights, acts), _mm256_set1_epi16(1))
+    #[inline(always)]
+    unsafe fn madd<const VNNI: bool>(weights: __m256i, acts: __m256i) -> __m256i {
+        if VNNI {
+            _mm256_dpbusd_epi32(_mm256_setzero_si256(), weights, acts)
+        } else {
+            _mm256_madd_epi16(_mm256_maddubs_epi16(weights, acts), _mm256_set1_epi16(1))
+        }
     }
 
     /// Σ w_j a_j of signed weight bytes: |w| times a with w's sign. |w| ≤ 128 and |a| ≤ 127,
     /// so a pair sum (at most 2·128·127 = 32,512) cannot saturate.
-    #[target_feature(enable = "avx2")]
-    unsafe fn signed(w: __m256i, abs_w: __m256i, acts: __m256i) -> __m256i {
-        madd(abs_w, _mm256_sign_epi8(acts, w))
+    #[inline(always)]
+    unsafe fn signed<const VNNI: bool>(w: __m256i, abs_w: __m256i, acts: __m256i) -> __m256i {
+        madd::<VNNI>(abs_w, _mm256_sign_epi8(acts, w))
     }
 
     /// Rows `4g..4g + 4` times activation rows `t0..t0 + T`: each weight block is loaded
     /// once for the T tokens. Per token and lane, the operations of `dot4_scalar`.
     #[target_feature(enable = "avx2")]
     pub unsafe fn dot4<const T: usize>(
+        m: &Matrix,
+        g: usize,
+        x: &Activations,
+        t0: usize,
+    ) -> [[f32; GROUP]; T] {
+        dot4_body::<T, false>(m, g, x, t0)
+    }
+
+    /// [`dot4`] with VNNI byte products.
+    #[target_feature(enable = "avx2,avx512vl,avx512vnni")]
+    pub unsafe fn dot4_vnni<const T: usize>(
+        m: &Matrix,
+        g: usize,
+        x: &Activations,
+        t0: usize,
+    ) -> [[f32; GROUP]; T] {
+        dot4_body::<T, true>(m, g, x, t0)
+    }
+
+    #[inline(always)]
+    unsafe fn dot4_body<const T: usize, const VNNI: bool>(
         m: &Matrix,
         g: usize,
         x: &Activations,
@@ -420,7 +465,7 @@ mod simd {
                     for k in 0..T {
                         let (ad, aq, asum) = rows[k];
                         let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
-                        let isum = nibble_sums(&ws, acts);
+                        let isum = nibble_sums::<VNNI>(&ws, acts);
                         let da = _mm_set1_ps(ad[b]);
                         let scaled = _mm_mul_ps(_mm_mul_ps(dw, da), _mm_cvtepi32_ps(isum));
                         let mins = _mm_mul_ps(_mm_mul_ps(mw, da), _mm_set1_ps(asum[b] as f32));
@@ -434,7 +479,7 @@ mod simd {
                     for k in 0..T {
                         let (ad, aq, asum) = rows[k];
                         let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
-                        let isum = nibble_sums(&ws, acts);
+                        let isum = nibble_sums::<VNNI>(&ws, acts);
                         let isum = _mm_sub_epi32(isum, _mm_set1_epi32(8 * asum[b]));
                         let da = _mm_set1_ps(ad[b]);
                         acc[k] = _mm_add_ps(
@@ -462,10 +507,10 @@ mod simd {
                         let (ad, aq, _) = rows[k];
                         let acts = _mm256_loadu_si256(aq.as_ptr().add(b * QK) as *const __m256i);
                         let isum = hsum4(
-                            signed(ws[0], abs[0], acts),
-                            signed(ws[1], abs[1], acts),
-                            signed(ws[2], abs[2], acts),
-                            signed(ws[3], abs[3], acts),
+                            signed::<VNNI>(ws[0], abs[0], acts),
+                            signed::<VNNI>(ws[1], abs[1], acts),
+                            signed::<VNNI>(ws[2], abs[2], acts),
+                            signed::<VNNI>(ws[3], abs[3], acts),
                         );
                         let da = _mm_set1_ps(ad[b]);
                         acc[k] = _mm_add_ps(
