@@ -18,6 +18,10 @@ pub enum ChatTemplateError {
     Template(#[from] Error),
 }
 
+/// Template instructions one rendering may execute; SmolLM2's template needs a few hundred
+/// per message.
+pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
 /// One turn of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Message<'a> {
@@ -82,6 +86,9 @@ impl ChatTemplate {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A template comes with a published model: bound its work (deterministically, so a
+        // refusal is the same on every node).
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_owned())?;
         Ok(ChatTemplate {

@@ -20,6 +20,9 @@ pub const RUNTIME_VERSION: &str = "1";
 /// generation's KV cache (SmolLM2-135M: 94 MB at 2,048 tokens).
 pub const MAX_CONTEXT: usize = 2048;
 
+/// Prompt tokens run per forward batch.
+const PROMPT_CHUNK: usize = 64;
+
 #[derive(Debug, Error)]
 pub enum LlmError {
     #[error("model file: {0}")]
@@ -139,6 +142,11 @@ impl Llm {
             .validate()
             .map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
         let prompt = self.prompt(&request.messages)?;
+        if prompt.is_empty() {
+            return Err(LlmError::InvalidRequest(
+                "the chat template gave an empty prompt".into(),
+            ));
+        }
         let needed = prompt.len() + request.max_tokens as usize;
         if needed > self.context_length() {
             return Err(LlmError::ContextFull {
@@ -154,15 +162,19 @@ impl Llm {
         };
         let mut fingerprint = blake3::Hasher::new_derive_key("verity/llm-logits/v1");
         let mut cache = self.model.new_cache();
-        let mut logits = self.model.forward(&prompt, &mut cache, false);
+        // The prompt goes in chunks, which bounds the batch buffers; chunking does not change
+        // a bit (a batch computes exactly what token-at-a-time does).
+        let mut logits = vec![];
+        for chunk in prompt.chunks(PROMPT_CHUNK) {
+            logits = self.model.forward(chunk, &mut cache, false);
+        }
         let mut json = request.json_object.then(|| (JsonState::new(), vec![]));
         let mut text = TextStream::new(&request.stop);
         let mut tokens = vec![];
         let mut finish = FinishReason::Length;
         for step in 0..request.max_tokens as u64 {
-            for l in &logits {
-                fingerprint.update(&l.to_le_bytes());
-            }
+            let bytes: Vec<u8> = logits.iter().flat_map(|l| l.to_le_bytes()).collect();
+            fingerprint.update(&bytes);
             let allowed = match &mut json {
                 Some((state, mask)) => {
                     self.json_trie().allowed(state, mask);

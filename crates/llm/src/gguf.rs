@@ -112,7 +112,14 @@ pub struct Gguf<'a> {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Metadata array elements still allowed: each becomes a [`Value`] of 32 bytes whatever
+    /// its size in the file, so a file of one-byte elements could otherwise ask for 32 times
+    /// its own size in memory.
+    array_elements_left: usize,
 }
+
+/// All metadata arrays together hold at most this many elements (SmolLM2: about 147,000).
+pub const MAX_ARRAY_ELEMENTS: usize = 4_000_000;
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], GgufError> {
@@ -179,6 +186,13 @@ impl<'a> Reader<'a> {
             9 if depth == 0 => {
                 let item = self.u32()?;
                 let n = self.count(1, "array length")?;
+                self.array_elements_left =
+                    self.array_elements_left
+                        .checked_sub(n)
+                        .ok_or(GgufError::Malformed {
+                            what: "metadata arrays (too many elements)",
+                            at,
+                        })?;
                 Value::Array(
                     (0..n)
                         .map(|_| self.value(item, depth + 1))
@@ -200,7 +214,11 @@ impl<'a> Reader<'a> {
 
 impl<'a> Gguf<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Gguf<'a>, GgufError> {
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = Reader {
+            buf: bytes,
+            pos: 0,
+            array_elements_left: MAX_ARRAY_ELEMENTS,
+        };
         if r.take(4).map_err(|_| GgufError::Magic)? != MAGIC {
             return Err(GgufError::Magic);
         }

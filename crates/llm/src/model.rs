@@ -10,6 +10,11 @@ use crate::kernels::{Activations, Matrix};
 use crate::{GgmlType, Gguf};
 use rayon::prelude::*;
 
+/// Largest embedding or feed-forward width, and vocabulary, this runtime accepts: they size
+/// every per-token buffer and every sampling step.
+pub const MAX_WIDTH: usize = 1 << 16;
+pub const MAX_VOCAB: usize = 1 << 20;
+
 /// Shape and constants of a llama model, from the GGUF metadata.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -112,6 +117,12 @@ impl Model {
         let c = &config;
         if heads == 0
             || kv_heads == 0
+            || c.head_dim == 0
+            || c.feed_forward == 0
+            || embedding > MAX_WIDTH
+            || c.feed_forward > MAX_WIDTH
+            || c.vocab == 0
+            || c.vocab > MAX_VOCAB
             || !heads.is_multiple_of(kv_heads)
             || !embedding.is_multiple_of(heads)
             || !c.head_dim.is_multiple_of(2)
@@ -179,7 +190,11 @@ impl Model {
 
     /// Runs `tokens` at the positions following the cache, appends them to the cache, and
     /// returns the logits of the last token (or of every token when `all_logits`).
+    /// No tokens, no logits.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, all_logits: bool) -> Vec<f32> {
+        if tokens.is_empty() {
+            return vec![];
+        }
         let c = &self.config;
         let (e, n) = (c.embedding, tokens.len());
         let mut x = Vec::with_capacity(n * e);

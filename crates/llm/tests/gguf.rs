@@ -144,6 +144,16 @@ fn truncated_and_hostile_files_are_errors() {
         bad(Writer::new().tensor("t", &[1, 1, 1, 1, 1], 0, vec![0; 4])),
         Some(GgufError::Malformed { .. })
     ));
+    // Arrays of one-byte elements beyond the metadata budget: refused before they are built
+    // (each element would take 32 bytes in memory).
+    let over = verity_llm::gguf::MAX_ARRAY_ELEMENTS + 1;
+    let mut huge = 0u32.to_le_bytes().to_vec();
+    huge.extend((over as u64).to_le_bytes());
+    huge.resize(huge.len() + over, 1);
+    assert!(matches!(
+        bad(Writer::new().kv("x", 9, &huge)),
+        Some(GgufError::Malformed { .. })
+    ));
 }
 
 #[test]

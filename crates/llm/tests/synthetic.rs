@@ -282,6 +282,8 @@ fn inconsistent_models_are_refused() {
         (None, Some(("llama.feed_forward_length", 64))),
         (None, Some(("llama.block_count", 3))),
         (None, Some(("llama.context_length", 0))),
+        (None, Some(("llama.embedding_length", 0))),
+        (None, Some(("llama.feed_forward_length", 0))),
     ];
     for (skip, patch) in cases {
         let file = model_file(skip, patch);

@@ -415,3 +415,14 @@ fn chat_templates_render_and_fail_cleanly() {
     .unwrap();
     assert!(t.render(&messages, true).is_err());
 }
+
+#[test]
+fn a_runaway_template_runs_out_of_fuel() {
+    let t = ChatTemplate::new(
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        "<s>",
+        "</s>",
+    )
+    .unwrap();
+    assert!(t.render(&[Message::new("user", "hi")], true).is_err());
+}
