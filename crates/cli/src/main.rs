@@ -318,7 +318,12 @@ fn run(cli: Cli) -> Result<()> {
                 temperature,
                 top_p,
                 top_k,
-                seed,
+                // A sampled request carries our own random seed, so the node cannot pick the
+                // seed (and with it the answer) it prefers.
+                seed: match (seed, temperature) {
+                    (None, t) if t != Some(0.0) => Some(verity_core::random_nonce()?),
+                    (s, _) => s,
+                },
                 stop,
                 json,
                 receipt_out,

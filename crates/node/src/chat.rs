@@ -167,7 +167,10 @@ async fn serve(
     let call = parse_chat(&body)?;
     let manifest = chat_model(node, &call.model).await?;
     let slot = node.chat.acquire().await?;
-    let (tx, mut rx) = mpsc::channel(64);
+    // Unbounded on purpose: the generation thread must never wait on a slow or stalled reader
+    // while it holds a generation slot. What can queue is bounded by the generation itself
+    // (at most max_tokens deltas).
+    let (tx, mut rx) = mpsc::unbounded_channel();
     let worker_node = node.clone();
     let stream = call.stream;
     let include_usage = call.include_usage;
@@ -229,11 +232,11 @@ fn generate(
     node: &Node,
     manifest: ModelManifest,
     call: ChatCall,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::UnboundedSender<Event>,
     _slot: Slot,
 ) {
     let fail = |e: OaiError| {
-        let _ = tx.blocking_send(Event::Failed(e));
+        let _ = tx.send(Event::Failed(e));
     };
     let llm = match node.executor.llm(&manifest) {
         Ok(l) => l,
@@ -243,12 +246,12 @@ fn generate(
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    if tx.blocking_send(Event::Ready).is_err() {
+    if tx.send(Event::Ready).is_err() {
         return node.metrics.chat("cancelled");
     }
     let start = Instant::now();
     let generation = llm.generate(&request, &mut |text| {
-        tx.blocking_send(Event::Delta(text.to_string())).is_ok()
+        tx.send(Event::Delta(text.to_string())).is_ok()
     });
     let generation = match generation {
         Ok(g) => g,
@@ -265,7 +268,7 @@ fn generate(
         return fail(ApiError::from(e).into());
     }
     m.chat("ok");
-    let _ = tx.blocking_send(Event::Done(Box::new(Finished {
+    let _ = tx.send(Event::Done(Box::new(Finished {
         request,
         generation,
         receipt,
@@ -389,7 +392,12 @@ fn event(data: &Value) -> Bytes {
 /// The streaming answer: `chat.completion.chunk` events (the role, then text deltas, then the
 /// finish reason with the `verity` member, then usage if asked), then `data: [DONE]`. A
 /// failure after the stream started is an `{"error": ...}` event, without `[DONE]`.
-fn sse(node: Arc<Node>, rx: mpsc::Receiver<Event>, model: String, include_usage: bool) -> Response {
+fn sse(
+    node: Arc<Node>,
+    rx: mpsc::UnboundedReceiver<Event>,
+    model: String,
+    include_usage: bool,
+) -> Response {
     let id = format!(
         "chatcmpl-{:016x}",
         verity_core::random_nonce().unwrap_or_default()

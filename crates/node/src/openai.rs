@@ -202,7 +202,8 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatCall, OaiError> {
         }
         other => other.map(|(_, n)| n as u32),
     };
-    let temperature = float(&obj, "temperature")?.unwrap_or(1.0);
+    // `+ 0.0` turns -0 into +0: one greedy request, one canonical encoding.
+    let temperature = float(&obj, "temperature")?.unwrap_or(1.0) + 0.0;
     if !(0.0..=2.0).contains(&temperature) {
         return Err(OaiError::invalid(
             "temperature",
