@@ -92,15 +92,24 @@ impl Model {
         let n = |key: &str| -> Result<usize, ModelError> {
             Ok(g.get_u64(&format!("llama.{key}"))? as usize)
         };
-        let f = |key: &str, default: f32| -> f32 {
-            g.get(&format!("llama.{key}"))
-                .ok()
-                .and_then(|v| v.as_f32())
-                .unwrap_or(default)
+        // Optional keys take their default only when absent: present with the wrong type is an
+        // error, never a silent default.
+        let present = |key: &str| g.get(&format!("llama.{key}")).is_ok();
+        let optional_n = |key: &str, default: usize| match present(key) {
+            true => n(key),
+            false => Ok(default),
+        };
+        let f = |key: &str, default: f32| -> Result<f32, ModelError> {
+            match g.get(&format!("llama.{key}")) {
+                Err(_) => Ok(default),
+                Ok(v) => v
+                    .as_f32()
+                    .ok_or_else(|| ModelError::Config(format!("llama.{key} is not an f32"))),
+            }
         };
         let embedding = n("embedding_length")?;
         let heads = n("attention.head_count")?;
-        let kv_heads = n("attention.head_count_kv").unwrap_or(heads);
+        let kv_heads = optional_n("attention.head_count_kv", heads)?;
         let embeddings = matrix(g, "token_embd.weight", None, Some(embedding))?;
         let config = Config {
             layers: n("block_count")?,
@@ -109,8 +118,8 @@ impl Model {
             heads,
             kv_heads,
             head_dim: embedding.checked_div(heads).unwrap_or(0),
-            rope_base: f("rope.freq_base", 10000.0),
-            rms_epsilon: f("attention.layer_norm_rms_epsilon", 1e-5),
+            rope_base: f("rope.freq_base", 10000.0)?,
+            rms_epsilon: f("attention.layer_norm_rms_epsilon", 1e-5)?,
             context_length: n("context_length")?,
             vocab: embeddings.rows,
         };
@@ -138,7 +147,8 @@ impl Model {
                 "inconsistent llama config {c:?}"
             )));
         }
-        if let Ok(rope_dims) = n("rope.dimension_count") {
+        if present("rope.dimension_count") {
+            let rope_dims = n("rope.dimension_count")?;
             if rope_dims != c.head_dim {
                 return Err(ModelError::Config(format!(
                     "rope over {rope_dims} of {} dimensions is not supported",

@@ -129,7 +129,13 @@ fn model_file(skip: Option<&str>, patch: Option<Patch>) -> Vec<u8> {
         };
         u32_kv(&mut w, key, value);
     }
-    w.kv("llama.rope.freq_base", 6, &(BASE as f32).to_le_bytes());
+    match patch {
+        // Present with the wrong type (u32, not f32): refused, not defaulted.
+        Some(("llama.rope.freq_base", v)) => u32_kv(&mut w, "llama.rope.freq_base", v),
+        _ => {
+            w.kv("llama.rope.freq_base", 6, &(BASE as f32).to_le_bytes());
+        }
+    }
     w.kv(
         "llama.attention.layer_norm_rms_epsilon",
         6,
@@ -284,6 +290,7 @@ fn inconsistent_models_are_refused() {
         (None, Some(("llama.context_length", 0))),
         (None, Some(("llama.embedding_length", 0))),
         (None, Some(("llama.feed_forward_length", 0))),
+        (None, Some(("llama.rope.freq_base", 10000))),
     ];
     for (skip, patch) in cases {
         let file = model_file(skip, patch);
