@@ -230,6 +230,22 @@ fn logits_fingerprint_is_pinned() {
         "ea20cb92d57e97e61419870ebd8b6976afbf9512747c457359f85c328d493047"
     );
     assert_eq!(verity_llm::RUNTIME_VERSION, "1");
+    // Sampling (libm exp, the BLAKE3 stream) and a system message are pinned too.
+    let mut r = request("Write a word.", 4);
+    r.messages.insert(
+        0,
+        ChatMessage {
+            role: "system".into(),
+            content: "Answer briefly.".into(),
+        },
+    );
+    (r.temperature, r.top_p, r.top_k, r.seed) = (0.8, 0.9, 40, 7);
+    let g = generate(&r);
+    assert_eq!(g.tokens, [49, 103, 14143, 30]);
+    assert_eq!(
+        g.logits_hash.to_hex(),
+        "3c2a5377b23e867112be6b4784bcc63d79af0674ddda764f2a9c447b79f5446a"
+    );
 }
 
 /// Child side of the cross-CPU test: prints the fingerprint of a short generation.
