@@ -85,10 +85,55 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
+/// Language models kept loaded at once; a generation in progress keeps its own model alive.
+pub const MAX_LOADED_LLMS: usize = 2;
+
+/// A map that keeps its `capacity` most recently used entries.
+struct Recent<K, V> {
+    entries: HashMap<K, (V, u64)>,
+    capacity: usize,
+    clock: u64,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, V: Clone> Recent<K, V> {
+    fn new(capacity: usize) -> Self {
+        Recent {
+            entries: HashMap::new(),
+            capacity: capacity.max(1),
+            clock: 0,
+        }
+    }
+
+    fn get(&mut self, key: &K) -> Option<V> {
+        self.clock += 1;
+        let clock = self.clock;
+        self.entries.get_mut(key).map(|(v, used)| {
+            *used = clock;
+            v.clone()
+        })
+    }
+
+    fn insert(&mut self, key: K, value: V) {
+        self.clock += 1;
+        if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.entries.remove(&k);
+            }
+        }
+        self.entries.insert(key, (value, self.clock));
+    }
+}
+
 pub struct Executor {
     store: Arc<Store>,
     cache: Mutex<HashMap<ModelId, Arc<Loaded>>>,
-    llms: Mutex<HashMap<ModelId, Arc<Llm>>>,
+    /// The most recently used language models (each holds its weights in memory).
+    llms: Mutex<Recent<ModelId, Arc<Llm>>>,
     /// Held while a language model loads, so concurrent first requests load it once.
     llm_loading: Mutex<()>,
 }
@@ -98,7 +143,7 @@ impl Executor {
         Executor {
             store,
             cache: Mutex::new(HashMap::new()),
-            llms: Mutex::new(HashMap::new()),
+            llms: Mutex::new(Recent::new(MAX_LOADED_LLMS)),
             llm_loading: Mutex::new(()),
         }
     }
@@ -118,7 +163,7 @@ impl Executor {
     }
 
     fn cached_llm(&self, id: &ModelId) -> Option<Arc<Llm>> {
-        self.llms.lock().ok()?.get(id).cloned()
+        self.llms.lock().ok()?.get(id)
     }
 
     /// The loaded language model (loaded and cached on first use). Blocking: loading reads
@@ -198,5 +243,25 @@ impl Executor {
             engine,
             seconds: start.elapsed().as_secs_f64(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Recent;
+
+    #[test]
+    fn recent_keeps_the_most_recently_used() {
+        let mut r = Recent::new(2);
+        r.insert("a", 1);
+        r.insert("b", 2);
+        assert_eq!(r.get(&"a"), Some(1)); // "b" is now the least recently used
+        r.insert("c", 3);
+        assert_eq!(
+            (r.get(&"a"), r.get(&"b"), r.get(&"c")),
+            (Some(1), None, Some(3))
+        );
+        r.insert("c", 4); // replacing evicts nothing
+        assert_eq!((r.get(&"a"), r.get(&"c")), (Some(1), Some(4)));
     }
 }
