@@ -63,19 +63,28 @@ fn read_events(
     reader: &mut dyn BufRead,
     on_chunk: &mut dyn FnMut(&Value) -> Result<()>,
 ) -> Result<()> {
+    read_events_capped(reader, MAX_EVENT_BYTES, on_chunk)
+}
+
+/// [`read_events`] with events of at most `max_event` bytes.
+fn read_events_capped(
+    reader: &mut dyn BufRead,
+    max_event: u64,
+    on_chunk: &mut dyn FnMut(&Value) -> Result<()>,
+) -> Result<()> {
     let mut data = String::new();
     let mut line = Vec::new();
     loop {
         line.clear();
         let n = (&mut *reader)
-            .take(MAX_EVENT_BYTES)
+            .take(max_event)
             .read_until(b'\n', &mut line)
             .context("the chat stream broke off")?;
         if n == 0 {
             bail!("the chat stream ended before `data: [DONE]`");
         }
-        if !line.ends_with(b"\n") && n as u64 == MAX_EVENT_BYTES {
-            bail!("a chat stream event is longer than {MAX_EVENT_BYTES} bytes");
+        if !line.ends_with(b"\n") && n as u64 == max_event {
+            bail!("a chat stream event is longer than {max_event} bytes");
         }
         let text = std::str::from_utf8(&line)
             .context("the chat stream is not UTF-8")?
@@ -85,6 +94,10 @@ fn read_events(
                 data.push('\n');
             }
             data.push_str(payload.strip_prefix(' ').unwrap_or(payload));
+            // Many `data:` lines make one event: the event as a whole is capped too.
+            if data.len() as u64 > max_event {
+                bail!("a chat stream event is longer than {max_event} bytes");
+            }
             continue;
         }
         // Other fields (`event:`, `id:`) and comments (`:`) are ignored; a blank line ends
@@ -434,6 +447,10 @@ mod tests {
         assert!(e.contains("boom") && e.contains("server_error"), "{e}");
         let (r, _) = events("data: {nope\n\n");
         assert!(format!("{:#}", r.unwrap_err()).contains("invalid event"));
+        // An event made of many short data lines is capped as a whole.
+        let many = "data: x\n".repeat(600);
+        let r = read_events_capped(&mut many.as_bytes(), 1000, &mut |_| Ok(()));
+        assert!(format!("{:#}", r.unwrap_err()).contains("longer than"));
     }
 
     #[test]
