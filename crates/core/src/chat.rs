@@ -29,6 +29,31 @@ pub struct ChatMessage {
     pub content: String,
 }
 
+/// Message count, roles and total size within the limits (checked before any prompt is
+/// rendered).
+pub fn validate_messages(messages: &[ChatMessage]) -> Result<(), CoreError> {
+    let bad = |m: String| Err(CoreError::Malformed(m));
+    if messages.is_empty() || messages.len() > MAX_MESSAGES {
+        return bad(format!("messages: between 1 and {MAX_MESSAGES} needed"));
+    }
+    let mut bytes = 0usize;
+    for (i, m) in messages.iter().enumerate() {
+        if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
+            return bad(format!(
+                "messages[{i}].role: {:?} is not system, user or assistant",
+                m.role
+            ));
+        }
+        bytes += m.content.len();
+    }
+    if bytes > MAX_PROMPT_BYTES {
+        return bad(format!(
+            "messages: {bytes} bytes, at most {MAX_PROMPT_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
 /// Everything that determines a generation: the model, the messages and every sampling
 /// parameter. Two equal requests give the same tokens on every node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -56,24 +81,7 @@ impl ChatRequest {
     /// Rejects requests outside the limits, with the offending field named.
     pub fn validate(&self) -> Result<(), CoreError> {
         let bad = |m: String| Err(CoreError::Malformed(m));
-        if self.messages.is_empty() || self.messages.len() > MAX_MESSAGES {
-            return bad(format!("messages: between 1 and {MAX_MESSAGES} needed"));
-        }
-        let mut bytes = 0usize;
-        for (i, m) in self.messages.iter().enumerate() {
-            if !matches!(m.role.as_str(), "system" | "user" | "assistant") {
-                return bad(format!(
-                    "messages[{i}].role: {:?} is not system, user or assistant",
-                    m.role
-                ));
-            }
-            bytes += m.content.len();
-        }
-        if bytes > MAX_PROMPT_BYTES {
-            return bad(format!(
-                "messages: {bytes} bytes, at most {MAX_PROMPT_BYTES}"
-            ));
-        }
+        validate_messages(&self.messages)?;
         if self.max_tokens == 0 || self.max_tokens > MAX_TOKENS {
             return bad(format!("max_tokens: between 1 and {MAX_TOKENS} needed"));
         }

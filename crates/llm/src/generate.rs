@@ -71,6 +71,25 @@ pub struct Generation {
     pub logits_hash: Hash,
 }
 
+/// A rendered and tokenized chat prompt, kept with the messages it was made from so that it
+/// can only serve a request with those messages.
+pub struct Prompt {
+    messages: Vec<ChatMessage>,
+    tokens: Vec<u32>,
+}
+
+impl Prompt {
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+}
+
+fn validate(request: &ChatRequest) -> Result<(), LlmError> {
+    request
+        .validate()
+        .map_err(|e| LlmError::InvalidRequest(e.to_string()))
+}
+
 /// A loaded GGUF llama model, ready to serve chats. Shareable across threads.
 pub struct Llm {
     model: Model,
@@ -111,19 +130,27 @@ impl Llm {
         &self.tokenizer
     }
 
-    /// Tokens of the chat prompt (template applied, generation prompt added).
-    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, LlmError> {
-        let messages: Vec<Message> = messages
+    /// The chat prompt (template applied, generation prompt added), tokenized.
+    pub fn prompt(&self, messages: &[ChatMessage]) -> Result<Prompt, LlmError> {
+        let rendered: Vec<Message> = messages
             .iter()
             .map(|m| Message::new(&m.role, &m.content))
             .collect();
-        let text = self.template.render(&messages, true)?;
+        let text = self.template.render(&rendered, true)?;
         let mut tokens = vec![];
         if self.tokenizer.add_bos() {
             tokens.push(self.tokenizer.bos());
         }
         tokens.extend(self.tokenizer.encode(&text, true));
-        Ok(tokens)
+        if tokens.is_empty() {
+            return Err(LlmError::InvalidRequest(
+                "the chat template gave an empty prompt".into(),
+            ));
+        }
+        Ok(Prompt {
+            messages: messages.to_vec(),
+            tokens,
+        })
     }
 
     /// Longest prompt plus generation, in tokens.
@@ -138,15 +165,26 @@ impl Llm {
         request: &ChatRequest,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, LlmError> {
-        request
-            .validate()
-            .map_err(|e| LlmError::InvalidRequest(e.to_string()))?;
+        validate(request)?;
         let prompt = self.prompt(&request.messages)?;
-        if prompt.is_empty() {
+        self.generate_from(request, &prompt, on_text)
+    }
+
+    /// [`Llm::generate`] from a prompt already made for the request's messages (a server
+    /// that needed the prompt's length first does not render and tokenize it twice).
+    pub fn generate_from(
+        &self,
+        request: &ChatRequest,
+        prompt: &Prompt,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, LlmError> {
+        validate(request)?;
+        if prompt.messages != request.messages {
             return Err(LlmError::InvalidRequest(
-                "the chat template gave an empty prompt".into(),
+                "the prompt was made for other messages".into(),
             ));
         }
+        let prompt = &prompt.tokens;
         let needed = prompt.len() + request.max_tokens as usize;
         if needed > self.context_length() {
             return Err(LlmError::ContextFull {

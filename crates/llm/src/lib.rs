@@ -13,10 +13,11 @@ pub mod kernels;
 pub mod model;
 pub mod quant;
 pub mod sample;
+pub mod smollm2;
 pub mod tokenizer;
 
 pub use chat_template::{ChatTemplate, ChatTemplateError, Message};
-pub use generate::{Generation, Llm, LlmError, RUNTIME_NAME, RUNTIME_VERSION};
+pub use generate::{Generation, Llm, LlmError, Prompt, RUNTIME_NAME, RUNTIME_VERSION};
 pub use gguf::{Gguf, GgufError, TensorInfo, Value};
 pub use quant::GgmlType;
 pub use tokenizer::{Tokenizer, TokenizerError};

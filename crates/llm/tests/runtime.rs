@@ -92,7 +92,7 @@ fn greedy_generation_agrees_with_llama_cpp() {
         let greedy = ids(&p["greedy"]);
         let r = request(question, greedy.len() as u32);
         assert_eq!(
-            llm().prompt(&r.messages).unwrap(),
+            llm().prompt(&r.messages).unwrap().tokens(),
             expected_prompt,
             "prompt tokens for {question:?}"
         );
@@ -142,7 +142,7 @@ fn same_tokens_and_logits_across_runs_and_thread_counts() {
     }
     // Prompt processing in one batch equals feeding the tokens one at a time.
     let model = llm().model();
-    let prompt = llm().prompt(&r.messages).unwrap();
+    let prompt = llm().prompt(&r.messages).unwrap().tokens().to_vec();
     let mut batch = model.new_cache();
     let batched = model.forward(&prompt, &mut batch, false);
     let mut single = model.new_cache();
@@ -211,6 +211,14 @@ fn stop_strings_and_max_tokens_end_generation() {
         (3, FinishReason::Length)
     );
     assert_eq!(short.tokens[..], full.tokens[..3]);
+    // A prompt made for other messages cannot serve this request.
+    let other = llm()
+        .prompt(&request("Something else.", 1).messages)
+        .unwrap();
+    assert!(matches!(
+        llm().generate_from(&r, &other, &mut |_| true),
+        Err(verity_llm::LlmError::InvalidRequest(_))
+    ));
     // Context overflow is an error, not a truncation.
     r.messages[0].content = "word ".repeat(3000);
     r.max_tokens = 10;

@@ -25,11 +25,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
-use verity_core::chat::{chat_outputs, MAX_TOKENS};
+use verity_core::chat::{chat_outputs, validate_messages, MAX_TOKENS};
 use verity_core::receipt::ReceiptBody;
 use verity_core::tensor::hash_map;
 use verity_core::{ChatRequest, EngineId, FinishReason, Mode, ModelManifest, Receipt};
-use verity_llm::{Generation, Llm, LlmError, RUNTIME_NAME, RUNTIME_VERSION};
+use verity_llm::{Generation, Llm, LlmError, Prompt, RUNTIME_NAME, RUNTIME_VERSION};
 
 /// Response header carrying the compact receipt ([`Receipt::to_compact_base64`]).
 pub const RECEIPT_HEADER: &str = "verity-receipt";
@@ -242,7 +242,7 @@ fn generate(
         Ok(l) => l,
         Err(e) => return fail(model_error(e)),
     };
-    let request = match prepare(&llm, &manifest, &call) {
+    let (request, prompt) = match prepare(&llm, &manifest, &call) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
@@ -250,7 +250,7 @@ fn generate(
         return node.metrics.chat("cancelled");
     }
     let start = Instant::now();
-    let generation = llm.generate(&request, &mut |text| {
+    let generation = llm.generate_from(&request, &prompt, &mut |text| {
         tx.send(Event::Delta(text.to_string())).is_ok()
     });
     let generation = match generation {
@@ -291,8 +291,14 @@ fn model_error(e: ChatModelError) -> OaiError {
 
 /// The canonical request: the model's id, `max_tokens` defaulting to what the context leaves
 /// after the prompt, and the seed (0 when greedy, random otherwise, unless the client set it).
-fn prepare(llm: &Llm, manifest: &ModelManifest, call: &ChatCall) -> Result<ChatRequest, OaiError> {
-    let prompt = llm.prompt(&call.messages).map_err(runtime_error)?.len();
+fn prepare(
+    llm: &Llm,
+    manifest: &ModelManifest,
+    call: &ChatCall,
+) -> Result<(ChatRequest, Prompt), OaiError> {
+    validate_messages(&call.messages).map_err(|e| validation_error(e.to_string()))?;
+    let prompt_tokens = llm.prompt(&call.messages).map_err(runtime_error)?;
+    let prompt = prompt_tokens.tokens().len();
     let context = llm.context_length();
     let room = context.saturating_sub(prompt);
     let max_tokens = match call.max_tokens {
@@ -320,7 +326,7 @@ fn prepare(llm: &Llm, manifest: &ModelManifest, call: &ChatCall) -> Result<ChatR
     request
         .validate()
         .map_err(|e| validation_error(e.to_string()))?;
-    Ok(request)
+    Ok((request, prompt_tokens))
 }
 
 /// The chat receipt: the canonical request as input, tokens + text + finish reason as output.

