@@ -212,6 +212,9 @@ impl Model {
             x.extend(self.embeddings.row(t as usize));
         }
         let start = cache.len;
+        // The rotations of the new positions, computed once for every layer, q and k.
+        let rotations: Vec<Vec<(f32, f32)>> =
+            (start..start + n).map(|p| self.rotation(p)).collect();
         let kv = c.kv_heads * c.head_dim;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = Activations::new(n, e, rms_norm(&x, &layer.attn_norm, c.rms_epsilon));
@@ -222,8 +225,8 @@ impl Model {
             layer.k.matmul(&h, &mut k);
             layer.v.matmul(&h, &mut v);
             for t in 0..n {
-                self.rope(&mut q[t * e..(t + 1) * e], start + t);
-                self.rope(&mut k[t * kv..(t + 1) * kv], start + t);
+                rope(&mut q[t * e..(t + 1) * e], &rotations[t], c.head_dim);
+                rope(&mut k[t * kv..(t + 1) * kv], &rotations[t], c.head_dim);
             }
             cache.keys[l].extend_from_slice(&k);
             cache.values[l].extend_from_slice(&v);
@@ -253,19 +256,16 @@ impl Model {
         logits
     }
 
-    /// Rotates each (2i, 2i+1) pair of every head by `position * frequency_i` radians; the
-    /// angle, its cosine and sine are computed in f64 and rounded to f32 once.
-    fn rope(&self, x: &mut [f32], position: usize) {
-        let d = self.config.head_dim;
-        for (i, f) in self.rope_frequencies.iter().enumerate() {
-            let angle = position as f64 * f;
-            let (cos, sin) = (libm::cos(angle) as f32, libm::sin(angle) as f32);
-            for head in x.chunks_exact_mut(d) {
-                let (a, b) = (head[2 * i], head[2 * i + 1]);
-                head[2 * i] = a * cos - b * sin;
-                head[2 * i + 1] = a * sin + b * cos;
-            }
-        }
+    /// Cosine and sine of `position * frequency_i` for each dimension pair i: the angle and
+    /// both functions in f64, each rounded to f32 once.
+    fn rotation(&self, position: usize) -> Vec<(f32, f32)> {
+        self.rope_frequencies
+            .iter()
+            .map(|f| {
+                let angle = position as f64 * f;
+                (libm::cos(angle) as f32, libm::sin(angle) as f32)
+            })
+            .collect()
     }
 
     /// Causal attention of `n` new queries (positions `start..start + n`) over the cache.
@@ -342,6 +342,17 @@ fn rms_norm(x: &[f32], weight: &[f32], epsilon: f32) -> Vec<f32> {
         out.extend(row.iter().zip(weight).map(|(v, w)| (v * scale) * w));
     }
     out
+}
+
+/// Rotates each (2i, 2i+1) pair of every head of `x` by the i-th (cos, sin).
+fn rope(x: &mut [f32], rotation: &[(f32, f32)], head_dim: usize) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, (cos, sin)) in rotation.iter().enumerate() {
+            let (a, b) = (head[2 * i], head[2 * i + 1]);
+            head[2 * i] = a * cos - b * sin;
+            head[2 * i + 1] = a * sin + b * cos;
+        }
+    }
 }
 
 /// `x / (1 + expf(-x))`.
