@@ -212,14 +212,18 @@ impl NodeClient {
     }
 
     fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
-        let url = format!("{}{path}", self.base);
+        Ok(self.post_response(path, body)?.json()?)
+    }
+
+    /// POSTs `body` as JSON; a non-success status is an error.
+    fn post_response<B: Serialize>(&self, path: &str, body: &B) -> Result<Response> {
         let resp = self
             .http
-            .post(&url)
+            .post(format!("{}{path}", self.base))
             .json(body)
             .send()
             .with_context(|| format!("cannot reach node at {}", self.base))?;
-        Ok(check(resp)?.json()?)
+        check(resp)
     }
 
     /// Sends a signed request (and, for quorum mode, its escrow); with `wait`, the answer
@@ -341,14 +345,7 @@ impl NodeClient {
     }
 
     fn chat_request(&self, body: &Value) -> Result<Response> {
-        let url = format!("{}/v1/chat/completions", self.base);
-        let resp = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .with_context(|| format!("cannot reach node at {}", self.base))?;
-        check(resp)
+        self.post_response("/v1/chat/completions", body)
     }
 
     /// Uploads a model (and optional calibration) with a progress bar; signs the claim.
