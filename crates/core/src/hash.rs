@@ -24,6 +24,7 @@ pub mod domain {
     pub const STATE: &str = "verity/state/v1";
     pub const EXECUTOR_RANK: &str = "verity/executor-rank/v1";
     pub const CHAT_REQUEST: &str = "verity/chat-request/v1";
+    pub const ZK_STATEMENT: &str = "verity/zk-statement/v1";
 }
 
 /// A 32-byte digest, shown as lowercase hex.

@@ -67,7 +67,7 @@ impl Interpreter {
     }
 
     /// Checks names, dtypes and shapes, then quantizes the inputs.
-    fn quantize_inputs(&self, inputs: &TensorMap) -> Result<Vec<(usize, Vec<i8>)>> {
+    pub fn quantize_inputs(&self, inputs: &TensorMap) -> Result<Vec<(usize, Vec<i8>)>> {
         let m = &self.model;
         if let Some(extra) = inputs
             .keys()
@@ -110,18 +110,39 @@ impl Interpreter {
 
     pub fn run(&self, inputs: &TensorMap) -> Result<Execution> {
         let m = &self.model;
+        let vals = self.values(inputs)?;
+        let trace: Vec<Hash> = m
+            .inputs
+            .iter()
+            .map(|i| i.value)
+            .chain(m.ops.iter().map(QOp::output))
+            .map(|v| hash_parts(DType::I8, &m.shapes[v], as_bytes(&vals[v])))
+            .collect();
+        let trace_root = trace_root(&trace);
+        Ok(Execution {
+            outputs: self.outputs(&vals)?,
+            trace,
+            trace_root,
+        })
+    }
+
+    /// Every value of the graph (indexed by value id) for these inputs: the quantized inputs,
+    /// constants and each op's int8 output. The zk prover builds its witness from them.
+    pub fn values(&self, inputs: &TensorMap) -> Result<Vec<Vec<i8>>> {
+        let m = &self.model;
         let mut vals: Vec<Vec<i8>> = vec![Vec::new(); m.shapes.len()];
-        let mut trace = Vec::with_capacity(m.ops.len() + m.inputs.len());
         for (v, q) in self.quantize_inputs(inputs)? {
-            trace.push(hash_parts(DType::I8, &m.shapes[v], as_bytes(&q)));
             vals[v] = q;
         }
         for (op, widened) in m.ops.iter().zip(&self.widened) {
-            let y = op.output();
-            let out = self.step(op, widened, &vals);
-            trace.push(hash_parts(DType::I8, &m.shapes[y], as_bytes(&out)));
-            vals[y] = out;
+            vals[op.output()] = self.step(op, widened, &vals);
         }
+        Ok(vals)
+    }
+
+    /// The dequantized f32 output tensors, keyed by output name, of these values.
+    pub fn outputs(&self, vals: &[Vec<i8>]) -> Result<TensorMap> {
+        let m = &self.model;
         let mut outputs = TensorMap::new();
         for o in &m.outputs {
             let f: Vec<f32> = vals[o.value].iter().map(|&q| q as f32 * o.scale).collect();
@@ -130,12 +151,11 @@ impl Interpreter {
                 Tensor::from_f32(m.shapes[o.value].clone(), &f)?,
             );
         }
-        let trace_root = trace_root(&trace);
-        Ok(Execution {
-            outputs,
-            trace,
-            trace_root,
-        })
+        Ok(outputs)
+    }
+
+    pub fn model(&self) -> &CanonicalModel {
+        &self.model
     }
 
     fn step(&self, op: &QOp, widened: &[i16], vals: &[Vec<i8>]) -> Vec<i8> {

@@ -1,0 +1,257 @@
+//! Succinct proofs that a canonical int8 model, identified by its id, turned an input into an
+//! output, bit for bit as the canonical engine computes it.
+//!
+//! The proof is a batch of STARKs (Plonky3: KoalaBear, FRI, Keccak Merkle trees) over the
+//! tables of [`air`], tied together by LogUp buses. The model's weights and wiring are
+//! preprocessed columns: their commitment, derived deterministically from the model file, is
+//! the model's verifying key. The statement (model id, quantized input, quantized output) is
+//! bound twice: as periodic columns the constraints check, and as a digest in the transcript.
+//! docs/zk.md describes the circuit and its security level.
+
+pub mod air;
+pub mod circuit;
+pub mod config;
+mod error;
+
+use p3_batch_stark::{prove_batch, verify_batch, BatchProof, ProverData, StarkInstance};
+use p3_field::PrimeCharacteristicRing;
+use p3_matrix::Matrix;
+use verity_core::hash::domain;
+use verity_core::{Hash, ModelId, TensorMap};
+use verity_engine::canonical::CanonicalModel;
+use verity_engine::Interpreter;
+
+pub use circuit::Circuit;
+pub use error::ZkError;
+
+use air::{Kind, STATEMENT_LIMBS};
+use config::{Config, Val};
+
+/// What a proof proves: this model mapped this quantized input to this quantized output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Statement {
+    pub model_id: ModelId,
+    /// All graph inputs, quantized, concatenated in the model's input order.
+    pub input: Vec<i8>,
+    /// All graph outputs, concatenated in the model's output order.
+    pub output: Vec<i8>,
+}
+
+impl Statement {
+    /// Domain-separated digest of the statement, absorbed by the proof's transcript.
+    pub fn digest(&self) -> Hash {
+        let mut bytes = Vec::with_capacity(48 + self.input.len() + self.output.len());
+        bytes.extend_from_slice(&self.model_id.0);
+        for part in [&self.input, &self.output] {
+            bytes.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            bytes.extend(part.iter().map(|&v| v as u8));
+        }
+        Hash::of(domain::ZK_STATEMENT, &bytes)
+    }
+
+    fn public_values(&self) -> Vec<Val> {
+        let d = self.digest().0;
+        let limbs: Vec<Val> = d
+            .chunks(2)
+            .map(|c| Val::from_u16(u16::from_le_bytes([c[0], c[1]])))
+            .collect();
+        debug_assert_eq!(limbs.len(), STATEMENT_LIMBS);
+        limbs
+    }
+}
+
+/// A model compiled for proving and verifying: its circuit and the commitment to its
+/// preprocessed columns (the verifying key), derived from the model file alone.
+pub struct ZkModel {
+    model_id: ModelId,
+    interpreter: Interpreter,
+    circuit: Circuit,
+    config: Config,
+    prover_data: ProverData<Config>,
+}
+
+impl ZkModel {
+    /// Compiles a canonical model file and commits to its preprocessed columns. Refuses
+    /// models with operators the circuit does not cover, naming them.
+    pub fn setup(model_bytes: &[u8]) -> Result<ZkModel, ZkError> {
+        let model = CanonicalModel::decode(model_bytes)?;
+        let circuit = Circuit::compile(&model)?;
+        let config = config::config();
+        let degrees: Vec<usize> = circuit
+            .airs
+            .iter()
+            .map(|a| a.preprocessed.height().trailing_zeros() as usize)
+            .collect();
+        // Fold two lookups into each auxiliary column (degree 3, within the rate-1/2 budget).
+        let budgets = vec![3; degrees.len()];
+        let prover_data = ProverData::from_airs_and_degrees_with_lookup_budgets(
+            &config,
+            &circuit.airs,
+            &degrees,
+            &budgets,
+            config::LOG_BLOWUP,
+        )
+        .map_err(|e| ZkError::Internal(format!("{e:?}")))?;
+        Ok(ZkModel {
+            model_id: ModelId::of_bytes(model_bytes),
+            interpreter: Interpreter::new(model),
+            circuit,
+            config,
+            prover_data,
+        })
+    }
+
+    pub fn model_id(&self) -> ModelId {
+        self.model_id
+    }
+
+    /// The commitment to the model's preprocessed columns (Keccak Merkle root), as bytes.
+    pub fn commitment(&self) -> Vec<u8> {
+        self.prover_data
+            .common
+            .preprocessed
+            .as_ref()
+            .map(|p| postcard::to_allocvec(&p.commitment).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Table kinds and heights, for reports.
+    pub fn tables(&self) -> Vec<(Kind, usize)> {
+        self.circuit
+            .airs
+            .iter()
+            .map(|a| (a.kind, a.preprocessed.height()))
+            .collect()
+    }
+
+    /// Runs the model on `inputs` and proves the run. Returns the outputs (exactly those of
+    /// the canonical engine), the statement and the serialized proof.
+    pub fn prove(&self, inputs: &TensorMap) -> Result<(TensorMap, Statement, Vec<u8>), ZkError> {
+        let vals = self.interpreter.values(inputs)?;
+        let model = self.interpreter.model();
+        let (input, output) = self.circuit.statement(model, &vals);
+        let statement = Statement {
+            model_id: self.model_id,
+            input,
+            output,
+        };
+        let airs = self.circuit.airs_for(&statement.input, &statement.output);
+        let traces = self.circuit.witness(&vals)?;
+        let publics = self.public_values(&airs, &statement);
+        let instances: Vec<StarkInstance<'_, Config, air::ZkAir>> = airs
+            .iter()
+            .zip(&traces)
+            .zip(publics)
+            .map(|((air, trace), public_values)| StarkInstance {
+                air,
+                trace,
+                public_values,
+            })
+            .collect();
+        let proof = prove_batch(&self.config, &instances, &self.prover_data)
+            .map_err(|e| ZkError::Internal(format!("{e:?}")))?;
+        let bytes = postcard::to_allocvec(&proof).map_err(|e| ZkError::Internal(e.to_string()))?;
+        Ok((self.interpreter.outputs(&vals)?, statement, bytes))
+    }
+
+    fn public_values(&self, airs: &[air::ZkAir], statement: &Statement) -> Vec<Vec<Val>> {
+        airs.iter()
+            .map(|a| {
+                if a.kind == Kind::Io {
+                    statement.public_values()
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect()
+    }
+
+    /// The statement claimed by a receipt's f32 tensors: the input quantized as the engine
+    /// does, the outputs mapped back to int8 (refusing any value that is not exactly
+    /// `q * scale`, so one proof cannot cover two different claimed outputs).
+    pub fn statement(&self, inputs: &TensorMap, outputs: &TensorMap) -> Result<Statement, ZkError> {
+        let model = self.interpreter.model();
+        let input = self
+            .interpreter
+            .quantize_inputs(inputs)?
+            .into_iter()
+            .flat_map(|(_, q)| q)
+            .collect();
+        if outputs.len() != model.outputs.len() {
+            return Err(ZkError::Statement(format!(
+                "{} output tensors, the model has {}",
+                outputs.len(),
+                model.outputs.len()
+            )));
+        }
+        let mut output = Vec::new();
+        for spec in &model.outputs {
+            let t = outputs
+                .get(&spec.name)
+                .ok_or_else(|| ZkError::Statement(format!("output {:?} missing", spec.name)))?;
+            let values = t
+                .to_f32()
+                .filter(|_| t.shape() == model.shapes[spec.value].as_slice())
+                .ok_or_else(|| {
+                    ZkError::Statement(format!("output {:?} has the wrong type or shape", spec.name))
+                })?;
+            for f in values {
+                let q = (f / spec.scale).round().clamp(-128.0, 127.0) as i8;
+                if (q as f32 * spec.scale).to_bits() != f.to_bits() {
+                    return Err(ZkError::Statement(format!(
+                        "output {:?} holds {f}, which is not an int8 multiple of its scale",
+                        spec.name
+                    )));
+                }
+                output.push(q);
+            }
+        }
+        Ok(Statement {
+            model_id: self.model_id,
+            input,
+            output,
+        })
+    }
+
+    /// Checks a proof against a statement about this model.
+    pub fn verify(&self, statement: &Statement, proof: &[u8]) -> Result<(), ZkError> {
+        if statement.model_id != self.model_id {
+            return Err(ZkError::Statement(format!(
+                "the statement names model {}, this key is for {}",
+                statement.model_id, self.model_id
+            )));
+        }
+        if statement.input.len() != self.circuit.input_len
+            || statement.output.len() != self.circuit.output_len
+        {
+            return Err(ZkError::Statement(format!(
+                "expected {} input and {} output values, got {} and {}",
+                self.circuit.input_len,
+                self.circuit.output_len,
+                statement.input.len(),
+                statement.output.len()
+            )));
+        }
+        let proof: BatchProof<Config> =
+            postcard::from_bytes(proof).map_err(|e| ZkError::Malformed(e.to_string()))?;
+        let expected: Vec<usize> = self
+            .circuit
+            .airs
+            .iter()
+            .map(|a| a.preprocessed.height().trailing_zeros() as usize)
+            .collect();
+        if proof.degree_bits != expected {
+            return Err(ZkError::Rejected("table sizes differ from the model's".into()));
+        }
+        let airs = self.circuit.airs_for(&statement.input, &statement.output);
+        let publics = self.public_values(&airs, statement);
+        verify_batch(
+            &self.config,
+            &airs,
+            &proof,
+            &publics,
+            &self.prover_data.common,
+        )
+        .map_err(|e| ZkError::Rejected(format!("{e:?}")))
+    }
+}
