@@ -203,7 +203,9 @@ where
                 let next_m: Vec<AB::Expr> = main.next_slice().iter().map(|&v| v.into()).collect();
                 let next_p: Vec<AB::Expr> = pre.next_slice().iter().map(|&v| v.into()).collect();
                 let dot = |m: &[AB::Expr], p: &[AB::Expr]| {
-                    (0..k).fold(AB::Expr::ZERO, |acc, j| acc + m[j].clone() * p[5 + j].clone())
+                    (0..k).fold(AB::Expr::ZERO, |acc, j| {
+                        acc + m[j].clone() * p[5 + j].clone()
+                    })
                 };
                 let (acc, next_acc) = (m[k].clone(), next_m[k].clone());
                 b.when_first_row().assert_zero(acc.clone() - dot(&m, &p));
@@ -226,14 +228,23 @@ where
                 );
                 let active = p[4].clone();
                 query(b, ACC, vec![p[0].clone(), acc], active.clone());
-                query(b, THR, vec![p[1].clone(), y.clone(), t_lo, t_hi], active.clone());
+                query(
+                    b,
+                    THR,
+                    vec![p[1].clone(), y.clone(), t_lo, t_hi],
+                    active.clone(),
+                );
                 for l in &m[4..8] {
                     query(b, RANGE, vec![l.clone()], active.clone());
                 }
                 provide(b, MEM, vec![p[2].clone(), y], p[3].clone());
             }
             Kind::ThresholdTable | Kind::BinaryTable => {
-                let bus = if self.kind == Kind::ThresholdTable { THR } else { BINARY };
+                let bus = if self.kind == Kind::ThresholdTable {
+                    THR
+                } else {
+                    BINARY
+                };
                 provide(b, bus, p.clone(), m[0].clone());
             }
             Kind::RangeTable => provide(b, RANGE, p.clone(), m[0].clone()),
@@ -241,7 +252,12 @@ where
             Kind::Unary => {
                 let active = p[4].clone();
                 query(b, MEM, vec![p[0].clone(), m[0].clone()], active.clone());
-                query(b, UNARY, vec![p[1].clone(), m[0].clone(), m[1].clone()], active);
+                query(
+                    b,
+                    UNARY,
+                    vec![p[1].clone(), m[0].clone(), m[1].clone()],
+                    active,
+                );
                 provide(b, MEM, vec![p[2].clone(), m[1].clone()], p[3].clone());
             }
             Kind::Binary => {

@@ -210,7 +210,13 @@ impl Circuit {
     }
 
     /// Channels of one Dense/Conv: refuses dot products that could leave ±2^28.
-    fn channels(&mut self, name: &str, w: &[i8], b: &[i32], rq: &[Requant]) -> Result<usize, ZkError> {
+    fn channels(
+        &mut self,
+        name: &str,
+        w: &[i8],
+        b: &[i32],
+        rq: &[Requant],
+    ) -> Result<usize, ZkError> {
         let taps = w.len() / b.len().max(1);
         for (o, r) in rq.iter().enumerate() {
             let bound: i64 = w[o * taps..(o + 1) * taps]
@@ -229,9 +235,9 @@ impl Circuit {
         }
         let first = self.thresholds.len();
         self.thresholds.extend(
-            rq.iter()
-                .zip(b)
-                .map(|(&r, &bias)| thresholds(move |dot| clamp_i8(r.apply(dot + bias as i64)) as i64)),
+            rq.iter().zip(b).map(|(&r, &bias)| {
+                thresholds(move |dot| clamp_i8(r.apply(dot + bias as i64)) as i64)
+            }),
         );
         Ok(first)
     }
@@ -275,7 +281,15 @@ impl Circuit {
     fn compile_op(&mut self, model: &CanonicalModel, op: &QOp) -> Result<(), ZkError> {
         let numel = |v: usize| model.shapes[v].iter().product::<usize>();
         match op {
-            QOp::Dense { x, y, k, n, w, b, rq } => {
+            QOp::Dense {
+                x,
+                y,
+                k,
+                n,
+                w,
+                b,
+                rq,
+            } => {
                 let channel0 = self.channels("Dense", w, b, rq)?;
                 for r in 0..numel(*x) / (*k).max(1) {
                     let patch: Vec<(usize, usize)> =
@@ -322,9 +336,8 @@ impl Circuit {
                 for o in 0..outer {
                     for (x, rq) in xs {
                         let chunk = numel(*x) / outer.max(1);
-                        let table: Vec<i8> = (-128i64..=127)
-                            .map(|v| clamp_i8(rq.apply(v)))
-                            .collect();
+                        let table: Vec<i8> =
+                            (-128i64..=127).map(|v| clamp_i8(rq.apply(v))).collect();
                         let t = self.unary_table(table);
                         for i in 0..chunk {
                             let a = self.addr(*x, o * chunk + i);
@@ -390,9 +403,11 @@ impl Circuit {
                                     count_include_pad, ..
                                 } => {
                                     let c = if *count_include_pad { k } else { count };
-                                    self.rows.avg_pool.entry(k).or_default().push((
-                                        slots, o, c as i64,
-                                    ))
+                                    self.rows
+                                        .avg_pool
+                                        .entry(k)
+                                        .or_default()
+                                        .push((slots, o, c as i64))
                                 }
                                 _ => self.rows.max_pool.entry(k).or_default().push((slots, o)),
                             }
@@ -412,7 +427,14 @@ impl Circuit {
     }
 
     /// The in-image taps of a conv window: (address, tap index) in the weights' tap order.
-    fn conv_patch(&self, x: usize, img: usize, win: &Window, oy: usize, ox: usize) -> Vec<(usize, usize)> {
+    fn conv_patch(
+        &self,
+        x: usize,
+        img: usize,
+        win: &Window,
+        oy: usize,
+        ox: usize,
+    ) -> Vec<(usize, usize)> {
         let (rs, cs) = win.span(oy, ox);
         let y0 = (oy * win.stride_h) as isize - win.pad_top as isize;
         let x0 = (ox * win.stride_w) as isize - win.pad_left as isize;
@@ -700,7 +722,9 @@ impl Circuit {
                         for l in limbs {
                             range(l)?;
                         }
-                        let row = [fe(acc), fe(y), fe(lo), fe(hi)].into_iter().chain(limbs.map(fe));
+                        let row = [fe(acc), fe(y), fe(lo), fe(hi)]
+                            .into_iter()
+                            .chain(limbs.map(fe));
                         let row: Vec<Val> = row.collect();
                         t[i * w..(i + 1) * w].copy_from_slice(&row);
                         threshold_mult[ch * 256 + at] += 1;
@@ -724,7 +748,9 @@ impl Circuit {
                 Kind::UnaryTable => {
                     for &(x, tab, y) in &self.rows.unary {
                         if self.unary_tables[tab][(mem[x] as i64 + 128) as usize] != mem[y] {
-                            return Err(ZkError::Internal("unary op disagrees with its table".into()));
+                            return Err(ZkError::Internal(
+                                "unary op disagrees with its table".into(),
+                            ));
                         }
                         t[tab * 256 + (mem[x] as i64 + 128) as usize] += Val::ONE;
                     }
@@ -758,7 +784,9 @@ impl Circuit {
                             }
                         }
                         if !chosen {
-                            return Err(ZkError::Internal("max pool output not in its window".into()));
+                            return Err(ZkError::Internal(
+                                "max pool output not in its window".into(),
+                            ));
                         }
                     }
                 }

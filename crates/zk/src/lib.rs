@@ -135,12 +135,21 @@ impl ZkModel {
             input,
             output,
         };
-        let airs = self.circuit.airs_for(&statement.input, &statement.output);
         let traces = self.circuit.witness(&vals)?;
-        let publics = self.public_values(&airs, &statement);
+        let bytes = self.prove_traces(&statement, &traces)?;
+        Ok((self.interpreter.outputs(&vals)?, statement, bytes))
+    }
+
+    fn prove_traces(
+        &self,
+        statement: &Statement,
+        traces: &[p3_matrix::dense::RowMajorMatrix<Val>],
+    ) -> Result<Vec<u8>, ZkError> {
+        let airs = self.circuit.airs_for(&statement.input, &statement.output);
+        let publics = self.public_values(&airs, statement);
         let instances: Vec<StarkInstance<'_, Config, air::ZkAir>> = airs
             .iter()
-            .zip(&traces)
+            .zip(traces)
             .zip(publics)
             .map(|((air, trace), public_values)| StarkInstance {
                 air,
@@ -150,8 +159,7 @@ impl ZkModel {
             .collect();
         let proof = prove_batch(&self.config, &instances, &self.prover_data)
             .map_err(|e| ZkError::Internal(format!("{e:?}")))?;
-        let bytes = postcard::to_allocvec(&proof).map_err(|e| ZkError::Internal(e.to_string()))?;
-        Ok((self.interpreter.outputs(&vals)?, statement, bytes))
+        postcard::to_allocvec(&proof).map_err(|e| ZkError::Internal(e.to_string()))
     }
 
     fn public_values(&self, airs: &[air::ZkAir], statement: &Statement) -> Vec<Vec<Val>> {
@@ -193,7 +201,10 @@ impl ZkModel {
                 .to_f32()
                 .filter(|_| t.shape() == model.shapes[spec.value].as_slice())
                 .ok_or_else(|| {
-                    ZkError::Statement(format!("output {:?} has the wrong type or shape", spec.name))
+                    ZkError::Statement(format!(
+                        "output {:?} has the wrong type or shape",
+                        spec.name
+                    ))
                 })?;
             for f in values {
                 let q = (f / spec.scale).round().clamp(-128.0, 127.0) as i8;
@@ -241,7 +252,9 @@ impl ZkModel {
             .map(|a| a.preprocessed.height().trailing_zeros() as usize)
             .collect();
         if proof.degree_bits != expected {
-            return Err(ZkError::Rejected("table sizes differ from the model's".into()));
+            return Err(ZkError::Rejected(
+                "table sizes differ from the model's".into(),
+            ));
         }
         let airs = self.circuit.airs_for(&statement.input, &statement.output);
         let publics = self.public_values(&airs, statement);
@@ -253,5 +266,57 @@ impl ZkModel {
             &self.prover_data.common,
         )
         .map_err(|e| ZkError::Rejected(format!("{e:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p3_field::PrimeCharacteristicRing;
+    use verity_core::Tensor;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!(
+            "{}/../../fixtures/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap()
+    }
+
+    /// A prover that lies consistently everywhere it can: the statement, the IO table's
+    /// periodic column and its trace all claim another output. Every row constraint holds;
+    /// only the memory bus, where the output was provided with its true value, can catch it.
+    #[test]
+    fn a_consistent_lie_about_the_output_is_caught_by_the_memory_bus() {
+        let calib =
+            verity_engine::Calibration::from_json(&fixture("digits_calib_mlp.json")).unwrap();
+        let model = verity_engine::quantize_onnx(&fixture("digits_mlp.onnx"), &calib)
+            .unwrap()
+            .encode();
+        let zk = ZkModel::setup(&model).unwrap();
+        let x: Vec<f32> = (0..64).map(|i| (i % 16) as f32 / 16.0).collect();
+        let inputs =
+            TensorMap::from([("input".into(), Tensor::from_f32(vec![1, 64], &x).unwrap())]);
+        let vals = zk.interpreter.values(&inputs).unwrap();
+        let (input, mut output) = zk.circuit.statement(zk.interpreter.model(), &vals);
+        let mut traces = zk.circuit.witness(&vals).unwrap();
+        let honest = Statement {
+            model_id: zk.model_id,
+            input: input.clone(),
+            output: output.clone(),
+        };
+        zk.verify(&honest, &zk.prove_traces(&honest, &traces).unwrap())
+            .unwrap();
+
+        output[3] = output[3].wrapping_add(7);
+        // IO main columns are [in, out]: output value 3 sits in row 3.
+        traces[0].values[3 * 2 + 1] = Val::from_i8(output[3]);
+        let lie = Statement {
+            model_id: zk.model_id,
+            input,
+            output,
+        };
+        let proof = zk.prove_traces(&lie, &traces).unwrap();
+        assert!(matches!(zk.verify(&lie, &proof), Err(ZkError::Rejected(_))));
     }
 }
