@@ -32,6 +32,11 @@ pub const UNARY: &str = "unary";
 /// `(table, a, b, y)`: binary int8 tables (Add).
 pub const BINARY: &str = "binary";
 
+/// Entries per row of the lookup tables (threshold, range, unary, binary): four provided
+/// entries share one row, so a table commits a quarter of the rows and half the auxiliary
+/// columns per entry.
+pub const TABLE_LANES: usize = 4;
+
 /// Limb size of the requantization range checks.
 pub const RANGE_BITS: usize = 15;
 /// Number of public values: the statement digest as 16-bit limbs.
@@ -54,17 +59,18 @@ pub enum Kind {
     /// `T(y) <= acc < T(y+1)`, each side a 30-bit range check in two 15-bit limbs.
     /// main `[acc, y, t_lo, t_hi, l0, l1, l2, l3]`; pre `[acc_id, channel, addr, mult, active]`.
     Requant,
-    /// main `[mult]`; pre `[channel, y, t_lo, t_hi]`.
+    /// Tables hold [`TABLE_LANES`] entries per row: main `[mult]` and pre `[entry]` per lane.
+    /// entry `[channel, y, t_lo, t_hi]`.
     ThresholdTable,
-    /// main `[mult]`; pre `[v]`, v = 0 .. 2^15.
+    /// entry `[v]`, v = 0 .. 2^15.
     RangeTable,
     /// main `[x, y]`; pre `[in_addr, table, out_addr, mult, active]`.
     Unary,
-    /// main `[mult]`; pre `[table, x, y]`.
+    /// entry `[table, x, y]`.
     UnaryTable,
     /// main `[a, b, y]`; pre `[a_addr, b_addr, table, out_addr, mult, active]`.
     Binary,
-    /// main `[mult]`; pre `[table, a, b, y]`.
+    /// entry `[table, a, b, y]`.
     BinaryTable,
     /// y = the selected x_j, and y - x_j >= 0 for every x_j in the window.
     /// main `[x_0..x_k, y, s_0..s_k]`; pre `[addr_0..addr_k, rd_0..rd_k, out_addr, mult, active]`.
@@ -75,13 +81,34 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Entries per row: [`TABLE_LANES`] for lookup tables, 1 for the rest.
+    pub fn lanes(self) -> usize {
+        match self.table_bus() {
+            Some(_) => TABLE_LANES,
+            None => 1,
+        }
+    }
+
+    /// The bus a lookup table provides on, and its entry width.
+    fn table_bus(self) -> Option<(&'static str, usize)> {
+        match self {
+            Kind::ThresholdTable => Some((THR, 4)),
+            Kind::RangeTable => Some((RANGE, 1)),
+            Kind::UnaryTable => Some((UNARY, 3)),
+            Kind::BinaryTable => Some((BINARY, 4)),
+            _ => None,
+        }
+    }
+
     pub fn main_width(self) -> usize {
         match self {
             Kind::Io => 2,
             Kind::Gather { k } => k,
             Kind::Mac { k } => k + 1,
             Kind::Requant => 8,
-            Kind::ThresholdTable | Kind::RangeTable | Kind::UnaryTable | Kind::BinaryTable => 1,
+            Kind::ThresholdTable | Kind::RangeTable | Kind::UnaryTable | Kind::BinaryTable => {
+                TABLE_LANES
+            }
             Kind::Unary => 2,
             Kind::Binary => 3,
             Kind::MaxPool { k } => 2 * k + 1,
@@ -95,12 +122,11 @@ impl Kind {
             Kind::Gather { k } => 2 + 2 * k,
             Kind::Mac { k } => 5 + k,
             Kind::Requant => 5,
-            Kind::ThresholdTable => 4,
-            Kind::RangeTable => 1,
+            Kind::ThresholdTable | Kind::RangeTable | Kind::UnaryTable | Kind::BinaryTable => {
+                self.table_bus().map_or(0, |(_, w)| w * TABLE_LANES)
+            }
             Kind::Unary => 5,
-            Kind::UnaryTable => 3,
             Kind::Binary => 6,
-            Kind::BinaryTable => 4,
             Kind::MaxPool { k } => 2 * k + 3,
             Kind::AvgPool { k } => 2 * k + 4,
         }
@@ -239,16 +265,12 @@ where
                 }
                 provide(b, MEM, vec![p[2].clone(), y], p[3].clone());
             }
-            Kind::ThresholdTable | Kind::BinaryTable => {
-                let bus = if self.kind == Kind::ThresholdTable {
-                    THR
-                } else {
-                    BINARY
-                };
-                provide(b, bus, p.clone(), m[0].clone());
+            Kind::ThresholdTable | Kind::RangeTable | Kind::UnaryTable | Kind::BinaryTable => {
+                let (bus, width) = self.kind.table_bus().unwrap_or((RANGE, 1));
+                for (lane, entry) in p.chunks(width).enumerate() {
+                    provide(b, bus, entry.to_vec(), m[lane].clone());
+                }
             }
-            Kind::RangeTable => provide(b, RANGE, p.clone(), m[0].clone()),
-            Kind::UnaryTable => provide(b, UNARY, p.clone(), m[0].clone()),
             Kind::Unary => {
                 let active = p[4].clone();
                 query(b, MEM, vec![p[0].clone(), m[0].clone()], active.clone());

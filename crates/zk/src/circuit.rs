@@ -456,13 +456,20 @@ impl Circuit {
     /// Preprocessed columns of every table the model uses, in a fixed order.
     fn build_airs(&self) -> Vec<ZkAir> {
         let mut airs = Vec::new();
+        // Rows (entries, for tables) are padded to a power-of-two height with `pad`, or with
+        // copies of the first entry (a duplicate table entry adds nothing a prover could use).
         let mut push = |kind: Kind, rows: Vec<Vec<Val>>, pad: Option<Vec<Val>>| {
             let width = kind.preprocessed_width();
-            let h = height(rows.len());
+            let lanes = kind.lanes();
+            let h = height(rows.len().div_ceil(lanes));
             let mut values = Vec::with_capacity(h * width);
             let filler = pad.unwrap_or_else(|| rows.first().cloned().unwrap_or_default());
-            for r in rows.iter().chain(std::iter::repeat(&filler)).take(h) {
-                debug_assert_eq!(r.len(), width);
+            for r in rows
+                .iter()
+                .chain(std::iter::repeat(&filler))
+                .take(h * lanes)
+            {
+                debug_assert_eq!(r.len() * lanes, width);
                 values.extend_from_slice(r);
             }
             airs.push(ZkAir {
@@ -818,7 +825,8 @@ impl Circuit {
             traces.push(RowMajorMatrix::new(t, w));
         }
         if let Some(i) = self.airs.iter().position(|a| a.kind == Kind::RangeTable) {
-            traces[i] = RowMajorMatrix::new(range_mult.into_iter().map(Val::from_u64).collect(), 1);
+            let mult = range_mult.into_iter().map(Val::from_u64).collect();
+            traces[i] = RowMajorMatrix::new(mult, Kind::RangeTable.lanes());
         }
         Ok(traces)
     }
