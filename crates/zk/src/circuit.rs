@@ -24,6 +24,8 @@ pub const MAC_WIDTH: usize = 16;
 pub const ACC_BOUND: i64 = 1 << 28;
 /// Smallest table height.
 const MIN_HEIGHT: usize = 16;
+/// Largest table height (log2): the stated security level assumes no table is taller.
+pub const MAX_LOG_HEIGHT: usize = 20;
 
 fn fe(v: i64) -> Val {
     Val::from_i64(v)
@@ -176,6 +178,12 @@ impl Circuit {
             c.output_len += numel(o.value);
         }
         c.airs = c.build_airs();
+        if let Some(a) = c.airs.iter().find(|a| a.preprocessed.height() > 1 << MAX_LOG_HEIGHT) {
+            return Err(unsupported(
+                "model",
+                &format!("its {:?} table exceeds 2^{MAX_LOG_HEIGHT} rows", a.kind),
+            ));
+        }
         // Periodic columns of the right length, so setup sees the same layout as proofs.
         let io_height = c.airs[0].preprocessed.height();
         c.airs[0].periodic = vec![vec![Val::ZERO; io_height]; 2];

@@ -32,8 +32,15 @@ pub const LOG_BLOWUP: usize = 1;
 pub const NUM_QUERIES: usize = 100;
 /// Grinding before the query phase: a forger pays 2^16 hashes per attempt.
 pub const QUERY_POW_BITS: usize = 16;
+/// Grinding before the challenge that batches all opened columns into one FRI instance (its
+/// error grows with the number of columns, so it binds first without grinding).
+pub const BATCH_POW_BITS: usize = 12;
 /// Grinding before each FRI folding challenge.
-pub const COMMIT_POW_BITS: usize = 0;
+pub const COMMIT_POW_BITS: usize = 4;
+/// Grinding before the LogUp challenges are drawn (the lookup fingerprint's error term).
+pub const LOOKUP_POW_BITS: usize = 16;
+/// Grinding before the out-of-domain point is drawn.
+pub const OOD_POW_BITS: usize = 12;
 /// Largest folding arity (log2) per FRI round.
 pub const MAX_LOG_ARITY: usize = 3;
 /// The last FRI polynomial is sent in the clear with this many coefficients (log2).
@@ -46,7 +53,7 @@ pub fn fri_parameters<M>(mmcs: M) -> FriParameters<M> {
         log_final_poly_len: LOG_FINAL_POLY_LEN,
         max_log_arity: MAX_LOG_ARITY,
         num_queries: NUM_QUERIES,
-        batch_proof_of_work_bits: 0,
+        batch_proof_of_work_bits: BATCH_POW_BITS,
         commit_proof_of_work_bits: COMMIT_POW_BITS,
         query_proof_of_work_bits: QUERY_POW_BITS,
         mmcs,
@@ -68,4 +75,6 @@ pub fn config() -> Config {
     );
     let challenger = Challenger::from_hasher(Vec::new(), Keccak256Hash);
     Config::new(pcs, challenger)
+        .with_lookup_proof_of_work_bits(LOOKUP_POW_BITS)
+        .with_ood_proof_of_work_bits(OOD_POW_BITS)
 }
