@@ -5,6 +5,7 @@ mod chat;
 mod client;
 mod devnet;
 mod fetch;
+mod zk;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -85,7 +86,8 @@ enum Command {
         /// Where to write the receipt (default: receipt-<id>.json); in quorum mode, all k.
         #[arg(long, short)]
         out: Option<PathBuf>,
-        /// `signed` (one node), `quorum` (3 nodes) or `quorum:K`.
+        /// `signed` (one node), `quorum` (3 nodes), `quorum:K`, or `zk` (one node, with a
+        /// succinct proof of the canonical execution).
         #[arg(long, default_value = "signed")]
         mode: String,
         /// Quorum mode: return once the settlement is finalized on the ledger.
@@ -149,6 +151,24 @@ enum Command {
         #[arg(long)]
         input: PathBuf,
     },
+    /// Prove locally (no node) that a canonical int8 model maps an input to its output: writes
+    /// the outputs and a succinct proof anyone can check with `verity verify-proof`.
+    Prove {
+        /// A canonical int8 model file (`verity model quantize` makes one from ONNX).
+        model: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the proof file.
+        #[arg(long, short, default_value = "proof.json")]
+        out: PathBuf,
+    },
+    /// Verify offline a `verity prove` proof file against the model file.
+    VerifyProof {
+        proof: PathBuf,
+        /// The canonical model file; its hash must be the model id the proof names.
+        #[arg(long)]
+        model: PathBuf,
+    },
     /// Verify offline that a receipt was committed by the ledger: its Merkle path, the block
     /// header and the block's finalization certificate against a validator set file.
     VerifyInclusion {
@@ -158,8 +178,8 @@ enum Command {
         validators: PathBuf,
     },
     /// Verify offline a receipt, a quorum's receipts, or a receipt's inclusion proof (with
-    /// --validators): signatures, hashes, Merkle path and finalization certificate; with
-    /// --reexecute, bit-equal outputs.
+    /// --validators): signatures, hashes, Merkle path and finalization certificate; zk
+    /// receipts' proofs (with --input and the model); with --reexecute, bit-equal outputs.
     Verify {
         receipt: PathBuf,
         /// Validator set file: quorum signers must be in it; inclusion proofs are checked
@@ -362,8 +382,8 @@ fn run(cli: Cli) -> Result<()> {
             // (the escrow then names that node, the only one that may settle it).
             let chain_id = client.ledger().ok().map(|l| l.chain_id);
             let executors = match (mode, &chain_id) {
-                (Mode::Signed, None) => None,
-                (Mode::Signed, Some(_)) => Some((0, Some(client.health()?.node))),
+                (Mode::Signed | Mode::Zk, None) => None,
+                (Mode::Signed | Mode::Zk, Some(_)) => Some((0, Some(client.health()?.node))),
                 (Mode::Quorum { k }, _) => Some((k, None)),
             };
             let escrow = match executors {
@@ -415,7 +435,14 @@ fn run(cli: Cli) -> Result<()> {
                     if resp.receipt.request_hash != own.hash() || resp.receipt.mode != own.mode {
                         bail!("the node answered with a receipt for another request or mode");
                     }
-                    serde_json::to_vec_pretty(&resp.receipt)?
+                    match &resp.zk_proof {
+                        Some(proof) => serde_json::to_vec_pretty(&zk::ZkReceipt {
+                            receipt: resp.receipt.clone(),
+                            zk_proof: proof.clone(),
+                        })?,
+                        None if own.mode == Mode::Zk => bail!("the node sent no zk proof"),
+                        None => serde_json::to_vec_pretty(&resp.receipt)?,
+                    }
                 }
             };
             std::fs::write(&path, saved)?;
@@ -442,6 +469,15 @@ fn run(cli: Cli) -> Result<()> {
                 (None, None) => {}
             }
             println!("receipt  {} -> {}", resp.receipt_id, path.display());
+            if let Some(proof) = &resp.zk_proof {
+                println!(
+                    "zk proof {} base64 characters, saved with the receipt; check it with \
+                     `verity verify {} --input {}`",
+                    proof.len(),
+                    path.display(),
+                    input.display()
+                );
+            }
             Ok(())
         }
         Command::Receipt { id, out } => {
@@ -478,6 +514,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
+        Command::Prove { model, input, out } => zk::prove(&model, &input, &out),
+        Command::VerifyProof { proof, model } => zk::verify_proof_file(&proof, &model),
         Command::VerifyInclusion { proof, validators } => {
             verify_inclusion_file(&proof, &validators)?;
             println!("inclusion verified");
@@ -776,6 +814,7 @@ enum ReceiptFile {
     Completion(Box<Completion>),
     Quorum(QuorumResult),
     Inclusion(Box<verity_ledger::proof::InclusionProof>),
+    Zk(Box<zk::ZkReceipt>),
     Single(Box<Receipt>),
 }
 
@@ -990,8 +1029,28 @@ fn verify_tensor(
         }
         ReceiptFile::Single(r) => {
             check(&r)?;
+            if r.mode == Mode::Zk {
+                bail!("this zk receipt was saved without its proof");
+            }
             println!("ok  signature by node {} over model {}", r.node, r.model);
             *r
+        }
+        ReceiptFile::Zk(z) => {
+            check(&z.receipt)?;
+            let r = z.receipt;
+            if r.mode != Mode::Zk {
+                bail!(
+                    "the receipt attached to the proof is in {} mode, not zk",
+                    r.mode
+                );
+            }
+            println!("ok  signature by node {} over model {}", r.node, r.model);
+            let Some(inputs) = &inputs else {
+                bail!("a zk proof is checked against the inputs: add --input")
+            };
+            let bytes = model_bytes(node, model, &r.model, progress)?;
+            zk::check(&bytes, &r.model, inputs, &r.outputs, &z.zk_proof)?;
+            r
         }
         ReceiptFile::Quorum(q) => {
             let set = validators.map(set_from).transpose()?;

@@ -12,10 +12,12 @@ use std::fmt;
 
 /// How the result is to be verified (DESIGN.md §5). `signed`: one node signs. `quorum:k`: k
 /// registered nodes, chosen by the ledger from the request hash, each sign the same output.
+/// `zk`: one node signs and attaches a succinct proof of the canonical execution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Signed,
     Quorum { k: u32 },
+    Zk,
 }
 
 /// Quorum size when a request says just `quorum`.
@@ -24,19 +26,30 @@ pub const DEFAULT_QUORUM: u32 = 3;
 pub const MAX_QUORUM: u32 = 16;
 
 impl Mode {
-    /// The canonical name, bound into request and receipt hashes: `signed` or `quorum:k`.
+    /// The canonical name, bound into request and receipt hashes: `signed`, `quorum:k` or
+    /// `zk`.
     pub fn name(self) -> String {
         match self {
             Mode::Signed => "signed".into(),
             Mode::Quorum { k } => format!("quorum:{k}"),
+            Mode::Zk => "zk".into(),
         }
     }
 
-    /// Accepts `signed`, `quorum` (k = 3) and `quorum:k` with 1 <= k <= 16.
+    /// Executors a request in this mode escrows for: 0 means the one node the client asked.
+    pub fn executors(self) -> u32 {
+        match self {
+            Mode::Signed | Mode::Zk => 0,
+            Mode::Quorum { k } => k,
+        }
+    }
+
+    /// Accepts `signed`, `zk`, `quorum` (k = 3) and `quorum:k` with 1 <= k <= 16.
     pub fn parse(s: &str) -> Result<Mode, CoreError> {
         let unknown = || CoreError::UnknownMode(s.to_string());
         match s {
             "signed" => Ok(Mode::Signed),
+            "zk" => Ok(Mode::Zk),
             "quorum" => Ok(Mode::Quorum { k: DEFAULT_QUORUM }),
             other => {
                 let k: u32 = other

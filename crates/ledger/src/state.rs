@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use verity_core::encode::Encoder;
 use verity_core::hash::domain;
 use verity_core::verify::{verify_receipt, Expectations};
-use verity_core::{Hash, Mode, ModelId, PublicKey, Receipt};
+use verity_core::{Hash, ModelId, PublicKey, Receipt};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
@@ -422,14 +422,11 @@ impl LedgerState {
                 if r.request_hash != *request {
                     return Err(bad("names another request".into()));
                 }
-                let expected_mode = match escrow.executors {
-                    0 => Mode::Signed,
-                    k => Mode::Quorum { k },
-                };
-                if r.mode != expected_mode {
+                // One named node (signed or zk mode), or a quorum of k.
+                if r.mode.executors() != escrow.executors {
                     return Err(bad(format!(
-                        "mode {} does not match the escrow's mode {expected_mode}",
-                        r.mode
+                        "mode {} does not match the escrow's {} executors",
+                        r.mode, escrow.executors
                     )));
                 }
                 if r.model != escrow.model {

@@ -58,6 +58,10 @@ pub struct InferResponse {
     /// Quorum mode: every executor's receipt (`receipt` is the first of them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumResult>,
+    /// zk mode: the proof (base64) that the receipt's model maps the inputs to its outputs;
+    /// `verity verify` checks it offline against the model file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk_proof: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -449,7 +453,7 @@ pub async fn infer(
     let Json(body) = body?;
     check_client_signature(&body.signed)?;
     match body.signed.request.mode {
-        Mode::Signed => {
+        Mode::Signed | Mode::Zk => {
             // On a network every served inference is paid through the ledger.
             let escrow = match (&node.chain, body.escrow) {
                 (None, _) => None,
@@ -465,7 +469,23 @@ pub async fn infer(
             };
             let request = body.signed.request.hash();
             let manifest = model_for(&node, &body.signed.request.model).await?;
+            // Refuse unprovable models before running (and before the nonce is spent).
+            let circuit = match body.signed.request.mode {
+                Mode::Zk => {
+                    let node = node.clone();
+                    let manifest = manifest.clone();
+                    Some(blocking(move || node.circuits.get(&node.store, &manifest)).await?)
+                }
+                _ => None,
+            };
+            let inputs = circuit.as_ref().map(|_| body.signed.request.inputs.clone());
             let receipt = execute(&node, body.signed.request, manifest).await?;
+            let zk_proof = match (circuit, inputs) {
+                (Some(zk), Some(inputs)) => {
+                    Some(blocking(move || crate::zk::prove(&zk, &inputs)).await?)
+                }
+                _ => None,
+            };
             let settled_height = match escrow {
                 Some(escrow) => {
                     let close = verity_ledger::Action::Settle {
@@ -481,6 +501,7 @@ pub async fn infer(
                 receipt,
                 settled_height,
                 quorum: None,
+                zk_proof,
             }))
         }
         Mode::Quorum { .. } => {

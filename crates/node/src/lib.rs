@@ -12,6 +12,7 @@ pub mod openai;
 pub mod peers;
 pub mod quorum;
 pub mod store;
+pub mod zk;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::Next;
@@ -93,6 +94,8 @@ pub struct Node {
     pub chain: Option<chain::Chain>,
     /// Client for other nodes' APIs (quorum execution, model fetch).
     pub http: reqwest::Client,
+    /// Compiled zk circuits of the models served in zk mode.
+    pub circuits: zk::Circuits,
 }
 
 fn load_key(config: &NodeConfig) -> anyhow::Result<NodeKey> {
@@ -115,6 +118,7 @@ impl Node {
             key,
             store,
             executor,
+            circuits: Default::default(),
             metrics: metrics::Metrics::new(),
             chain,
             http: reqwest::Client::new(),

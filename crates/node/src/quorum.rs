@@ -19,14 +19,6 @@ use verity_ledger::{Action, Transaction};
 /// How long `wait` waits for the settlement to be finalized.
 const FINALITY_WAIT: Duration = Duration::from_secs(30);
 
-/// The number in an escrow's `executors` field for a request mode (0 means signed mode).
-fn escrow_executors(mode: Mode) -> u32 {
-    match mode {
-        Mode::Signed => 0,
-        Mode::Quorum { k } => k,
-    }
-}
-
 /// Checks the client's escrow for `req`, and refuses early what the ledger would refuse, so no
 /// node works for nothing.
 pub(crate) fn check_escrow(
@@ -36,10 +28,10 @@ pub(crate) fn check_escrow(
 ) -> Result<(), ApiError> {
     let chain = node.chain()?;
     let request = req.hash();
-    let k = escrow_executors(req.mode);
-    // Signed mode names the node the client asked (this one); quorum mode names none.
+    let k = req.mode.executors();
+    // Signed and zk mode name the node the client asked (this one); quorum mode names none.
     let named = match req.mode {
-        Mode::Signed => Some(node.key.public()),
+        Mode::Signed | Mode::Zk => Some(node.key.public()),
         Mode::Quorum { .. } => None,
     };
     let opens_this = matches!(
@@ -186,6 +178,7 @@ pub async fn serve(
         receipt: receipts[0].clone(),
         settled_height,
         quorum: Some(QuorumResult { request, receipts }),
+        zk_proof: None,
     })
 }
 

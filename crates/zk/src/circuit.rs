@@ -178,7 +178,11 @@ impl Circuit {
             c.output_len += numel(o.value);
         }
         c.airs = c.build_airs();
-        if let Some(a) = c.airs.iter().find(|a| a.preprocessed.height() > 1 << MAX_LOG_HEIGHT) {
+        if let Some(a) = c
+            .airs
+            .iter()
+            .find(|a| a.preprocessed.height() > 1 << MAX_LOG_HEIGHT)
+        {
             return Err(unsupported(
                 "model",
                 &format!("its {:?} table exceeds 2^{MAX_LOG_HEIGHT} rows", a.kind),

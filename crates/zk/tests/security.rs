@@ -46,7 +46,10 @@ fn conjectured_security_is_at_least_100_bits() {
     let lookup = logup::security_term(&lookups, &shape, &grinding).unwrap();
     let report = conjectured_security_report(&regime, &air, &shape, &[lookup], &grinding);
     let bits = report.security_bits();
-    println!("conjectured security: {bits:.1} bits; binding term: {}", report.binding().label);
+    println!(
+        "conjectured security: {bits:.1} bits; binding term: {}",
+        report.binding().label
+    );
     for t in report.terms() {
         println!("  {}: {:.1}", t.label, t.bits.0);
     }
