@@ -243,6 +243,42 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     assert!(text(&o).contains("settled  request"), "{}", text(&o));
     assert_eq!(balance(2), before - 10, "the signed request cost one price");
 
+    // zk mode on a network: one node executes and proves, the ledger settles it like signed
+    // mode, and the proof checks offline with the model fetched by id.
+    let before = balance(1);
+    let zk_receipt = net.dir.path().join("zk.json");
+    let o = net
+        .cli(1)
+        .args([
+            "infer",
+            "digits-mlp.int8@1.0",
+            "--mode",
+            "zk",
+            "--wait",
+            "--out",
+        ])
+        .arg(&zk_receipt)
+        .arg("--input")
+        .arg(fixture("digit_input_mlp.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("settled  request") && text(&o).contains("zk proof"));
+    assert_eq!(balance(1), before - 10, "the zk request cost one price");
+    let o = net
+        .cli(1)
+        .arg("verify")
+        .arg(&zk_receipt)
+        .arg("--input")
+        .arg(fixture("digit_input_mlp.json"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success() && text(&o).contains("zk proof"),
+        "{}",
+        text(&o)
+    );
+
     // Nodes that were never published to fetched the model from a peer, by hash.
     assert!(
         (1..NODES).any(|i| net.get(i, &format!("/v1/models/{model}")).is_some()),

@@ -32,13 +32,15 @@ pub const UNARY: &str = "unary";
 /// `(table, a, b, y)`: binary int8 tables (Add).
 pub const BINARY: &str = "binary";
 
-/// Entries per row of the lookup tables (threshold, range, unary, binary): four provided
-/// entries share one row, so a table commits a quarter of the rows and half the auxiliary
-/// columns per entry.
-pub const TABLE_LANES: usize = 4;
+/// Most entries per row of a lookup table: entries sharing a row share its running-sum
+/// column and pack two per fraction column, so wide rows commit fewer columns per entry.
+pub const MAX_TABLE_LANES: usize = 8;
 
 /// Limb size of the requantization range checks.
-pub const RANGE_BITS: usize = 15;
+pub const RANGE_BITS: usize = 12;
+/// A difference of requantization is `l0 + 2^12 l1 + 2^24 l2`, each limb in [0, 2^12) and
+/// `2^7 l2` too, so l2 < 2^5 and the difference is in [0, 2^29).
+pub const TOP_LIMB_SHIFT: u32 = 7;
 /// Number of public values: the statement digest as 16-bit limbs.
 pub const STATEMENT_LIMBS: usize = 16;
 
@@ -56,22 +58,17 @@ pub enum Kind {
     /// The bias is folded into the output's requantization thresholds.
     /// main `[x_0..x_k, acc]`; pre `[chunk, rd, first, last, acc_id, w_0..w_k]`.
     Mac { k: usize },
-    /// `T(y) <= acc < T(y+1)`, each side a 30-bit range check in two 15-bit limbs.
-    /// main `[acc, y, t_lo, t_hi, l0, l1, l2, l3]`; pre `[acc_id, channel, addr, mult, active]`.
+    /// `T(y) <= acc < T(y+1)`: each difference is range-checked to [0, 2^29) in three 12-bit
+    /// limbs (the top one also shifted, to bound it by 2^5).
+    /// main `[acc, y, t_lo, t_hi, l0, l1, l2, h0, h1, h2]`; pre `[acc_id, channel, addr, mult, active]`.
     Requant,
-    /// Tables hold [`TABLE_LANES`] entries per row: main `[mult]` and pre `[entry]` per lane.
-    /// entry `[channel, y, t_lo, t_hi]`.
-    ThresholdTable,
-    /// entry `[v]`, v = 0 .. 2^15.
-    RangeTable,
+    /// A preprocessed lookup table with `lanes` entries per row: main `[mult]` and pre
+    /// `[entry]` per lane.
+    Table { table: Table, lanes: usize },
     /// main `[x, y]`; pre `[in_addr, table, out_addr, mult, active]`.
     Unary,
-    /// entry `[table, x, y]`.
-    UnaryTable,
     /// main `[a, b, y]`; pre `[a_addr, b_addr, table, out_addr, mult, active]`.
     Binary,
-    /// entry `[table, a, b, y]`.
-    BinaryTable,
     /// y = the selected x_j, and y - x_j >= 0 for every x_j in the window.
     /// main `[x_0..x_k, y, s_0..s_k]`; pre `[addr_0..addr_k, rd_0..rd_k, out_addr, mult, active]`.
     MaxPool { k: usize },
@@ -80,23 +77,50 @@ pub enum Kind {
     AvgPool { k: usize },
 }
 
-impl Kind {
-    /// Entries per row: [`TABLE_LANES`] for lookup tables, 1 for the rest.
-    pub fn lanes(self) -> usize {
-        match self.table_bus() {
-            Some(_) => TABLE_LANES,
-            None => 1,
+/// The preprocessed lookup tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    /// entry `[channel, y, T(y), T(y+1)]`.
+    Threshold,
+    /// entry `[v]`, v = 0 .. 2^12.
+    Range,
+    /// entry `[table, x, y]`.
+    Unary,
+    /// entry `[table, a, b, y]`.
+    Binary,
+}
+
+impl Table {
+    /// The bus it provides on, and its entry width.
+    fn bus(self) -> (&'static str, usize) {
+        match self {
+            Table::Threshold => (THR, 4),
+            Table::Range => (RANGE, 1),
+            Table::Unary => (UNARY, 3),
+            Table::Binary => (BINARY, 4),
         }
     }
 
-    /// The bus a lookup table provides on, and its entry width.
-    fn table_bus(self) -> Option<(&'static str, usize)> {
+    /// The table kind for `entries` entries: as many lanes (up to [`MAX_TABLE_LANES`]) as
+    /// fill the smallest power-of-two height that holds them all.
+    pub fn kind(self, entries: usize, min_height: usize) -> Kind {
+        let height = entries
+            .div_ceil(MAX_TABLE_LANES)
+            .max(min_height)
+            .next_power_of_two();
+        Kind::Table {
+            table: self,
+            lanes: entries.div_ceil(height).max(1),
+        }
+    }
+}
+
+impl Kind {
+    /// Entries per row: a table's lanes, 1 for the rest.
+    pub fn lanes(self) -> usize {
         match self {
-            Kind::ThresholdTable => Some((THR, 4)),
-            Kind::RangeTable => Some((RANGE, 1)),
-            Kind::UnaryTable => Some((UNARY, 3)),
-            Kind::BinaryTable => Some((BINARY, 4)),
-            _ => None,
+            Kind::Table { lanes, .. } => lanes,
+            _ => 1,
         }
     }
 
@@ -105,10 +129,8 @@ impl Kind {
             Kind::Io => 2,
             Kind::Gather { k } => k,
             Kind::Mac { k } => k + 1,
-            Kind::Requant => 8,
-            Kind::ThresholdTable | Kind::RangeTable | Kind::UnaryTable | Kind::BinaryTable => {
-                TABLE_LANES
-            }
+            Kind::Requant => 10,
+            Kind::Table { lanes, .. } => lanes,
             Kind::Unary => 2,
             Kind::Binary => 3,
             Kind::MaxPool { k } => 2 * k + 1,
@@ -122,9 +144,7 @@ impl Kind {
             Kind::Gather { k } => 2 + 2 * k,
             Kind::Mac { k } => 5 + k,
             Kind::Requant => 5,
-            Kind::ThresholdTable | Kind::RangeTable | Kind::UnaryTable | Kind::BinaryTable => {
-                self.table_bus().map_or(0, |(_, w)| w * TABLE_LANES)
-            }
+            Kind::Table { table, lanes } => table.bus().1 * lanes,
             Kind::Unary => 5,
             Kind::Binary => 6,
             Kind::MaxPool { k } => 2 * k + 3,
@@ -244,14 +264,14 @@ where
                 provide(b, ACC, vec![p[4].clone(), acc], p[3].clone());
             }
             Kind::Requant => {
-                let limb = AB::Expr::from_u32(1 << RANGE_BITS);
                 let (acc, y, t_lo, t_hi) = (m[0].clone(), m[1].clone(), m[2].clone(), m[3].clone());
-                b.assert_zero(
-                    acc.clone() - t_lo.clone() - m[4].clone() - m[5].clone() * limb.clone(),
-                );
-                b.assert_zero(
-                    t_hi.clone() - one() - acc.clone() - m[6].clone() - m[7].clone() * limb,
-                );
+                let join = |l: &[AB::Expr]| {
+                    l[0].clone()
+                        + l[1].clone() * AB::Expr::from_u32(1 << RANGE_BITS)
+                        + l[2].clone() * AB::Expr::from_u32(1 << (2 * RANGE_BITS))
+                };
+                b.assert_zero(acc.clone() - t_lo.clone() - join(&m[4..7]));
+                b.assert_zero(t_hi.clone() - one() - acc.clone() - join(&m[7..10]));
                 let active = p[4].clone();
                 query(b, ACC, vec![p[0].clone(), acc], active.clone());
                 query(
@@ -260,13 +280,17 @@ where
                     vec![p[1].clone(), y.clone(), t_lo, t_hi],
                     active.clone(),
                 );
-                for l in &m[4..8] {
+                for l in &m[4..10] {
                     query(b, RANGE, vec![l.clone()], active.clone());
+                }
+                for top in [&m[6], &m[9]] {
+                    let shifted = top.clone() * AB::Expr::from_u32(1 << TOP_LIMB_SHIFT);
+                    query(b, RANGE, vec![shifted], active.clone());
                 }
                 provide(b, MEM, vec![p[2].clone(), y], p[3].clone());
             }
-            Kind::ThresholdTable | Kind::RangeTable | Kind::UnaryTable | Kind::BinaryTable => {
-                let (bus, width) = self.kind.table_bus().unwrap_or((RANGE, 1));
+            Kind::Table { table, .. } => {
+                let (bus, width) = table.bus();
                 for (lane, entry) in p.chunks(width).enumerate() {
                     provide(b, bus, entry.to_vec(), m[lane].clone());
                 }

@@ -13,13 +13,13 @@ use p3_matrix::Matrix;
 use verity_engine::canonical::{clamp_i8, CanonicalModel, QOp, Requant};
 use verity_engine::geometry::Window;
 
-use crate::air::{Kind, ZkAir, RANGE_BITS};
+use crate::air::{Kind, Table, ZkAir, RANGE_BITS, TOP_LIMB_SHIFT};
 use crate::config::Val;
 use crate::error::ZkError;
 
 /// Multiply-accumulates per matrix row (and values per gathered chunk).
 pub const MAC_WIDTH: usize = 16;
-/// Every accumulator and every threshold stays within ±2^28, which keeps the two 15-bit limb
+/// Every accumulator and every threshold stays within ±2^28, which keeps the 29-bit limb
 /// range checks of requantization sound (docs/zk.md).
 pub const ACC_BOUND: i64 = 1 << 28;
 /// Smallest table height.
@@ -391,6 +391,13 @@ impl Circuit {
             }
             QOp::MaxPool { x, y, win } | QOp::AvgPool { x, y, win, .. } => {
                 let k = win.kernel_h * win.kernel_w;
+                // The remainder check 0 <= r < 2 * count must fit the range table.
+                if matches!(op, QOp::AvgPool { .. }) && 2 * k > 1 << RANGE_BITS {
+                    return Err(unsupported(
+                        "AveragePool",
+                        "windows of more than 2048 values",
+                    ));
+                }
                 let (oh, ow) = (win.out_h(), win.out_w());
                 let plane = win.height * win.width;
                 let mut out = 0;
@@ -471,6 +478,10 @@ impl Circuit {
         // Rows (entries, for tables) are padded to a power-of-two height with `pad`, or with
         // copies of the first entry (a duplicate table entry adds nothing a prover could use).
         let mut push = |kind: Kind, rows: Vec<Vec<Val>>, pad: Option<Vec<Val>>| {
+            let kind = match kind {
+                Kind::Table { table, .. } => table.kind(rows.len(), MIN_HEIGHT),
+                other => other,
+            };
             let width = kind.preprocessed_width();
             let lanes = kind.lanes();
             let h = height(rows.len().div_ceil(lanes));
@@ -490,6 +501,8 @@ impl Circuit {
                 periodic: Vec::new(),
             });
         };
+        // Lanes are chosen by `push` from the number of entries.
+        let lookup = |table: Table| Kind::Table { table, lanes: 1 };
         let b = |v: bool| Val::from_bool(v);
         let u = |v: usize| Val::from_usize(v);
         let reads = |a: usize| Val::from_u64(self.reads[a]);
@@ -558,7 +571,7 @@ impl Circuit {
                     (0..256).map(move |i| vec![u(ch), fe(i as i64 - 128), fe(t[i]), fe(t[i + 1])])
                 })
                 .collect();
-            push(Kind::ThresholdTable, thr, None);
+            push(lookup(Table::Threshold), thr, None);
         }
         if !self.rows.unary.is_empty() {
             let rows = self
@@ -576,7 +589,7 @@ impl Circuit {
                     (0..256).map(move |i| vec![u(t), fe(i as i64 - 128), fe(tab[i] as i64)])
                 })
                 .collect();
-            push(Kind::UnaryTable, table, None);
+            push(lookup(Table::Unary), table, None);
         }
         if !self.rows.binary.is_empty() {
             let rows = self
@@ -598,7 +611,7 @@ impl Circuit {
                     })
                 })
                 .collect();
-            push(Kind::BinaryTable, table, None);
+            push(lookup(Table::Binary), table, None);
         }
         let mut pool_sizes: Vec<usize> = self.rows.max_pool.keys().copied().collect();
         pool_sizes.sort();
@@ -633,7 +646,7 @@ impl Circuit {
             && self.rows.avg_pool.is_empty())
         {
             let rows = (0..1usize << RANGE_BITS).map(|v| vec![u(v)]).collect();
-            push(Kind::RangeTable, rows, None);
+            push(lookup(Table::Range), rows, None);
         }
         airs
     }
@@ -736,14 +749,17 @@ impl Circuit {
                                 "requantization of {acc} to {y} disagrees with the engine"
                             )));
                         }
-                        let (d0, d1) = (acc - lo, hi - 1 - acc);
-                        let limbs = [d0 % limb, d0 / limb, d1 % limb, d1 / limb];
-                        for l in limbs {
-                            range(l)?;
+                        let split = |d: i64| [d % limb, d / limb % limb, d / (limb * limb)];
+                        let (l, h) = (split(acc - lo), split(hi - 1 - acc));
+                        for v in l.iter().chain(&h) {
+                            range(*v)?;
                         }
+                        range(l[2] << TOP_LIMB_SHIFT)?;
+                        range(h[2] << TOP_LIMB_SHIFT)?;
                         let row = [fe(acc), fe(y), fe(lo), fe(hi)]
                             .into_iter()
-                            .chain(limbs.map(fe));
+                            .chain(l.map(fe))
+                            .chain(h.map(fe));
                         let row: Vec<Val> = row.collect();
                         t[i * w..(i + 1) * w].copy_from_slice(&row);
                         threshold_mult[ch * 256 + at] += 1;
@@ -753,7 +769,10 @@ impl Circuit {
                         t[i * w + 3] = Val::ONE;
                     }
                 }
-                Kind::ThresholdTable => {
+                Kind::Table {
+                    table: Table::Threshold,
+                    ..
+                } => {
                     for (v, &n) in t.iter_mut().zip(&threshold_mult) {
                         *v = Val::from_u64(n);
                     }
@@ -764,7 +783,10 @@ impl Circuit {
                         t[i * w + 1] = fe(mem[y] as i64);
                     }
                 }
-                Kind::UnaryTable => {
+                Kind::Table {
+                    table: Table::Unary,
+                    ..
+                } => {
                     for &(x, tab, y) in &self.rows.unary {
                         if self.unary_tables[tab][(mem[x] as i64 + 128) as usize] != mem[y] {
                             return Err(ZkError::Internal(
@@ -781,7 +803,10 @@ impl Circuit {
                         t[i * w + 2] = fe(mem[y] as i64);
                     }
                 }
-                Kind::BinaryTable => {
+                Kind::Table {
+                    table: Table::Binary,
+                    ..
+                } => {
                     for &(a, b, tab, _) in &self.rows.binary {
                         let i = ((mem[a] as i64 + 128) << 8 | (mem[b] as i64 + 128)) as usize;
                         t[tab * 65536 + i] += Val::ONE;
@@ -828,7 +853,10 @@ impl Circuit {
                         range(y + 128)?;
                     }
                 }
-                Kind::RangeTable => {
+                Kind::Table {
+                    table: Table::Range,
+                    ..
+                } => {
                     // Filled last, once every table has made its range checks.
                     traces.push(RowMajorMatrix::new(Vec::new(), 1));
                     continue;
@@ -836,9 +864,18 @@ impl Circuit {
             }
             traces.push(RowMajorMatrix::new(t, w));
         }
-        if let Some(i) = self.airs.iter().position(|a| a.kind == Kind::RangeTable) {
+        let range_table = self.airs.iter().position(|a| {
+            matches!(
+                a.kind,
+                Kind::Table {
+                    table: Table::Range,
+                    ..
+                }
+            )
+        });
+        if let Some(i) = range_table {
             let mult = range_mult.into_iter().map(Val::from_u64).collect();
-            traces[i] = RowMajorMatrix::new(mult, Kind::RangeTable.lanes());
+            traces[i] = RowMajorMatrix::new(mult, self.airs[i].kind.lanes());
         }
         Ok(traces)
     }

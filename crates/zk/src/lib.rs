@@ -258,14 +258,24 @@ impl ZkModel {
         }
         let airs = self.circuit.airs_for(&statement.input, &statement.output);
         let publics = self.public_values(&airs, statement);
-        verify_batch(
-            &self.config,
-            &airs,
-            &proof,
-            &publics,
-            &self.prover_data.common,
-        )
-        .map_err(|e| ZkError::Rejected(format!("{e:?}")))
+        // A proof is untrusted input: a shape the verifier does not expect must be a
+        // rejection, never a crash of the program verifying it.
+        let verdict = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            verify_batch(
+                &self.config,
+                &airs,
+                &proof,
+                &publics,
+                &self.prover_data.common,
+            )
+        }));
+        match verdict {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ZkError::Rejected(format!("{e:?}"))),
+            Err(_) => Err(ZkError::Rejected(
+                "the proof's shape does not match the model".into(),
+            )),
+        }
     }
 }
 
