@@ -18,7 +18,7 @@ use crate::config::Val;
 use crate::error::ZkError;
 
 /// Multiply-accumulates per matrix row (and values per gathered chunk).
-pub const MAC_WIDTH: usize = 16;
+pub const MAC_WIDTH: usize = 32;
 /// Every accumulator and every threshold stays within ±2^28, which keeps the 29-bit limb
 /// range checks of requantization sound (docs/zk.md).
 pub const ACC_BOUND: i64 = 1 << 28;
