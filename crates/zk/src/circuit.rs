@@ -4,7 +4,7 @@
 //! Compilation lays out every row once, as a recipe; [`Circuit::witness`] replays the recipes
 //! over the execution's values, so layout and witness cannot drift apart.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use p3_field::PrimeCharacteristicRing;
@@ -58,9 +58,16 @@ struct Rows {
     unary: Vec<(usize, usize, usize)>,
     /// Per element: (a address, b address, table, out address).
     binary: Vec<(usize, usize, usize, usize)>,
-    /// Per pooling kernel size: rows of (window addresses, out address, count).
-    max_pool: HashMap<usize, Vec<(Vec<Option<usize>>, usize)>>,
-    avg_pool: HashMap<usize, Vec<(Vec<Option<usize>>, usize, i64)>>,
+    /// Per (average?, kernel size): one row per pooled output.
+    pools: BTreeMap<(bool, usize), Vec<PoolRow>>,
+}
+
+struct PoolRow {
+    /// The window's in-image addresses (None = outside the image).
+    slots: Vec<Option<usize>>,
+    out: usize,
+    /// The divisor (average pooling only).
+    count: i64,
 }
 
 struct MacRow {
@@ -417,19 +424,23 @@ impl Circuit {
                             slots.resize(k, None);
                             let o = self.addr(*y, out);
                             out += 1;
-                            match op {
+                            let (average, count) = match op {
                                 QOp::AvgPool {
-                                    count_include_pad, ..
-                                } => {
-                                    let c = if *count_include_pad { k } else { count };
-                                    self.rows
-                                        .avg_pool
-                                        .entry(k)
-                                        .or_default()
-                                        .push((slots, o, c as i64))
-                                }
-                                _ => self.rows.max_pool.entry(k).or_default().push((slots, o)),
-                            }
+                                    count_include_pad: true,
+                                    ..
+                                } => (true, k),
+                                QOp::AvgPool { .. } => (true, count),
+                                _ => (false, 0),
+                            };
+                            self.rows
+                                .pools
+                                .entry((average, k))
+                                .or_default()
+                                .push(PoolRow {
+                                    slots,
+                                    out: o,
+                                    count: count as i64,
+                                });
                         }
                     }
                 }
@@ -613,38 +624,28 @@ impl Circuit {
                 .collect();
             push(lookup(Table::Binary), table, None);
         }
-        let mut pool_sizes: Vec<usize> = self.rows.max_pool.keys().copied().collect();
-        pool_sizes.sort();
-        for k in pool_sizes {
-            let rows = self.rows.max_pool[&k]
+        for (&(average, k), pool) in &self.rows.pools {
+            let rows = pool
                 .iter()
-                .map(|(slots, o)| {
-                    let mut r: Vec<Val> = slots.iter().map(|s| u(s.unwrap_or(0))).collect();
-                    r.extend(slots.iter().map(|s| b(s.is_some())));
-                    r.extend([u(*o), reads(*o), Val::ONE]);
+                .map(|p| {
+                    let mut r: Vec<Val> = p.slots.iter().map(|s| u(s.unwrap_or(0))).collect();
+                    r.extend(p.slots.iter().map(|s| b(s.is_some())));
+                    r.extend([u(p.out), reads(p.out)]);
+                    if average {
+                        r.push(fe(p.count));
+                    }
+                    r.push(Val::ONE);
                     r
                 })
                 .collect();
-            push(Kind::MaxPool { k }, rows, Some(vec![zero; 2 * k + 3]));
+            let kind = if average {
+                Kind::AvgPool { k }
+            } else {
+                Kind::MaxPool { k }
+            };
+            push(kind, rows, Some(vec![zero; kind.preprocessed_width()]));
         }
-        let mut pool_sizes: Vec<usize> = self.rows.avg_pool.keys().copied().collect();
-        pool_sizes.sort();
-        for k in pool_sizes {
-            let rows = self.rows.avg_pool[&k]
-                .iter()
-                .map(|(slots, o, count)| {
-                    let mut r: Vec<Val> = slots.iter().map(|s| u(s.unwrap_or(0))).collect();
-                    r.extend(slots.iter().map(|s| b(s.is_some())));
-                    r.extend([u(*o), reads(*o), fe(*count), Val::ONE]);
-                    r
-                })
-                .collect();
-            push(Kind::AvgPool { k }, rows, Some(vec![zero; 2 * k + 4]));
-        }
-        if !(self.rows.requant.is_empty()
-            && self.rows.max_pool.is_empty()
-            && self.rows.avg_pool.is_empty())
-        {
+        if !(self.rows.requant.is_empty() && self.rows.pools.is_empty()) {
             let rows = (0..1usize << RANGE_BITS).map(|v| vec![u(v)]).collect();
             push(lookup(Table::Range), rows, None);
         }
@@ -813,8 +814,10 @@ impl Circuit {
                     }
                 }
                 Kind::MaxPool { k } => {
-                    for (i, (slots, o)) in self.rows.max_pool[&k].iter().enumerate() {
-                        let y = mem[*o] as i64;
+                    for (i, PoolRow { slots, out, .. }) in
+                        self.rows.pools[&(false, k)].iter().enumerate()
+                    {
+                        let y = mem[*out] as i64;
                         let row = &mut t[i * w..(i + 1) * w];
                         row[k] = fe(y);
                         let mut chosen = false;
@@ -835,8 +838,10 @@ impl Circuit {
                     }
                 }
                 Kind::AvgPool { k } => {
-                    for (i, (slots, o, count)) in self.rows.avg_pool[&k].iter().enumerate() {
-                        let y = mem[*o] as i64;
+                    for (i, PoolRow { slots, out, count }) in
+                        self.rows.pools[&(true, k)].iter().enumerate()
+                    {
+                        let y = mem[*out] as i64;
                         let row = &mut t[i * w..(i + 1) * w];
                         let mut sum = 0;
                         for (j, s) in slots.iter().enumerate() {
