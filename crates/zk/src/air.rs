@@ -6,7 +6,7 @@
 //! provided, and since the addresses and read counts are preprocessed (fixed by the model), a
 //! query can only ever see the one value computed for its address. Non-linear steps are
 //! lookups into preprocessed tables (requantization thresholds, unary and binary op tables,
-//! a 15-bit range table). docs/zk.md gives the argument in full.
+//! a 12-bit range table). docs/zk.md gives the argument in full.
 
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ pub const VEC: &str = "vec";
 pub const ACC: &str = "acc";
 /// `(channel, y, T(y), T(y+1))`: requantization thresholds.
 pub const THR: &str = "thr";
-/// `(v)`: v in [0, 2^15).
+/// `(v)`: v in [0, 2^12).
 pub const RANGE: &str = "range";
 /// `(table, x, y)`: unary int8 tables (Relu, LUT activations, Concat rescales).
 pub const UNARY: &str = "unary";
