@@ -72,7 +72,7 @@ pub enum Kind {
     /// y = the selected x_j, and y - x_j >= 0 for every x_j in the window.
     /// main `[x_0..x_k, y, s_0..s_k]`; pre `[addr_0..addr_k, rd_0..rd_k, out_addr, mult, active]`.
     MaxPool { k: usize },
-    /// 2 sum + count = 2 count y + r with 0 <= r < 2 count and y in int8 range.
+    /// 2 sum + count = 2 count y + r with 0 <= r < 2 count, and y + 128, 127 - y in range.
     /// main `[x_0..x_k, y, r]`; pre `[addr_0..addr_k, rd_0..rd_k, out_addr, mult, count, active]`.
     AvgPool { k: usize },
 }
@@ -206,7 +206,9 @@ impl BaseAir<Val> for ZkAir {
     }
 }
 
-/// A query: counted once per row where `flag` is 1.
+/// A query: counted once per row where `flag` is 1. Every flag passed here is a preprocessed
+/// 0/1 column; a flag in the main trace would need `assert_bool`, or the LogUp bound on query
+/// counts (weight 1 per row) would not hold.
 fn query<AB: InteractionBuilder>(b: &mut AB, bus: &str, fields: Vec<AB::Expr>, flag: AB::Expr) {
     b.push_interaction(bus, fields, Count::bounded(flag, 1));
 }
@@ -349,7 +351,13 @@ where
                 );
                 query(b, RANGE, vec![r.clone()], active.clone());
                 query(b, RANGE, vec![two * count - one() - r], active.clone());
-                query(b, RANGE, vec![y.clone() + AB::Expr::from_u32(128)], active);
+                query(
+                    b,
+                    RANGE,
+                    vec![y.clone() + AB::Expr::from_u32(128)],
+                    active.clone(),
+                );
+                query(b, RANGE, vec![AB::Expr::from_u32(127) - y.clone()], active);
                 provide(b, MEM, vec![p[2 * k].clone(), y], p[2 * k + 1].clone());
             }
         }

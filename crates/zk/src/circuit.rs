@@ -856,6 +856,7 @@ impl Circuit {
                         range(r)?;
                         range(2 * count - 1 - r)?;
                         range(y + 128)?;
+                        range(127 - y)?;
                     }
                 }
                 Kind::Table {

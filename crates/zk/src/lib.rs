@@ -75,6 +75,18 @@ impl ZkModel {
     /// models with operators the circuit does not cover, naming them.
     pub fn setup(model_bytes: &[u8]) -> Result<ZkModel, ZkError> {
         let model = CanonicalModel::decode(model_bytes)?;
+        // Outputs are claimed as f32 `q * scale`; only a positive, moderate scale maps every
+        // int8 to a distinct finite float, so that one proof covers exactly one claim.
+        if let Some(o) = model
+            .outputs
+            .iter()
+            .find(|o| !(o.scale > 0.0 && o.scale < 1e30))
+        {
+            return Err(ZkError::Unsupported {
+                op: "model".into(),
+                why: format!("output {:?} has scale {}", o.name, o.scale),
+            });
+        }
         let circuit = Circuit::compile(&model)?;
         let config = config::config();
         let degrees: Vec<usize> = circuit
@@ -92,6 +104,19 @@ impl ZkModel {
             config::LOG_BLOWUP,
         )
         .map_err(|e| ZkError::Internal(format!("{e:?}")))?;
+        // LogUp is sound only while no count can reach p: refuse circuits whose tables are
+        // too tall for that.
+        let heights: Vec<usize> = circuit
+            .airs
+            .iter()
+            .map(|a| a.preprocessed.height())
+            .collect();
+        p3_lookup::check_multiplicity_height_bound(&prover_data.common.lookups, &heights).map_err(
+            |e| ZkError::Unsupported {
+                op: "model".into(),
+                why: format!("its lookups could overflow the field: {e}"),
+            },
+        )?;
         Ok(ZkModel {
             model_id: ModelId::of_bytes(model_bytes),
             interpreter: Interpreter::new(model),
@@ -243,8 +268,15 @@ impl ZkModel {
                 statement.output.len()
             )));
         }
-        let proof: BatchProof<Config> =
-            postcard::from_bytes(proof).map_err(|e| ZkError::Malformed(e.to_string()))?;
+        let (proof, rest): (BatchProof<Config>, _) =
+            postcard::take_from_bytes(proof).map_err(|e| ZkError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            // One proof, one encoding: trailing bytes would make many byte strings verify.
+            return Err(ZkError::Malformed(format!(
+                "{} bytes after the proof",
+                rest.len()
+            )));
+        }
         let expected: Vec<usize> = self
             .circuit
             .airs

@@ -136,6 +136,13 @@ fn altered_statements_are_rejected() {
         Err(ZkError::Malformed(_))
     ));
     assert!(rejected(zk, &statement, &[]));
+    // One proof has one encoding: bytes after it are refused.
+    let mut longer = proof.clone();
+    longer.push(0);
+    assert!(matches!(
+        zk.verify(&statement, &longer),
+        Err(ZkError::Malformed(_))
+    ));
 }
 
 #[test]
