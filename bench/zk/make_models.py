@@ -56,7 +56,7 @@ def lenet():
                   numpy_helper.from_array((rng.standard_normal(cout) * 0.01).astype(np.float32), f"kb{i}")]
         src = "input" if i == 0 else "p0"
         nodes += [
-            helper.make_node("Conv", [src, f"k{i}", f"kb{i}"], [f"c{i}"], kernel_shape=[5, 5], pads=[pad] * 4),
+            helper.make_node("Conv", [src, f"k{i}", f"kb{i}"], [f"c{i}"], kernel_shape=[5, 5], pads=[pad] * 4, strides=[1, 1]),
             helper.make_node("Relu", [f"c{i}"], [f"cr{i}"]),
             helper.make_node("MaxPool", [f"cr{i}"], [f"p{i}"], kernel_shape=[2, 2], strides=[2, 2]),
         ]
