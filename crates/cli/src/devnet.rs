@@ -391,6 +391,14 @@ fn publish_and_print(
         input.display(),
         dir.join("validators.json").display()
     );
+    println!(
+        "  verity --node {url} infer digits-cnn.int8@1.0 --input {} --mode zk --wait --out zk.json",
+        samples_dir.join("digit_input_cnn.json").display()
+    );
+    println!(
+        "  verity verify zk.json --input {} --node {url}",
+        samples_dir.join("digit_input_cnn.json").display()
+    );
     println!("  verity --node {url} ledger proof <receipt id> --out proof.json");
     println!(
         "  verity verify-inclusion proof.json --validators {}",
