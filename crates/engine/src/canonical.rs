@@ -32,6 +32,12 @@ pub fn clamp_i8(v: i64) -> i8 {
     v.clamp(-128, 127) as i8
 }
 
+/// The canonical Add: `clamp((a*ma + b*mb + 2^(shift-1)) >> shift)`.
+#[inline(always)]
+pub fn add_i8(a: i8, b: i8, ma: i32, mb: i32, shift: u8) -> i8 {
+    clamp_i8((a as i64 * ma as i64 + b as i64 * mb as i64 + (1i64 << (shift - 1))) >> shift)
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum QOp {
     Dense {

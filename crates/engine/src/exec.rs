@@ -2,7 +2,7 @@
 //! intermediate tensor in a layer trace. Same bytes in, same bytes and trace root out, on
 //! every CPU, thread count and run.
 
-use crate::canonical::{clamp_i8, CanonicalModel, QOp};
+use crate::canonical::{add_i8, clamp_i8, CanonicalModel, QOp};
 use crate::error::{EngineError, Result};
 use crate::kernels::{self, Isa};
 use verity_core::tensor::hash_parts;
@@ -221,15 +221,9 @@ impl Interpreter {
                 ..
             } => {
                 let (a, b) = (&vals[*a], &vals[*b]);
-                let half = 1i64 << (shift - 1);
                 a.iter()
                     .enumerate()
-                    .map(|(i, &av)| {
-                        clamp_i8(
-                            (av as i64 * *ma as i64 + b[i % b.len()] as i64 * *mb as i64 + half)
-                                >> shift,
-                        )
-                    })
+                    .map(|(i, &av)| add_i8(av, b[i % b.len()], *ma, *mb, *shift))
                     .collect()
             }
             QOp::Const { data, .. } => data.clone(),

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use p3_field::PrimeCharacteristicRing;
 use p3_matrix::dense::RowMajorMatrix;
 use p3_matrix::Matrix;
-use verity_engine::canonical::{clamp_i8, CanonicalModel, QOp, Requant};
+use verity_engine::canonical::{add_i8, clamp_i8, CanonicalModel, QOp, Requant};
 use verity_engine::geometry::Window;
 
 use crate::air::{Kind, Table, ZkAir, RANGE_BITS, TOP_LIMB_SHIFT};
 use crate::config::Val;
-use crate::error::ZkError;
+use crate::error::{unsupported, ZkError};
 
 /// Multiply-accumulates per matrix row (and values per gathered chunk).
 pub const MAC_WIDTH: usize = 32;
@@ -43,7 +43,7 @@ enum Source {
     Const(i8),
 }
 
-/// One table's rows, as recipes (what each row computes) plus its kind.
+/// Every table's rows, as recipes: what each row reads, computes and provides.
 #[derive(Default)]
 struct Rows {
     io_in: Vec<(usize, Source)>,
@@ -96,14 +96,6 @@ pub struct Circuit {
     pub output_len: usize,
     /// The tables in proof order (periodic columns empty; [`Circuit::airs_for`] fills them).
     pub airs: Vec<ZkAir>,
-}
-
-/// Refuses models outside what the prover handles, naming the operator and the reason.
-fn unsupported(op: &str, why: &str) -> ZkError {
-    ZkError::Unsupported {
-        op: op.to_string(),
-        why: why.to_string(),
-    }
 }
 
 /// Thresholds of a non-decreasing requantization of a dot product (the bias is folded in, so
@@ -486,9 +478,10 @@ impl Circuit {
     /// Preprocessed columns of every table the model uses, in a fixed order.
     fn build_airs(&self) -> Vec<ZkAir> {
         let mut airs = Vec::new();
-        // Rows (entries, for tables) are padded to a power-of-two height with `pad`, or with
-        // copies of the first entry (a duplicate table entry adds nothing a prover could use).
-        let mut push = |kind: Kind, rows: Vec<Vec<Val>>, pad: Option<Vec<Val>>| {
+        // Rows (entries, for tables) are padded to a power-of-two height: tables with copies
+        // of their first entry (a duplicate entry adds nothing a prover could use), MAC rows
+        // with fresh dot products that are never emitted, other tables with inactive zero rows.
+        let mut push = |kind: Kind, rows: Vec<Vec<Val>>| {
             let kind = match kind {
                 Kind::Table { table, .. } => table.kind(rows.len(), MIN_HEIGHT),
                 other => other,
@@ -497,7 +490,15 @@ impl Circuit {
             let lanes = kind.lanes();
             let h = height(rows.len().div_ceil(lanes));
             let mut values = Vec::with_capacity(h * width);
-            let filler = pad.unwrap_or_else(|| rows.first().cloned().unwrap_or_default());
+            let filler = match kind {
+                Kind::Table { .. } => rows.first().cloned().unwrap_or_default(),
+                Kind::Mac { .. } => {
+                    let mut first = vec![Val::ZERO; width];
+                    first[2] = Val::ONE;
+                    first
+                }
+                _ => vec![Val::ZERO; width],
+            };
             for r in rows
                 .iter()
                 .chain(std::iter::repeat(&filler))
@@ -535,24 +536,28 @@ impl Circuit {
                 vec![in_addr, mult, cv, out_addr, rd]
             })
             .collect();
-        push(Kind::Io, io, Some(vec![zero; 5]));
+        push(Kind::Io, io);
 
         let k = MAC_WIDTH;
         if !self.rows.mac.is_empty() {
+            let mut chunk_reads = vec![0usize; self.rows.gather.len()];
+            for m in &self.rows.mac {
+                chunk_reads[m.chunk] += 1;
+            }
             let gather = self
                 .rows
                 .gather
                 .iter()
+                .zip(chunk_reads)
                 .enumerate()
-                .map(|(id, slots)| {
-                    let mult = self.rows.mac.iter().filter(|m| m.chunk == id).count();
+                .map(|(id, (slots, mult))| {
                     let mut r = vec![u(id), u(mult)];
                     r.extend(slots.iter().map(|s| u(s.unwrap_or(0))));
                     r.extend(slots.iter().map(|s| b(s.is_some())));
                     r
                 })
                 .collect();
-            push(Kind::Gather { k }, gather, Some(vec![zero; 2 + 2 * k]));
+            push(Kind::Gather { k }, gather);
             let mac = self
                 .rows
                 .mac
@@ -563,17 +568,14 @@ impl Circuit {
                     r
                 })
                 .collect();
-            // Padding rows start a fresh, empty dot product that is never emitted.
-            let mut pad = vec![zero; 5 + k];
-            pad[2] = Val::ONE;
-            push(Kind::Mac { k }, mac, Some(pad));
+            push(Kind::Mac { k }, mac);
             let requant = self
                 .rows
                 .requant
                 .iter()
                 .map(|&(a, ch)| vec![u(a), u(ch), u(a), reads(a), Val::ONE])
                 .collect();
-            push(Kind::Requant, requant, Some(vec![zero; 5]));
+            push(Kind::Requant, requant);
             let thr = self
                 .thresholds
                 .iter()
@@ -582,7 +584,7 @@ impl Circuit {
                     (0..256).map(move |i| vec![u(ch), fe(i as i64 - 128), fe(t[i]), fe(t[i + 1])])
                 })
                 .collect();
-            push(lookup(Table::Threshold), thr, None);
+            push(lookup(Table::Threshold), thr);
         }
         if !self.rows.unary.is_empty() {
             let rows = self
@@ -591,7 +593,7 @@ impl Circuit {
                 .iter()
                 .map(|&(x, t, y)| vec![u(x), u(t), u(y), reads(y), Val::ONE])
                 .collect();
-            push(Kind::Unary, rows, Some(vec![zero; 5]));
+            push(Kind::Unary, rows);
             let table = self
                 .unary_tables
                 .iter()
@@ -600,7 +602,7 @@ impl Circuit {
                     (0..256).map(move |i| vec![u(t), fe(i as i64 - 128), fe(tab[i] as i64)])
                 })
                 .collect();
-            push(lookup(Table::Unary), table, None);
+            push(lookup(Table::Unary), table);
         }
         if !self.rows.binary.is_empty() {
             let rows = self
@@ -609,7 +611,7 @@ impl Circuit {
                 .iter()
                 .map(|&(a, bb, t, y)| vec![u(a), u(bb), u(t), u(y), reads(y), Val::ONE])
                 .collect();
-            push(Kind::Binary, rows, Some(vec![zero; 6]));
+            push(Kind::Binary, rows);
             let table = self
                 .binary_tables
                 .iter()
@@ -617,12 +619,12 @@ impl Circuit {
                 .flat_map(|(t, &(ma, mb, shift))| {
                     (0..65536).map(move |i| {
                         let (av, bv) = ((i >> 8) as i64 - 128, (i & 255) as i64 - 128);
-                        let y = add(av, bv, ma, mb, shift);
-                        vec![u(t), fe(av), fe(bv), fe(y)]
+                        let y = add_i8(av as i8, bv as i8, ma, mb, shift);
+                        vec![u(t), fe(av), fe(bv), fe(y as i64)]
                     })
                 })
                 .collect();
-            push(lookup(Table::Binary), table, None);
+            push(lookup(Table::Binary), table);
         }
         for (&(average, k), pool) in &self.rows.pools {
             let rows = pool
@@ -643,11 +645,11 @@ impl Circuit {
             } else {
                 Kind::MaxPool { k }
             };
-            push(kind, rows, Some(vec![zero; kind.preprocessed_width()]));
+            push(kind, rows);
         }
         if !(self.rows.requant.is_empty() && self.rows.pools.is_empty()) {
             let rows = (0..1usize << RANGE_BITS).map(|v| vec![u(v)]).collect();
-            push(lookup(Table::Range), rows, None);
+            push(lookup(Table::Range), rows);
         }
         airs
     }
@@ -656,7 +658,7 @@ impl Circuit {
     /// constant and padding rows), outputs at the output rows.
     pub fn airs_for(&self, input: &[i8], output: &[i8]) -> Vec<ZkAir> {
         let mut airs = self.airs.clone();
-        let h = airs[0].preprocessed.values.len() / Kind::Io.preprocessed_width();
+        let h = airs[0].preprocessed.height();
         let mut pin = vec![Val::ZERO; h];
         for (i, (_, src)) in self.rows.io_in.iter().enumerate() {
             if let Source::Input(j) = src {
@@ -701,7 +703,7 @@ impl Circuit {
         let mut accs: HashMap<usize, i64> = HashMap::new();
         let mut threshold_mult = vec![0u64; self.thresholds.len() * 256];
         for air in &self.airs {
-            let h = air.preprocessed.values.len() / air.kind.preprocessed_width();
+            let h = air.preprocessed.height();
             let w = air.kind.main_width();
             let mut t = vec![Val::ZERO; h * w];
             match air.kind {
@@ -713,13 +715,12 @@ impl Circuit {
                         t[i * w + 1] = fe(mem[a] as i64);
                     }
                 }
-                Kind::Gather { k } => {
+                Kind::Gather { .. } => {
                     for (i, slots) in self.rows.gather.iter().enumerate() {
                         for (j, s) in slots.iter().enumerate() {
                             t[i * w + j] = fe(s.map_or(0, |a| mem[a] as i64));
                         }
                     }
-                    debug_assert_eq!(w, k);
                 }
                 Kind::Mac { k } => {
                     let mut acc = 0i64;
@@ -751,16 +752,16 @@ impl Circuit {
                             )));
                         }
                         let split = |d: i64| [d % limb, d / limb % limb, d / (limb * limb)];
-                        let (l, h) = (split(acc - lo), split(hi - 1 - acc));
-                        for v in l.iter().chain(&h) {
+                        let (above, below) = (split(acc - lo), split(hi - 1 - acc));
+                        for v in above.iter().chain(&below) {
                             range(*v)?;
                         }
-                        range(l[2] << TOP_LIMB_SHIFT)?;
-                        range(h[2] << TOP_LIMB_SHIFT)?;
+                        range(above[2] << TOP_LIMB_SHIFT)?;
+                        range(below[2] << TOP_LIMB_SHIFT)?;
                         let row = [fe(acc), fe(y), fe(lo), fe(hi)]
                             .into_iter()
-                            .chain(l.map(fe))
-                            .chain(h.map(fe));
+                            .chain(above.map(fe))
+                            .chain(below.map(fe));
                         let row: Vec<Val> = row.collect();
                         t[i * w..(i + 1) * w].copy_from_slice(&row);
                         threshold_mult[ch * 256 + at] += 1;
@@ -885,9 +886,4 @@ impl Circuit {
         }
         Ok(traces)
     }
-}
-
-/// The canonical Add: `clamp((a*ma + b*mb + 2^(shift-1)) >> shift)`.
-fn add(a: i64, b: i64, ma: i32, mb: i32, shift: u8) -> i64 {
-    clamp_i8((a * ma as i64 + b * mb as i64 + (1i64 << (shift - 1))) >> shift) as i64
 }

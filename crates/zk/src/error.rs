@@ -1,5 +1,13 @@
 use thiserror::Error;
 
+/// Refuses a model outside what the prover handles, naming the operator and the reason.
+pub(crate) fn unsupported(op: &str, why: &str) -> ZkError {
+    ZkError::Unsupported {
+        op: op.to_string(),
+        why: why.to_string(),
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum ZkError {
     #[error("{op} cannot be proven: {why}")]

@@ -22,6 +22,7 @@ use verity_engine::canonical::CanonicalModel;
 use verity_engine::Interpreter;
 
 pub use circuit::Circuit;
+use error::unsupported;
 pub use error::ZkError;
 
 use air::{Kind, STATEMENT_LIMBS};
@@ -82,10 +83,10 @@ impl ZkModel {
             .iter()
             .find(|o| !(o.scale > 0.0 && o.scale < 1e30))
         {
-            return Err(ZkError::Unsupported {
-                op: "model".into(),
-                why: format!("output {:?} has scale {}", o.name, o.scale),
-            });
+            return Err(unsupported(
+                "model",
+                &format!("output {:?} has scale {}", o.name, o.scale),
+            ));
         }
         let circuit = Circuit::compile(&model)?;
         let config = config::config();
@@ -112,9 +113,11 @@ impl ZkModel {
             .map(|a| a.preprocessed.height())
             .collect();
         p3_lookup::check_multiplicity_height_bound(&prover_data.common.lookups, &heights).map_err(
-            |e| ZkError::Unsupported {
-                op: "model".into(),
-                why: format!("its lookups could overflow the field: {e}"),
+            |e| {
+                unsupported(
+                    "model",
+                    &format!("its lookups could overflow the field: {e}"),
+                )
             },
         )?;
         Ok(ZkModel {
