@@ -15,10 +15,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use verity_core::wire::{InferBody, InferResponse};
 use verity_core::{verify_quorum, InferenceRequest, Mode, ModelId, NodeKey, TensorMap};
 use verity_ledger::proof::{verify_inclusion, InclusionProof, ValidatorSet};
 use verity_ledger::{Action, Transaction};
-use verity_node::api::{InferBody, InferResponse};
 
 const NODES: usize = 4;
 const K: u32 = 3;

@@ -272,6 +272,7 @@ pub fn verify_chat(v: &ChatReceipt) -> Result<(Vec<u32>, String, FinishReason)> 
         &Expectations {
             inputs: Some(&q.inputs()),
             node: None,
+            ..Default::default()
         },
     )?;
     if r.request_hash != q.hash() {

@@ -9,17 +9,17 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use verity_core::manifest::publish_statement;
+use verity_core::wire::{
+    Account, Health, InferBody, InferResponse, LedgerStatus, ModelList, ModelPrice, PublishMeta,
+    PublishResponse, Submitted,
+};
 use verity_core::{Hash, ModelId, ModelManifest, NodeKey, PublicKey, Receipt};
 use verity_ledger::proof::InclusionProof;
 use verity_ledger::Transaction;
-use verity_node::api::{Health, InferBody, InferResponse, PublishMeta, PublishResponse};
-use verity_node::ledger_api::{Account, LedgerStatus, ModelPrice, Submitted};
 
-/// `GET /v1/models` answers in OpenAI's list shape; each entry is a manifest plus OpenAI's
-/// model fields (which the manifest ignores).
-#[derive(serde::Deserialize)]
-struct ModelList {
-    data: Vec<ModelManifest>,
+/// The manifests of a `GET /v1/models` answer (OpenAI's list shape).
+fn manifests(list: ModelList) -> Vec<ModelManifest> {
+    list.data.into_iter().map(|m| m.manifest).collect()
 }
 
 pub struct NodeClient {
@@ -194,13 +194,11 @@ impl NodeClient {
     }
 
     pub fn list(&self) -> Result<Vec<ModelManifest>> {
-        Ok(self.get::<ModelList>("/v1/models")?.data)
+        Ok(manifests(self.get("/v1/models")?))
     }
 
     pub fn versions(&self, name: &str) -> Result<Vec<ModelManifest>> {
-        Ok(self
-            .get::<ModelList>(&format!("/v1/models?name={name}"))?
-            .data)
+        Ok(manifests(self.get(&format!("/v1/models?name={name}"))?))
     }
 
     pub fn show(&self, reference: &str) -> Result<ModelManifest> {

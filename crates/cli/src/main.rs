@@ -13,6 +13,7 @@ use client::NodeClient;
 use std::path::{Path, PathBuf};
 use verity_core::chat::read_chat_outputs;
 use verity_core::verify::Expectations;
+use verity_core::wire::{InferBody, QuorumResult};
 use verity_core::{
     verify_quorum, verify_receipt, InferenceRequest, Mode, ModelId, NodeKey, PublicKey, Receipt,
     TensorMap,
@@ -20,7 +21,6 @@ use verity_core::{
 use verity_engine::reexecute::{reexecute, Reexecuted};
 use verity_ledger::proof::ValidatorSet;
 use verity_ledger::{Action, Transaction};
-use verity_node::api::{InferBody, QuorumResult};
 
 #[derive(Parser)]
 #[command(
@@ -430,6 +430,7 @@ fn run(cli: Cli) -> Result<()> {
                         &Expectations {
                             inputs: Some(&own.inputs),
                             node: None,
+                            ..Default::default()
                         },
                     )?;
                     if resp.receipt.request_hash != own.hash() || resp.receipt.mode != own.mode {
@@ -1012,6 +1013,7 @@ fn verify_tensor(
             &Expectations {
                 inputs: inputs.as_ref(),
                 node: expected,
+                ..Default::default()
             },
         )
     };

@@ -1,8 +1,10 @@
 //! Verity's shared vocabulary.
 //!
 //! Everything a third party needs to check a receipt offline lives here: content ids, the
-//! canonical tensor encoding, requests, receipts, Ed25519 keys and the verification of
-//! signatures and hashes. It knows nothing about engines, nodes or ledgers.
+//! canonical tensor encoding, requests, receipts, signed ledger transactions, Ed25519 keys,
+//! the basic receipt check (signature and hashes) and the API's JSON types (`wire`). It knows
+//! nothing about engines, nodes or the ledger's state machine; the checks of every mode
+//! together live in the `verity-verify` crate.
 
 pub mod chat;
 pub mod encode;
@@ -14,7 +16,9 @@ pub mod receipt;
 pub mod request;
 pub mod tensor;
 pub mod trace;
+pub mod tx;
 pub mod verify;
+pub mod wire;
 
 pub use chat::{ChatMessage, ChatRequest, FinishReason};
 pub use error::CoreError;

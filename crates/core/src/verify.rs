@@ -1,11 +1,12 @@
-//! Offline receipt verification: the one place that decides whether a receipt holds.
-//! The CLI, the node's tests and any third party call this; re-execution is layered on top
-//! by the engine (it needs the model).
+//! The basic receipt check: version, hashes, signer, signature, and whether the receipt
+//! answers a given request. Everything that decides a receipt of any mode (quorums, inclusion,
+//! zk proofs, chat, re-execution) builds on this in the `verity-verify` crate; the ledger
+//! and the node call this directly when they accept receipts.
 
-use crate::hash::Hash;
+use crate::hash::{Hash, ModelId};
 use crate::keys::PublicKey;
 use crate::receipt::{Receipt, RECEIPT_VERSION};
-use crate::request::Mode;
+use crate::request::{InferenceRequest, Mode};
 use crate::tensor::{hash_map, TensorMap};
 use std::collections::BTreeSet;
 use thiserror::Error;
@@ -25,6 +26,12 @@ pub enum VerifyError {
         expected: PublicKey,
         actual: PublicKey,
     },
+    #[error("request mismatch: the receipt answers request {claimed}, not {expected}")]
+    Request { expected: Hash, claimed: Hash },
+    #[error("mode mismatch: the receipt is in {claimed} mode, not {expected}")]
+    Mode { expected: Mode, claimed: Mode },
+    #[error("model mismatch: the receipt names model {claimed}, not {expected}")]
+    Model { expected: ModelId, claimed: ModelId },
     #[error("re-execution mismatch: {0}")]
     Reexecution(String),
     #[error("quorum: {0}")]
@@ -32,16 +39,35 @@ pub enum VerifyError {
 }
 
 /// What the verifier knows besides the receipt.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 pub struct Expectations<'a> {
     /// The inputs the verifier believes were used.
     pub inputs: Option<&'a TensorMap>,
     /// The node the verifier trusts to have signed.
     pub node: Option<PublicKey>,
+    /// The request (its hash) the receipt must answer.
+    pub request: Option<Hash>,
+    /// The mode the request asked for.
+    pub mode: Option<Mode>,
+    /// The model the request named.
+    pub model: Option<ModelId>,
 }
 
-/// Checks version, output hash, input hash (when inputs are given), node key (when expected)
-/// and the signature over everything.
+impl<'a> Expectations<'a> {
+    /// A receipt must answer exactly this request: its hash, mode, model and inputs.
+    pub fn answering(request: &'a InferenceRequest) -> Expectations<'a> {
+        Expectations {
+            inputs: Some(&request.inputs),
+            node: None,
+            request: Some(request.hash()),
+            mode: Some(request.mode),
+            model: Some(request.model),
+        }
+    }
+}
+
+/// Checks version, output hash, input hash (when inputs are given), node key, request, mode
+/// and model (each when expected) and the signature over everything.
 pub fn verify_receipt(receipt: &Receipt, expect: &Expectations<'_>) -> Result<(), VerifyError> {
     if receipt.version != RECEIPT_VERSION {
         return Err(VerifyError::UnsupportedVersion(receipt.version));
@@ -67,6 +93,30 @@ pub fn verify_receipt(receipt: &Receipt, expect: &Expectations<'_>) -> Result<()
             return Err(VerifyError::NodeKey {
                 expected,
                 actual: receipt.node,
+            });
+        }
+    }
+    if let Some(expected) = expect.request {
+        if expected != receipt.request_hash {
+            return Err(VerifyError::Request {
+                expected,
+                claimed: receipt.request_hash,
+            });
+        }
+    }
+    if let Some(expected) = expect.mode {
+        if expected != receipt.mode {
+            return Err(VerifyError::Mode {
+                expected,
+                claimed: receipt.mode,
+            });
+        }
+    }
+    if let Some(expected) = expect.model {
+        if expected != receipt.model {
+            return Err(VerifyError::Model {
+                expected,
+                claimed: receipt.model,
             });
         }
     }
@@ -100,7 +150,13 @@ pub fn verify_quorum(
     }
     let mut signers = BTreeSet::new();
     for r in receipts {
-        verify_receipt(r, &Expectations { inputs, node: None })?;
+        verify_receipt(
+            r,
+            &Expectations {
+                inputs,
+                ..Default::default()
+            },
+        )?;
         if (r.request_hash, r.model, r.input_hash, &r.engine, r.mode)
             != (
                 first.request_hash,

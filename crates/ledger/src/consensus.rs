@@ -18,7 +18,7 @@ use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::simplex::types::Context;
 use commonware_consensus::types::Height;
 use commonware_consensus::{Application, Heightable, Reporter};
-use commonware_cryptography::{ed25519, sha256, Digested, Digestible};
+use commonware_cryptography::{ed25519, Digested, Digestible};
 use commonware_runtime::Clock;
 use commonware_utils::acknowledgement::Exact;
 use commonware_utils::Acknowledgement;
@@ -33,17 +33,7 @@ pub const MAX_BLOCK_BYTES: usize = 8 << 20;
 /// How long (in 10 ms steps) a leader with an empty pool waits before proposing.
 const EMPTY_BLOCK_WAIT_STEPS: u32 = 25;
 
-/// The consensus digest type: 32 bytes (Commonware's digest container) holding Verity's
-/// BLAKE3 header digest.
-pub type Digest = sha256::Digest;
-
-pub fn to_digest(h: &Hash) -> Digest {
-    sha256::Digest(h.0)
-}
-
-pub fn from_digest(d: &Digest) -> Hash {
-    Hash(d.0)
-}
+pub use verity_inclusion::{from_digest, to_digest, Digest};
 
 /// A ledger block as Commonware sees it. The encoding is computed once: Commonware asks for
 /// the size and the bytes separately, and every gossip of the block needs them.

@@ -9,12 +9,13 @@ pub mod block;
 pub mod consensus;
 pub mod error;
 pub mod mempool;
-pub mod proof;
 pub mod state;
-pub mod tx;
+
 pub mod validator;
 
 pub use block::{receipts_root, Block, ReceiptProof};
 pub use error::TxError;
 pub use state::{Genesis, LedgerState, Params};
-pub use tx::{Action, Transaction};
+pub use verity_core::tx::{self, Action, Transaction};
+/// Inclusion proofs live below the ledger (crate `verity-inclusion`) so verifiers need not link it.
+pub use verity_inclusion as proof;

@@ -76,7 +76,7 @@ pub fn participants(genesis: &Genesis) -> Result<Set<ed25519::PublicKey>, TxErro
         chain_id: genesis.chain_id.clone(),
         validators: genesis.nodes.iter().map(|n| n.key).collect(),
     };
-    set.participants()
+    verity_inclusion::participants(&set)
         .map_err(|e| TxError::Invalid(format!("genesis validators: {e}")))
 }
 

@@ -12,102 +12,20 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::sync::Arc;
-use verity_core::keys::Signature;
 use verity_core::manifest::{publish_statement, validate_name_version};
 use verity_core::receipt::ReceiptBody;
 use verity_core::tensor::hash_map;
+use verity_core::wire::{
+    Health, InferBody, InferQuery, InferResponse, ModelList, ModelObject, PublishMeta,
+    PublishResponse, ShowQuery,
+};
 use verity_core::{
-    Hash, InferenceRequest, Mode, ModelFormat, ModelId, ModelManifest, PublicKey, Receipt,
-    SignedRequest, TensorMap,
+    Hash, InferenceRequest, Mode, ModelFormat, ModelId, ModelManifest, Receipt, SignedRequest,
+    TensorMap,
 };
 use verity_engine::{quantize_onnx, Calibration};
-use verity_ledger::Transaction;
-
-/// The `meta` part of a publish upload: what the publisher claims and signs.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishMeta {
-    pub name: String,
-    pub version: String,
-    /// The id the publisher computed locally; the node recomputes it from the received bytes.
-    pub id: ModelId,
-    pub size: u64,
-    #[serde(default)]
-    pub calibration_hash: Option<Hash>,
-    pub publisher: PublicKey,
-    /// Signature over [`publish_statement`].
-    pub signature: Signature,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PublishResponse {
-    pub model: ModelManifest,
-    #[serde(default)]
-    pub canonical: Option<ModelManifest>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InferResponse {
-    pub receipt_id: Hash,
-    pub receipt: Receipt,
-    /// On a network, with `wait`: height of the finalized block that settled the request.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub settled_height: Option<u64>,
-    /// Quorum mode: every executor's receipt (`receipt` is the first of them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub quorum: Option<QuorumResult>,
-    /// zk mode: the proof (base64) that the receipt's model maps the inputs to its outputs;
-    /// `verity verify` checks it offline against the model file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zk_proof: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct QuorumResult {
-    pub request: Hash,
-    /// k receipts by distinct eligible nodes over the same output hash.
-    pub receipts: Vec<Receipt>,
-}
-
-/// A hub model as OpenAI's model object: the manifest's own fields (so `id` is the content id
-/// `blake3:<hex>`) plus `object: "model"`, `created` (seconds) and `owned_by`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelObject {
-    #[serde(flatten)]
-    pub manifest: ModelManifest,
-    pub object: String,
-    pub created: u64,
-    pub owned_by: String,
-}
-
-impl From<ModelManifest> for ModelObject {
-    fn from(manifest: ModelManifest) -> ModelObject {
-        ModelObject {
-            created: manifest.created_at_ms / 1000,
-            manifest,
-            object: "model".into(),
-            owned_by: "verity".into(),
-        }
-    }
-}
-
-/// `GET /v1/models`: OpenAI's list shape, `{"object": "list", "data": [...]}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ModelList {
-    pub object: String,
-    pub data: Vec<ModelObject>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Health {
-    pub status: String,
-    pub node: PublicKey,
-    pub version: String,
-    pub models: u64,
-    pub receipts: u64,
-}
 
 /// Name suffix of the canonical model derived at publish time.
 pub const CANONICAL_SUFFIX: &str = ".int8";
@@ -127,6 +45,7 @@ pub async fn health(State(node): State<Arc<Node>>) -> Result<Json<Health>, ApiEr
         version: env!("CARGO_PKG_VERSION").into(),
         models: node.store.model_count()?,
         receipts: node.store.receipt_count()?,
+        chain_id: node.chain().ok().map(|c| c.validators.chain_id.clone()),
     }))
 }
 
@@ -194,14 +113,6 @@ pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, ApiError> 
     node.store
         .manifest(&id)?
         .ok_or_else(|| ApiError::not_found(format!("unknown model {id}")))
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct ShowQuery {
-    /// Answer from this node alone, without asking peers (what peers ask each other, so
-    /// lookups never loop).
-    #[serde(default)]
-    pub local: bool,
 }
 
 /// A model's manifest, as an OpenAI model object (it still reads as a [`ModelManifest`]). A
@@ -426,23 +337,6 @@ fn prepare_publish(
     }
     items.insert(0, (blob, model.clone()));
     Ok(((items, loaded), PublishResponse { model, canonical }))
-}
-
-/// The `/v1/infer` body: a client-signed request and, for `quorum` mode, the client-signed
-/// transaction that escrows its fee on the ledger.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct InferBody {
-    #[serde(flatten)]
-    pub signed: SignedRequest,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub escrow: Option<Transaction>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct InferQuery {
-    /// Quorum mode: answer only once the settlement is finalized.
-    #[serde(default)]
-    pub wait: bool,
 }
 
 pub async fn infer(

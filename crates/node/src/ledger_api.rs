@@ -1,7 +1,6 @@
 //! HTTP handlers for the ledger: submit transactions, read the finalized state, fetch a
 //! settled receipt's inclusion proof.
 
-use crate::api::ShowQuery;
 use crate::chain::ProofError;
 use crate::error::ApiError;
 use crate::Node;
@@ -9,18 +8,16 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use verity_core::wire::{
+    Account, DisagreementInfo, LedgerStatus, ModelPrice, NodeInfo, RequestStatus, ShowQuery,
+    Submitted,
+};
 use verity_core::{Hash, ModelId, PublicKey};
 use verity_ledger::consensus::{Finalized, SubmitError};
-use verity_ledger::proof::{InclusionProof, ValidatorSet};
+use verity_ledger::proof::InclusionProof;
 use verity_ledger::state::Closed;
 use verity_ledger::Transaction;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Submitted {
-    pub id: Hash,
-}
 
 pub async fn submit_tx(
     State(node): State<Arc<Node>>,
@@ -39,24 +36,6 @@ pub async fn submit_tx(
         ApiError::new(status, "rejected_transaction", e.to_string())
     })?;
     Ok(Json(Submitted { id }))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct LedgerStatus {
-    pub chain_id: String,
-    pub height: u64,
-    pub last_block: Hash,
-    pub state_root: Hash,
-    pub validators: ValidatorSet,
-    pub nodes: Vec<NodeInfo>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct NodeInfo {
-    pub key: PublicKey,
-    pub stake: u64,
-    pub endpoint: String,
-    pub capabilities: Vec<String>,
 }
 
 pub async fn status(State(node): State<Arc<Node>>) -> Result<Json<LedgerStatus>, ApiError> {
@@ -81,17 +60,6 @@ pub async fn status(State(node): State<Arc<Node>>) -> Result<Json<LedgerStatus>,
     Ok(Json(status))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Account {
-    pub key: PublicKey,
-    pub balance: u64,
-    /// Nonce of the last finalized state.
-    pub nonce: u64,
-    /// What the account's next nonce-ordered transaction should carry, counting those
-    /// waiting at this node.
-    pub next_nonce: u64,
-}
-
 pub async fn account(
     State(node): State<Arc<Node>>,
     Path(key): Path<String>,
@@ -105,26 +73,6 @@ pub async fn account(
         nonce,
         next_nonce: chain.app.next_nonce(&key),
     }))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum RequestStatus {
-    /// The ledger has not seen it (or its escrow is not finalized yet).
-    Unknown,
-    Open {
-        amount: u64,
-        eligible: Vec<PublicKey>,
-    },
-    Settled {
-        height: u64,
-    },
-    Disagreed {
-        height: u64,
-    },
-    Refunded {
-        height: u64,
-    },
 }
 
 pub async fn request_status(
@@ -168,13 +116,6 @@ pub async fn receipt_proof(
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ModelPrice {
-    pub model: ModelId,
-    pub publisher: PublicKey,
-    pub price: u64,
-}
-
 pub async fn price(
     State(node): State<Arc<Node>>,
     Path(model): Path<String>,
@@ -206,14 +147,6 @@ pub async fn block(
         .finalized_at(height)
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("no finalized block at height {height}")))
-}
-
-/// A recorded disagreement: which nodes signed which output for the request.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DisagreementInfo {
-    pub request: Hash,
-    pub height: u64,
-    pub signed: Vec<(PublicKey, Hash)>,
 }
 
 pub async fn disagreements(

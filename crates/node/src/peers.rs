@@ -2,13 +2,13 @@
 //! registry): quorum execution and fetching models by id. Nothing a peer sends is trusted:
 //! receipts are verified by the caller, model bytes by their hash.
 
-use crate::api::InferBody;
 use crate::error::ApiError;
 use crate::executor::inspect;
 use crate::Node;
 use axum::http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
+use verity_core::wire::InferBody;
 use verity_core::{ModelId, ModelManifest, PublicKey, Receipt, SignedRequest};
 use verity_ledger::proof::{verify_inclusion, InclusionProof};
 use verity_ledger::Transaction;

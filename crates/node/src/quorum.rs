@@ -3,13 +3,14 @@
 //! outputs are settled on the ledger together with the client's escrow, unequal ones are
 //! recorded as a disagreement (and the client gets an error, never the output).
 
-use crate::api::{execute, model_for, InferResponse, QuorumResult};
+use crate::api::{execute, model_for};
 use crate::error::ApiError;
 use crate::Node;
 use axum::http::StatusCode;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 use std::time::Duration;
+use verity_core::wire::{InferResponse, QuorumResult};
 use verity_core::{
     verify_receipt, Expectations, InferenceRequest, Mode, PublicKey, Receipt, SignedRequest,
 };
@@ -255,17 +256,11 @@ async fn ask_one(
     verify_receipt(
         &receipt,
         &Expectations {
-            inputs: Some(&signed.request.inputs),
             node: Some(executor),
+            ..Expectations::answering(&signed.request)
         },
     )
     .map_err(|e| e.to_string())?;
-    if receipt.request_hash != signed.request.hash()
-        || receipt.mode != signed.request.mode
-        || receipt.model != signed.request.model
-    {
-        return Err("receipt is for another request, mode or model".into());
-    }
     Ok(receipt)
 }
 

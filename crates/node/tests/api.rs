@@ -6,11 +6,11 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use verity_core::manifest::publish_statement;
 use verity_core::verify::Expectations;
+use verity_core::wire::{InferResponse, PublishMeta, PublishResponse};
 use verity_core::{
     verify_receipt, Hash, InferenceRequest, Mode, ModelFormat, ModelId, NodeKey, Receipt, Tensor,
     TensorMap, VerifyError,
 };
-use verity_node::api::{InferResponse, PublishMeta, PublishResponse};
 use verity_node::NodeConfig;
 
 fn fixture(name: &str) -> Vec<u8> {
@@ -422,6 +422,7 @@ fn receipts_verify_and_every_tampered_field_is_rejected() {
     let ok = Expectations {
         inputs: Some(&inputs),
         node: Some(r.node),
+        ..Default::default()
     };
     verify_receipt(&r, &ok).unwrap();
     assert!(r.trace_root.is_some());
@@ -453,7 +454,8 @@ fn receipts_verify_and_every_tampered_field_is_rejected() {
                 &r,
                 &Expectations {
                     inputs: Some(&other_input),
-                    node: None
+                    node: None,
+                    ..Default::default()
                 }
             ),
             Err(VerifyError::InputHash { .. })

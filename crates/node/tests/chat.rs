@@ -55,6 +55,7 @@ fn verify(r: &Receipt, request: &ChatRequest) -> Result<(), VerifyError> {
         &Expectations {
             inputs: Some(&request.inputs()),
             node: None,
+            ..Default::default()
         },
     )
 }

@@ -20,6 +20,7 @@ fn verified(verity: &Value) -> (Receipt, ChatRequest, String) {
         &Expectations {
             inputs: Some(&request.inputs()),
             node: None,
+            ..Default::default()
         },
     )
     .unwrap();

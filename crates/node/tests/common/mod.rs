@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 use verity_core::manifest::publish_statement;
+use verity_core::wire::PublishMeta;
 use verity_core::{ModelId, NodeKey};
-use verity_node::api::PublishMeta;
 use verity_node::NodeConfig;
 
 /// The model the LLM tests use: `$VERITY_SMOLLM2_GGUF`, or the cache `scripts/fetch_smollm2.sh`

@@ -1,10 +1,10 @@
 //! Signed transactions and their canonical encoding (docs/economics.md lists the actions).
 
+use crate::encode::{Decoder, Encoder};
+use crate::hash::domain;
+use crate::keys::Signature;
+use crate::{CoreError, Hash, ModelId, NodeKey, PublicKey, Receipt};
 use serde::{Deserialize, Serialize};
-use verity_core::encode::{Decoder, Encoder};
-use verity_core::hash::domain;
-use verity_core::keys::Signature;
-use verity_core::{CoreError, Hash, ModelId, NodeKey, PublicKey, Receipt};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

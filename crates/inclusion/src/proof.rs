@@ -1,9 +1,6 @@
-//! Receipt inclusion proofs a third party checks offline against a validator set: the receipt,
-//! its Merkle path to a block's receipts root, the block header, and the block's finalization
-//! certificate (Ed25519 signatures of a BFT quorum of validators over the header digest).
+//! The inclusion proof and its check.
 
-use crate::block::{BlockHeader, ReceiptProof};
-use crate::consensus::{to_digest, Digest};
+use crate::{to_digest, BlockHeader, Digest, ReceiptProof};
 use commonware_codec::{Decode, Encode};
 use commonware_consensus::simplex::scheme::ed25519::Scheme;
 use commonware_consensus::simplex::types::Finalization;
@@ -16,34 +13,21 @@ use commonware_utils::ordered::Set;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use verity_core::verify::{verify_receipt, Expectations};
-use verity_core::{PublicKey, Receipt, VerifyError};
+use verity_core::wire::ValidatorSet;
+use verity_core::{Receipt, VerifyError};
 
-/// The validators whose signatures finalize blocks (from genesis, or exported by a node).
-/// Every validator has one vote; a certificate needs 2f+1 of n = 3f+1.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ValidatorSet {
-    pub chain_id: String,
-    pub validators: Vec<PublicKey>,
-}
-
-impl ValidatorSet {
-    /// Consensus signatures are domain-separated by this namespace.
-    pub fn namespace(&self) -> Vec<u8> {
-        format!("verity/{}", self.chain_id).into_bytes()
-    }
-
-    pub fn participants(&self) -> Result<Set<ed25519::PublicKey>, InclusionError> {
-        let keys = self
-            .validators
-            .iter()
-            .map(|k| {
-                use commonware_codec::ReadExt;
-                ed25519::PublicKey::read(&mut commonware_codec::Copying(&k.0[..]))
-                    .map_err(|_| InclusionError::ValidatorSet(format!("invalid key {k}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        Set::try_from(keys).map_err(|_| InclusionError::ValidatorSet("duplicate validator".into()))
-    }
+/// The validator set's keys as consensus participants.
+pub fn participants(set: &ValidatorSet) -> Result<Set<ed25519::PublicKey>, InclusionError> {
+    let keys = set
+        .validators
+        .iter()
+        .map(|k| {
+            use commonware_codec::ReadExt;
+            ed25519::PublicKey::read(&mut commonware_codec::Copying(&k.0[..]))
+                .map_err(|_| InclusionError::ValidatorSet(format!("invalid key {k}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Set::try_from(keys).map_err(|_| InclusionError::ValidatorSet("duplicate validator".into()))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -84,7 +68,7 @@ pub fn verify_inclusion(p: &InclusionProof, set: &ValidatorSet) -> Result<(), In
     if !p.path.verify(&p.header.receipts_root, &p.receipt.id()) {
         return Err(InclusionError::Path);
     }
-    let verifier = Scheme::verifier(&set.namespace(), set.participants()?);
+    let verifier = Scheme::verifier(&set.namespace(), participants(set)?);
     let bytes =
         hex::decode(&p.finalization).map_err(|e| InclusionError::Malformed(e.to_string()))?;
     let f = Finalization::<Scheme, Digest>::decode_cfg(bytes, &verifier.certificate_codec_config())
