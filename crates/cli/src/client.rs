@@ -10,8 +10,8 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use verity_core::manifest::publish_statement;
 use verity_core::wire::{
-    Account, Health, InferBody, InferResponse, LedgerStatus, ModelList, ModelPrice, PublishMeta,
-    PublishResponse, Submitted,
+    Account, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Health, InferBody,
+    InferResponse, LedgerStatus, ModelList, ModelPrice, PublishMeta, PublishResponse, Submitted,
 };
 use verity_core::{Hash, ModelId, ModelManifest, NodeKey, PublicKey, Receipt};
 use verity_ledger::proof::InclusionProof;
@@ -317,7 +317,7 @@ impl NodeClient {
 
     /// `POST /v1/chat/completions` without streaming: the `chat.completion` body and the
     /// compact receipt header, if any.
-    pub fn chat(&self, body: &Value) -> Result<(Value, Option<String>)> {
+    pub fn chat(&self, body: &ChatCompletionRequest) -> Result<(ChatCompletion, Option<String>)> {
         let resp = self.chat_request(body)?;
         let header = resp
             .headers()
@@ -335,14 +335,19 @@ impl NodeClient {
     /// or a stream that ends before `[DONE]` is an error.
     pub fn chat_stream(
         &self,
-        body: &Value,
-        on_chunk: &mut dyn FnMut(&Value) -> Result<()>,
+        body: &ChatCompletionRequest,
+        on_chunk: &mut dyn FnMut(ChatCompletionChunk) -> Result<()>,
     ) -> Result<()> {
         let resp = self.chat_request(body)?;
-        read_events(&mut BufReader::new(resp), on_chunk)
+        read_events(&mut BufReader::new(resp), &mut |v| {
+            on_chunk(
+                serde_json::from_value(v.clone())
+                    .context("the chat stream sent a chunk that is not a chat.completion.chunk")?,
+            )
+        })
     }
 
-    fn chat_request(&self, body: &Value) -> Result<Response> {
+    fn chat_request(&self, body: &ChatCompletionRequest) -> Result<Response> {
         self.post_response("/v1/chat/completions", body)
     }
 

@@ -314,14 +314,14 @@ fn chat_streams_verifies_and_reexecutes_and_tampering_is_rejected() {
         d,
         &forged,
         &reexecute,
-        "re-execution mismatch: tokens differ from position 0",
+        "re-execution check failed: tokens differ from position 0",
     );
     let forged = resign(&tokens, "Paris.", &receipt.engine.version);
     rejected(
         d,
         &forged,
         &reexecute,
-        "re-execution mismatch: same tokens but the text differs",
+        "re-execution check failed: same tokens but the text differs",
     );
     let forged = resign(&tokens, &signed_text, "999");
     rejected(d, &forged, &reexecute, "runtime version mismatch");
@@ -332,7 +332,7 @@ fn chat_streams_verifies_and_reexecutes_and_tampering_is_rejected() {
         d,
         &saved,
         &["--reexecute", "--model", other.to_str().unwrap()],
-        "re-execution mismatch: the model hashes to",
+        "model check failed: the model file hashes to",
     );
     // A bare chat receipt verifies offline, but re-execution needs its request.
     let bare = saved["receipt"].clone();

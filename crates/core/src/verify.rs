@@ -66,8 +66,8 @@ impl<'a> Expectations<'a> {
     }
 }
 
-/// Checks version, output hash, input hash (when inputs are given), node key, request, mode
-/// and model (each when expected) and the signature over everything.
+/// Checks version, output hash, input hash (when inputs are given), the signature over
+/// everything, then node key, request, mode and model (each when expected).
 pub fn verify_receipt(receipt: &Receipt, expect: &Expectations<'_>) -> Result<(), VerifyError> {
     if receipt.version != RECEIPT_VERSION {
         return Err(VerifyError::UnsupportedVersion(receipt.version));
@@ -87,6 +87,12 @@ pub fn verify_receipt(receipt: &Receipt, expect: &Expectations<'_>) -> Result<()
                 actual,
             });
         }
+    }
+    if !receipt
+        .node
+        .verify(&receipt.signing_hash().0, &receipt.signature)
+    {
+        return Err(VerifyError::Signature(receipt.node));
     }
     if let Some(expected) = expect.node {
         if expected != receipt.node {
@@ -119,12 +125,6 @@ pub fn verify_receipt(receipt: &Receipt, expect: &Expectations<'_>) -> Result<()
                 claimed: receipt.model,
             });
         }
-    }
-    if !receipt
-        .node
-        .verify(&receipt.signing_hash().0, &receipt.signature)
-    {
-        return Err(VerifyError::Signature(receipt.node));
     }
     Ok(())
 }

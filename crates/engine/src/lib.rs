@@ -13,10 +13,10 @@ pub mod inspect;
 pub mod kernels;
 pub mod proto;
 pub mod quantize;
-pub mod reexecute;
 
-pub use canonical::CanonicalModel;
+pub use canonical::{is_canonical_file, CanonicalModel};
 pub use error::{EngineError, Result};
 pub use exec::{Execution, Interpreter};
+pub use float_engine::FloatModel;
 pub use inspect::{inspect, Inspection};
 pub use quantize::{quantize_onnx, Calibration};

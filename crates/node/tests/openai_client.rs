@@ -8,26 +8,20 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
 use verity_core::chat::read_chat_outputs;
-use verity_core::verify::Expectations;
-use verity_core::{verify_receipt, ChatRequest, Receipt};
+use verity_core::wire::ChatReceipt;
+use verity_core::{ChatRequest, Receipt};
 
 /// The receipt and request of a response's `verity` member, verified; returns the text.
 fn verified(verity: &Value) -> (Receipt, ChatRequest, String) {
     let receipt: Receipt = serde_json::from_value(verity["receipt"].clone()).unwrap();
     let request: ChatRequest = serde_json::from_value(verity["request"].clone()).unwrap();
-    verify_receipt(
-        &receipt,
-        &Expectations {
-            inputs: Some(&request.inputs()),
-            node: None,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    assert_eq!(verity["receipt_id"], receipt.id().to_hex());
+    let evidence: ChatReceipt = serde_json::from_value(verity.clone()).unwrap();
+    assert!(evidence.receipt_id.is_some());
+    let signed =
+        verity_verify::chat::receipt(&evidence, None, &mut verity_verify::Report::default())
+            .unwrap();
     assert_eq!(receipt.model, common::node().model);
-    let (_, text, _) = read_chat_outputs(&receipt.outputs).unwrap();
-    (receipt, request, text)
+    (receipt, request, signed.text)
 }
 
 #[test]

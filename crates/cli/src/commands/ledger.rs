@@ -1,0 +1,100 @@
+//! `verity ledger`: status, accounts, transfers, model prices and inclusion proofs.
+
+use super::{write_file, Ctx};
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::PathBuf;
+use verity_core::{ModelId, PublicKey};
+use verity_ledger::{Action, Transaction};
+
+/// Ledger commands: status, accounts, transactions, inclusion proofs.
+#[derive(Subcommand)]
+pub enum LedgerCommand {
+    /// Chain id, finalized height, state root, validators and nodes.
+    Status,
+    /// Balance and nonce of an account (default: your key).
+    Account {
+        /// The account's public key, hex.
+        #[arg(value_name = "ACCOUNT")]
+        account: Option<String>,
+    },
+    /// Send balance to another account.
+    Transfer { to: String, amount: u64 },
+    /// Register a model on the ledger with its price per executor, so requests can escrow
+    /// fees for it.
+    RegisterModel { model: ModelId, price: u64 },
+    /// Fetch a settled receipt's inclusion proof (Merkle path, header, finalization).
+    Proof {
+        receipt: String,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+impl LedgerCommand {
+    pub fn execute(self, ctx: &Ctx) -> Result<()> {
+        let client = ctx.client()?;
+        let send = |action: Action| -> Result<()> {
+            let key = ctx.key()?;
+            let nonce = client.account(&key.public())?.next_nonce;
+            let chain_id = client.ledger()?.chain_id;
+            let id = client
+                .submit(&Transaction::new(&key, &chain_id, nonce, action))?
+                .id;
+            println!("submitted transaction {id} (nonce {nonce})");
+            Ok(())
+        };
+        match self {
+            LedgerCommand::Status => {
+                let s = client.ledger()?;
+                println!("chain       {}", s.chain_id);
+                println!("height      {}", s.height);
+                println!("last block  {}", s.last_block);
+                println!("state root  {}", s.state_root);
+                for n in &s.nodes {
+                    let role = if s.validators.validators.contains(&n.key) {
+                        "validator"
+                    } else {
+                        "executor"
+                    };
+                    println!(
+                        "node        {} {role} stake {} {}",
+                        n.key, n.stake, n.endpoint
+                    );
+                }
+                Ok(())
+            }
+            LedgerCommand::Account { account } => {
+                let who = match account {
+                    Some(k) => PublicKey::from_hex(&k)?,
+                    None => ctx.key()?.public(),
+                };
+                let a = client.account(&who)?;
+                println!(
+                    "{} balance {} nonce {} (next {})",
+                    a.key, a.balance, a.nonce, a.next_nonce
+                );
+                Ok(())
+            }
+            LedgerCommand::Transfer { to, amount } => send(Action::Transfer {
+                to: PublicKey::from_hex(&to)?,
+                amount,
+            }),
+            LedgerCommand::RegisterModel { model, price } => {
+                send(Action::RegisterModel { model, price })
+            }
+            LedgerCommand::Proof { receipt, out } => {
+                let id = verity_core::Hash::from_hex(&receipt).context("receipt id")?;
+                let proof = client.proof(&id)?;
+                write_file(&out, &serde_json::to_vec_pretty(&proof)?)?;
+                println!(
+                    "proof for receipt {id} (block {} at height {}) -> {}",
+                    proof.header.digest(),
+                    proof.header.height,
+                    out.display()
+                );
+                Ok(())
+            }
+        }
+    }
+}

