@@ -6,7 +6,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::geometry::Window;
-use crate::graph::ValueId;
+use crate::ir::ValueId;
 use verity_core::encode::{Decoder, Encoder};
 
 pub const MAGIC: &[u8; 8] = b"VERITYQ8";
