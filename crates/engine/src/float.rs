@@ -2,7 +2,7 @@
 //! It is not used to serve results (float bits are not portable); it only measures ranges.
 
 use crate::geometry::Window;
-use crate::graph::{FOp, FloatGraph};
+use crate::ir::{FOp, FloatGraph};
 
 /// Runs the graph on one sample per input and returns every value (indexed by `ValueId`).
 pub fn run_all(g: &FloatGraph, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {

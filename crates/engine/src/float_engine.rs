@@ -2,7 +2,7 @@
 //! only on the same engine version and CPU class, so the receipt's engine id names both.
 
 use crate::error::{EngineError, Result};
-use crate::graph;
+use crate::onnx;
 use rten::{Model, NodeId};
 use rten_tensor::prelude::*;
 use verity_core::{DType, EngineId, Tensor, TensorMap, TensorSpec};
@@ -40,7 +40,7 @@ fn cpu_class() -> &'static str {
 
 impl FloatModel {
     pub fn load(bytes: &[u8]) -> Result<FloatModel> {
-        let summary = graph::summarize(&graph::decode_onnx(bytes)?)?;
+        let summary = onnx::summarize(&onnx::decode_onnx(bytes)?)?;
         let model = Model::load(bytes.to_vec()).map_err(|e| EngineError::Float(e.to_string()))?;
         let find = |name: &str| {
             model

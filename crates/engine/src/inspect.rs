@@ -3,7 +3,7 @@
 
 use crate::canonical::{is_canonical_file, CanonicalModel};
 use crate::error::{EngineError, Result};
-use crate::graph;
+use crate::{lower, onnx};
 use serde::Serialize;
 use verity_core::{DType, ModelFormat, ModelId, TensorSpec};
 
@@ -43,9 +43,9 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
             canonical: Ok(()),
         });
     }
-    let proto = graph::decode_onnx(bytes)?;
-    let summary = graph::summarize(&proto)?;
-    let canonical = match graph::lower(&proto) {
+    let proto = onnx::decode_onnx(bytes)?;
+    let summary = onnx::summarize(&proto)?;
+    let canonical = match lower::lower(&proto) {
         Ok(_) => Ok(()),
         Err(
             e @ (EngineError::UnsupportedOps(_)

@@ -1,6 +1,9 @@
 //! Verity's engines: ONNX loading, quantization to the canonical int8 form, the canonical
 //! integer interpreter (bit-identical on every CPU, thread count and run) with its layer trace,
 //! and the float engine used to serve float ONNX models in `signed` mode.
+//!
+//! The path from an ONNX file to a canonical model: [`onnx`] decodes it, [`lower`] turns it
+//! into the float IR of [`ir`], and [`quantize`] calibrates that into a [`CanonicalModel`].
 
 pub mod canonical;
 pub mod error;
@@ -8,9 +11,11 @@ pub mod exec;
 pub mod float;
 pub mod float_engine;
 pub mod geometry;
-pub mod graph;
 pub mod inspect;
+pub mod ir;
 pub mod kernels;
+pub mod lower;
+pub mod onnx;
 pub mod proto;
 pub mod quantize;
 

@@ -7,7 +7,8 @@
 
 use crate::canonical::{CanonicalModel, QInput, QOp, QOutput, Requant};
 use crate::error::{EngineError, Result};
-use crate::graph::{self, FOp, FloatGraph};
+use crate::ir::{FOp, FloatGraph};
+use crate::{lower, onnx};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use verity_core::hash::{domain, Hash};
@@ -325,10 +326,10 @@ pub fn quantize(
 }
 
 /// ONNX bytes + calibration → canonical model (decode, lower, calibrate, quantize).
-pub fn quantize_onnx(onnx: &[u8], calib: &Calibration) -> Result<CanonicalModel> {
-    let proto = graph::decode_onnx(onnx)?;
-    let summary = graph::summarize(&proto)?;
-    let g = graph::lower(&proto)?;
+pub fn quantize_onnx(onnx_bytes: &[u8], calib: &Calibration) -> Result<CanonicalModel> {
+    let proto = onnx::decode_onnx(onnx_bytes)?;
+    let summary = onnx::summarize(&proto)?;
+    let g = lower::lower(&proto)?;
     quantize(&g, calib, summary.operators)
 }
 

@@ -1,5 +1,10 @@
 //! The canonical engine on the committed fixtures: accuracy against float, determinism across
-//! runs, kernels and threads, and rejection of malformed files.
+//! runs, kernels and threads, rejection of malformed files, and golden vectors that pin the
+//! results to committed values.
+
+// The directory keeps the module out of cargo's test autodiscovery (one binary, not two).
+#[path = "canonical/golden.rs"]
+mod golden;
 
 use std::path::PathBuf;
 use verity_core::{Tensor, TensorMap};

@@ -1,0 +1,107 @@
+//! The float IR: ONNX lowered to a flat list of typed operators over values with static
+//! shapes. The quantizer calibrates and converts it; `float.rs` runs it to measure ranges.
+//! Each op writes exactly one new value, in order, like the canonical [`QOp`](crate::canonical::QOp)
+//! list it becomes.
+
+use crate::geometry::Window;
+
+/// Index of a tensor value in a graph.
+pub type ValueId = usize;
+
+#[derive(Clone, Debug)]
+pub enum FOp {
+    /// y[m, n] = sum_k x[m, k] * w[n, k] + b[n]; x is viewed as [rows, k].
+    Dense {
+        x: ValueId,
+        y: ValueId,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        k: usize,
+        n: usize,
+    },
+    /// NCHW convolution, weights [out, in, kh, kw].
+    Conv {
+        x: ValueId,
+        y: ValueId,
+        w: Vec<f32>,
+        b: Vec<f32>,
+        out_channels: usize,
+        win: Window,
+    },
+    Relu {
+        x: ValueId,
+        y: ValueId,
+    },
+    Sigmoid {
+        x: ValueId,
+        y: ValueId,
+    },
+    Tanh {
+        x: ValueId,
+        y: ValueId,
+    },
+    /// Softmax over the last axis.
+    Softmax {
+        x: ValueId,
+        y: ValueId,
+    },
+    /// Elementwise add; `b` is broadcast when its shape is a suffix of `a`'s.
+    Add {
+        a: ValueId,
+        b: ValueId,
+        y: ValueId,
+    },
+    /// A constant tensor (an initializer used as an activation operand).
+    Const {
+        y: ValueId,
+        data: Vec<f32>,
+    },
+    MaxPool {
+        x: ValueId,
+        y: ValueId,
+        win: Window,
+    },
+    AvgPool {
+        x: ValueId,
+        y: ValueId,
+        win: Window,
+        count_include_pad: bool,
+    },
+    Reshape {
+        x: ValueId,
+        y: ValueId,
+    },
+    Concat {
+        xs: Vec<ValueId>,
+        y: ValueId,
+        axis: usize,
+    },
+}
+
+impl FOp {
+    pub fn output(&self) -> ValueId {
+        match self {
+            FOp::Dense { y, .. }
+            | FOp::Conv { y, .. }
+            | FOp::Relu { y, .. }
+            | FOp::Sigmoid { y, .. }
+            | FOp::Tanh { y, .. }
+            | FOp::Softmax { y, .. }
+            | FOp::Add { y, .. }
+            | FOp::Const { y, .. }
+            | FOp::MaxPool { y, .. }
+            | FOp::AvgPool { y, .. }
+            | FOp::Reshape { y, .. }
+            | FOp::Concat { y, .. } => *y,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FloatGraph {
+    pub shapes: Vec<Vec<usize>>,
+    /// (name, value) of each graph input, in declaration order.
+    pub inputs: Vec<(String, ValueId)>,
+    pub outputs: Vec<(String, ValueId)>,
+    pub ops: Vec<FOp>,
+}
