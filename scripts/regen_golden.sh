@@ -11,3 +11,6 @@ export VERITY_REGEN_GOLDEN=1
 
 # Canonical int8 engine: fixtures/golden/canonical.json
 cargo test -p verity-engine --test canonical golden::
+
+# Signed encodings (tensor, request, receipt, chat request, transaction): fixtures/golden/core.json
+cargo test -p verity-core --test golden
