@@ -3,9 +3,7 @@
 //! determinism through the API, streaming, the JSON constraint, cancellation, and errors in
 //! OpenAI's shape.
 
-mod common;
-
-use common::node;
+use crate::common::node;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use verity_core::chat::read_chat_outputs;
@@ -399,7 +397,7 @@ fn models_are_listed_in_openai_shape_and_gguf_is_checked_at_publish() {
         "{b}"
     );
     // A truncated copy of the real file, too.
-    let cut = common::smollm2_bytes()[..1 << 20].to_vec();
+    let cut = crate::common::smollm2_bytes()[..1 << 20].to_vec();
     let (s, b) = n.publish("cut", "1.0", cut);
     assert_eq!(
         (s, &b["error"]["code"]),

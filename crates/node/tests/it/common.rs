@@ -1,7 +1,5 @@
 //! A node with SmolLM2 (Q4_1 GGUF) published, shared by the tests of one test binary.
 
-#![allow(dead_code)]
-
 use reqwest::blocking::{multipart, Client};
 use serde_json::Value;
 use std::path::PathBuf;

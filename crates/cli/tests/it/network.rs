@@ -2,11 +2,9 @@
 //! validator does not stop service, its restart catches up to the same state roots, and a
 //! node that signs tampered outputs is caught as a recorded disagreement.
 
+use crate::common::{fixture, text, verity};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-mod common;
-
-use common::{fixture, text, verity};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,6 @@
+//! The node over real sockets, as one test binary.
+
+mod api;
+mod chat;
+mod common;
+mod openai_client;
