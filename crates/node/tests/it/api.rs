@@ -539,6 +539,21 @@ fn reexecution_requires_the_same_model_inputs_and_outputs() {
             },
         )
     };
+    // A lie must still carry a valid signature (by whoever tells it) to reach re-execution.
+    let resign = |r: &Receipt| {
+        verity_core::ReceiptBody {
+            request_hash: r.request_hash,
+            model: r.model,
+            input_hash: r.input_hash,
+            output_hash: r.output_hash,
+            outputs: r.outputs.clone(),
+            trace_root: r.trace_root,
+            engine: r.engine.clone(),
+            mode: r.mode,
+            timestamp_ms: r.timestamp_ms,
+        }
+        .sign(&NodeKey::from_seed([7; 32]))
+    };
     let reexecuted = |r: Result<verity_verify::Report, verity_verify::Failure>| {
         r.unwrap().established.last().unwrap().detail.clone()
     };
@@ -576,13 +591,13 @@ fn reexecution_requires_the_same_model_inputs_and_outputs() {
     lie.outputs = other.outputs;
     lie.output_hash = verity_core::tensor::hash_map(&lie.outputs);
     assert_eq!(
-        reexecute(&lie, &model, &inputs).unwrap_err().check,
+        reexecute(&resign(&lie), &model, &inputs).unwrap_err().check,
         Check::Reexecution
     );
     let mut lie = r.clone();
     lie.trace_root = Some(other.trace_root);
     assert_eq!(
-        reexecute(&lie, &model, &inputs).unwrap_err().check,
+        reexecute(&resign(&lie), &model, &inputs).unwrap_err().check,
         Check::Reexecution
     );
     // Float model receipts name the float engine and re-execute on this machine.
