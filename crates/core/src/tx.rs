@@ -215,10 +215,15 @@ impl Transaction {
         content_id(&self.sender, self.nonce, &self.action)
     }
 
+    /// The hash the sender signs for the chain `chain_id`.
+    pub fn signing_hash(&self, chain_id: &str) -> Hash {
+        signing_message(chain_id, &self.id())
+    }
+
     /// Whether the sender signed this transaction for the chain `chain_id`.
     pub fn signature_is_valid(&self, chain_id: &str) -> bool {
-        let message = signing_message(chain_id, &self.id());
-        self.sender.verify(&message.0, &self.signature)
+        self.sender
+            .verify(&self.signing_hash(chain_id).0, &self.signature)
     }
 
     pub fn encode_into(&self, e: &mut Encoder) {

@@ -21,8 +21,6 @@ pub enum TxError {
     StakeTooLow { stake: u64, min: u64 },
     #[error("node {0} is already registered")]
     NodeExists(PublicKey),
-    #[error("node {0} is not registered")]
-    UnknownNode(PublicKey),
     #[error("model {0} is already registered")]
     ModelExists(ModelId),
     #[error("model {0} is not registered")]

@@ -1,8 +1,13 @@
-//! Verity's ledger: the deterministic state machine every validator replicates.
+//! Verity's ledger: the state machine every validator replicates, and the consensus that
+//! orders its blocks.
 //!
-//! It knows nothing about consensus or networking: a block is an ordered list of signed
-//! transactions, and applying the same blocks to the same genesis gives the same state root on
-//! every validator. Consensus (which orders blocks) and storage (which keeps them) wrap it.
+//! The state machine ([`state`], with its transactions in [`tx`] and blocks in [`block`]) is
+//! deterministic and knows nothing about consensus or networking: a block is an ordered list
+//! of signed transactions, and applying the same blocks to the same genesis gives the same
+//! state root on every validator. Around it, [`consensus`] is the Commonware application that
+//! builds and verifies blocks by running it, [`validator`] wires one validator's consensus,
+//! block dissemination and storage over the network, [`mempool`] holds transactions waiting
+//! for a block, and [`proof`] checks a receipt's inclusion in a finalized block offline.
 //! The economic rules are written in docs/economics.md.
 
 pub mod block;

@@ -10,6 +10,9 @@ use verity_ledger::{
     Action, Block, Genesis, LedgerState, Params, ReceiptProof, Transaction, TxError,
 };
 
+#[path = "state/golden.rs"]
+mod golden;
+
 fn key(i: u8) -> NodeKey {
     NodeKey::from_seed([i; 32])
 }

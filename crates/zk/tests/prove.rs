@@ -9,6 +9,9 @@ use verity_engine::canonical::{CanonicalModel, QOp};
 use verity_engine::{quantize_onnx, Calibration, Interpreter};
 use verity_zk::{Statement, ZkError, ZkModel};
 
+#[path = "prove/golden.rs"]
+mod golden;
+
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures")

@@ -1,0 +1,455 @@
+//! The transition function: how a transaction, and a block of them, changes the state.
+//!
+//! Every check comes before the first mutation, so a rejected transaction changes nothing;
+//! a block is applied to a copy and kept only if every transaction applies and every root
+//! matches. docs/economics.md states the rules each action enforces.
+
+use std::collections::BTreeSet;
+
+use verity_core::verify::{verify_receipt, Expectations};
+use verity_core::{Hash, ModelId, PublicKey, Receipt};
+
+use super::genesis::{check_capabilities, check_endpoint};
+use super::{Closed, Disagreement, Escrow, LedgerState, ModelEntry, NodeEntry};
+use crate::block::{receipts_root, txs_root, Block, BlockHeader};
+use crate::error::TxError;
+use crate::tx::{Action, Transaction};
+
+/// A block built by [`LedgerState::propose`], with the state after it and what it left out.
+pub struct Proposal {
+    pub block: Block,
+    /// The state after applying `block` (what `apply_block` would produce).
+    pub state: LedgerState,
+    /// Ids of the receipts the block settles, in order.
+    pub receipts: Vec<Hash>,
+    /// Candidate transactions left out, with the reasons.
+    pub rejected: Vec<(Transaction, TxError)>,
+}
+
+/// Why a proposed block is invalid.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BlockError {
+    #[error("block height {got}, expected {expected}")]
+    Height { expected: u64, got: u64 },
+    #[error("block does not extend the last block")]
+    Parent,
+    #[error("transaction {index} is invalid: {error}")]
+    Tx { index: usize, error: TxError },
+    #[error("block time goes backwards")]
+    Time,
+    #[error("{0} root does not match the block's contents")]
+    Root(&'static str),
+}
+
+/// Receipts that settle an escrow for `executors` (0 means signed mode: one node's receipt).
+fn signers(executors: u32) -> u32 {
+    executors.max(1)
+}
+
+impl LedgerState {
+    /// Builds the next block from candidate transactions: invalid ones are left out (with
+    /// their reasons). Does not change `self`.
+    pub fn propose(
+        &self,
+        candidates: Vec<Transaction>,
+        proposer: PublicKey,
+        timestamp_ms: u64,
+    ) -> Proposal {
+        let mut next = self.clone();
+        let height = self.height + 1;
+        let timestamp_ms = timestamp_ms.max(self.last_timestamp_ms);
+        let mut txs = Vec::new();
+        let mut rejected = Vec::new();
+        let mut receipt_ids = Vec::new();
+        for tx in candidates {
+            match next.apply_tx(&tx, height) {
+                Ok(ids) => {
+                    receipt_ids.extend(ids);
+                    txs.push(tx);
+                }
+                Err(e) => rejected.push((tx, e)),
+            }
+        }
+        let mut header = BlockHeader {
+            height,
+            parent: self.last_digest,
+            timestamp_ms,
+            proposer,
+            txs_root: txs_root(&txs),
+            receipts_root: receipts_root(&receipt_ids),
+            state_root: Hash::default(),
+        };
+        next.height = height;
+        next.last_digest = self.last_digest;
+        header.state_root = next.state_root();
+        let block = Block { header, txs };
+        // The post-state, exactly as `apply_block` would leave it, without re-executing.
+        next.last_digest = block.digest();
+        next.last_timestamp_ms = timestamp_ms;
+        Proposal {
+            block,
+            state: next,
+            receipts: receipt_ids,
+            rejected,
+        }
+    }
+
+    /// Validates `block` against this state and applies it. Every transaction must apply and
+    /// every root must match. On error nothing changes. Returns the settled receipt ids.
+    pub fn apply_block(&mut self, block: &Block) -> Result<Vec<Hash>, BlockError> {
+        let h = &block.header;
+        if h.height != self.height + 1 {
+            return Err(BlockError::Height {
+                expected: self.height + 1,
+                got: h.height,
+            });
+        }
+        if h.parent != self.last_digest {
+            return Err(BlockError::Parent);
+        }
+        if h.timestamp_ms < self.last_timestamp_ms {
+            return Err(BlockError::Time);
+        }
+        if h.txs_root != txs_root(&block.txs) {
+            return Err(BlockError::Root("transactions"));
+        }
+        let mut next = self.clone();
+        let mut receipt_ids = Vec::new();
+        for (index, tx) in block.txs.iter().enumerate() {
+            receipt_ids.extend(
+                next.apply_tx(tx, h.height)
+                    .map_err(|error| BlockError::Tx { index, error })?,
+            );
+        }
+        if h.receipts_root != receipts_root(&receipt_ids) {
+            return Err(BlockError::Root("receipts"));
+        }
+        next.height = h.height;
+        if h.state_root != next.state_root() {
+            return Err(BlockError::Root("state"));
+        }
+        next.last_digest = block.digest();
+        next.last_timestamp_ms = h.timestamp_ms;
+        *self = next;
+        Ok(receipt_ids)
+    }
+
+    /// Applies one transaction at `height`. On error nothing changes. Returns the ids of the
+    /// receipts it settled.
+    pub fn apply_tx(&mut self, tx: &Transaction, height: u64) -> Result<Vec<Hash>, TxError> {
+        if !tx.signature_is_valid(&self.chain_id) {
+            return Err(TxError::Signature);
+        }
+        let expected = if tx.action.uses_nonce() {
+            self.nonce(&tx.sender)
+        } else {
+            0
+        };
+        if tx.nonce != expected {
+            return Err(TxError::Nonce {
+                account: tx.sender,
+                expected,
+                got: tx.nonce,
+            });
+        }
+        let settled = self.apply_action(&tx.sender, &tx.action, height)?;
+        if tx.action.uses_nonce() {
+            self.accounts.entry(tx.sender).or_default().nonce += 1;
+        }
+        Ok(settled)
+    }
+
+    fn apply_action(
+        &mut self,
+        sender: &PublicKey,
+        action: &Action,
+        height: u64,
+    ) -> Result<Vec<Hash>, TxError> {
+        match action {
+            Action::Transfer { to, amount } => self.transfer(sender, to, *amount)?,
+            Action::RegisterNode {
+                stake,
+                endpoint,
+                capabilities,
+            } => self.register_node(sender, *stake, endpoint, capabilities)?,
+            Action::RegisterModel { model, price } => self.register_model(sender, model, *price)?,
+            Action::OpenRequest {
+                request,
+                model,
+                executors,
+                node,
+            } => self.open_request(sender, request, model, *executors, node.as_ref(), height)?,
+            Action::Settle { request, receipts } => return self.settle(request, receipts, height),
+            Action::Disagree { request, receipts } => self.disagree(request, receipts, height)?,
+            Action::Refund { request } => self.refund(sender, request, height)?,
+        }
+        Ok(vec![])
+    }
+
+    // Balances and stakes.
+
+    fn debit(&mut self, key: &PublicKey, amount: u64) -> Result<(), TxError> {
+        let have = self.balance(key);
+        if have < amount {
+            return Err(TxError::Balance { need: amount, have });
+        }
+        self.accounts.entry(*key).or_default().balance = have - amount;
+        Ok(())
+    }
+
+    fn credit(&mut self, key: &PublicKey, amount: u64) {
+        let a = self.accounts.entry(*key).or_default();
+        // Credits only move existing supply, so they cannot exceed u64 in total.
+        a.balance = a.balance.saturating_add(amount);
+    }
+
+    fn transfer(&mut self, sender: &PublicKey, to: &PublicKey, amount: u64) -> Result<(), TxError> {
+        if amount == 0 {
+            return Err(TxError::ZeroAmount);
+        }
+        self.debit(sender, amount)?;
+        self.credit(to, amount);
+        Ok(())
+    }
+
+    /// Registers the sender as a node, moving `stake` from its balance into locked stake.
+    fn register_node(
+        &mut self,
+        sender: &PublicKey,
+        stake: u64,
+        endpoint: &str,
+        capabilities: &[String],
+    ) -> Result<(), TxError> {
+        if self.nodes.contains_key(sender) {
+            return Err(TxError::NodeExists(*sender));
+        }
+        if stake < self.params.min_stake {
+            return Err(TxError::StakeTooLow {
+                stake,
+                min: self.params.min_stake,
+            });
+        }
+        check_endpoint(endpoint)?;
+        check_capabilities(capabilities)?;
+        self.debit(sender, stake)?;
+        self.nodes.insert(
+            *sender,
+            NodeEntry {
+                stake,
+                endpoint: endpoint.to_string(),
+                capabilities: capabilities.to_vec(),
+            },
+        );
+        Ok(())
+    }
+
+    // The model registry.
+
+    fn register_model(
+        &mut self,
+        publisher: &PublicKey,
+        model: &ModelId,
+        price: u64,
+    ) -> Result<(), TxError> {
+        if self.models.contains_key(model) {
+            return Err(TxError::ModelExists(*model));
+        }
+        self.models.insert(
+            *model,
+            ModelEntry {
+                publisher: *publisher,
+                price,
+            },
+        );
+        Ok(())
+    }
+
+    // Requests: escrowed when opened, then settled, disagreed on or refunded.
+
+    /// Holds `price * max(executors, 1)` from the client and fixes who may sign for the
+    /// request: the named node in signed mode, the first ranked executors for a quorum.
+    fn open_request(
+        &mut self,
+        client: &PublicKey,
+        request: &Hash,
+        model: &ModelId,
+        executors: u32,
+        node: Option<&PublicKey>,
+        height: u64,
+    ) -> Result<(), TxError> {
+        if executors > verity_core::request::MAX_QUORUM {
+            return Err(TxError::QuorumSize(executors));
+        }
+        if self.escrows.contains_key(request) || self.closed.contains_key(request) {
+            return Err(TxError::RequestExists(*request));
+        }
+        let price = self
+            .models
+            .get(model)
+            .ok_or(TxError::UnknownModel(*model))?
+            .price;
+        let amount = price
+            .checked_mul(signers(executors) as u64)
+            .ok_or_else(|| TxError::Invalid("fee overflows".into()))?;
+        let eligible = match (executors, node) {
+            (0, Some(n)) if self.nodes.contains_key(n) => vec![*n],
+            (0, _) => {
+                return Err(TxError::Invalid(
+                    "a signed-mode request names one registered node".into(),
+                ))
+            }
+            (k, None) => self.eligible_executors(request, k),
+            (_, Some(_)) => {
+                return Err(TxError::Invalid(
+                    "a quorum request cannot name its executors".into(),
+                ))
+            }
+        };
+        if eligible.len() < executors as usize {
+            return Err(TxError::Invalid(format!(
+                "{executors} executors asked, {} nodes registered",
+                eligible.len()
+            )));
+        }
+        self.debit(client, amount)?;
+        self.escrows.insert(
+            *request,
+            Escrow {
+                client: *client,
+                model: *model,
+                executors,
+                amount,
+                opened_at: height,
+                eligible,
+            },
+        );
+        Ok(())
+    }
+
+    fn open_escrow(&self, request: &Hash) -> Result<Escrow, TxError> {
+        self.escrows
+            .get(request)
+            .cloned()
+            .ok_or(TxError::UnknownRequest(*request))
+    }
+
+    /// Checks receipts for `request`: valid signatures, the escrowed model, distinct
+    /// eligible executors. Returns their output hashes.
+    fn check_receipts(
+        &self,
+        request: &Hash,
+        escrow: &Escrow,
+        receipts: &[Receipt],
+    ) -> Result<Vec<Hash>, TxError> {
+        let mut seen = BTreeSet::new();
+        receipts
+            .iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let bad = |reason: String| TxError::Receipt { index, reason };
+                verify_receipt(r, &Expectations::default()).map_err(|e| bad(e.to_string()))?;
+                if r.request_hash != *request {
+                    return Err(bad("names another request".into()));
+                }
+                // One named node (signed or zk mode), or a quorum of k.
+                if r.mode.executors() != escrow.executors {
+                    return Err(bad(format!(
+                        "mode {} does not match the escrow's {} executors",
+                        r.mode, escrow.executors
+                    )));
+                }
+                if r.model != escrow.model {
+                    return Err(bad("names another model".into()));
+                }
+                if !escrow.eligible.contains(&r.node) {
+                    return Err(bad(format!(
+                        "signer {} is not an eligible executor for this request",
+                        r.node
+                    )));
+                }
+                if !seen.insert(r.node) {
+                    return Err(bad(format!("node {} signed twice", r.node)));
+                }
+                Ok(r.output_hash)
+            })
+            .collect()
+    }
+
+    /// Pays each of the k agreeing executors its share of the escrow. Returns the ids of the
+    /// receipts settled.
+    fn settle(
+        &mut self,
+        request: &Hash,
+        receipts: &[Receipt],
+        height: u64,
+    ) -> Result<Vec<Hash>, TxError> {
+        let escrow = self.open_escrow(request)?;
+        let k = signers(escrow.executors);
+        if receipts.len() != k as usize {
+            return Err(TxError::Invalid(format!(
+                "{} receipts for a request that needs {k}",
+                receipts.len(),
+            )));
+        }
+        let outputs = self.check_receipts(request, &escrow, receipts)?;
+        if outputs.iter().any(|o| *o != outputs[0]) {
+            return Err(TxError::Disagreement);
+        }
+        let share = escrow.amount / k as u64;
+        for r in receipts {
+            self.credit(&r.node, share);
+        }
+        // Integer division leftovers go back to the client.
+        self.credit(&escrow.client, escrow.amount - share * k as u64);
+        self.escrows.remove(request);
+        self.closed.insert(*request, Closed::Settled { height });
+        Ok(receipts.iter().map(Receipt::id).collect())
+    }
+
+    /// Records conflicting receipts of a quorum as evidence and refunds the client.
+    fn disagree(
+        &mut self,
+        request: &Hash,
+        receipts: &[Receipt],
+        height: u64,
+    ) -> Result<(), TxError> {
+        let escrow = self.open_escrow(request)?;
+        if escrow.executors < 2 || receipts.len() < 2 || receipts.len() > 16 {
+            return Err(TxError::Invalid(
+                "a disagreement needs 2 to 16 receipts".into(),
+            ));
+        }
+        let outputs = self.check_receipts(request, &escrow, receipts)?;
+        if outputs.iter().all(|o| *o == outputs[0]) {
+            return Err(TxError::NoDisagreement);
+        }
+        self.credit(&escrow.client, escrow.amount);
+        self.escrows.remove(request);
+        self.closed.insert(*request, Closed::Disagreed { height });
+        self.disagreements.push(Disagreement {
+            request: *request,
+            height,
+            receipts: receipts.to_vec(),
+        });
+        Ok(())
+    }
+
+    /// Returns an escrow nobody settled to its client, once `refund_after` blocks have passed.
+    fn refund(&mut self, sender: &PublicKey, request: &Hash, height: u64) -> Result<(), TxError> {
+        let escrow = self.open_escrow(request)?;
+        if escrow.client != *sender {
+            return Err(TxError::NotClient("take back an escrow"));
+        }
+        let from = escrow.opened_at.saturating_add(self.params.refund_after);
+        if height < from {
+            return Err(TxError::TooEarly {
+                request: *request,
+                from,
+            });
+        }
+        self.credit(sender, escrow.amount);
+        self.escrows.remove(request);
+        self.closed.insert(*request, Closed::Refunded { height });
+        Ok(())
+    }
+}
