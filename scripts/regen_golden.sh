@@ -14,3 +14,13 @@ cargo test -p verity-engine --test canonical golden::
 
 # Signed encodings (tensor, request, receipt, chat request, transaction): fixtures/golden/core.json
 cargo test -p verity-core --test golden
+
+# zk: the committed digits-MLP proof is kept while it verifies; its statement is rewritten:
+# fixtures/golden/zk_digits_mlp.{json,proof}
+cargo test -p verity-zk --test prove golden
+
+# Ledger transactions and block header: fixtures/golden/ledger.json
+cargo test -p verity-ledger --test state golden
+
+# The inclusion proof fixture (a seeded consensus simulation): fixtures/inclusion/
+VERITY_WRITE_FIXTURES="$PWD/fixtures/inclusion" cargo test -p verity-ledger --test simulation settled

@@ -347,19 +347,18 @@ impl LedgerState {
             .enumerate()
             .map(|(index, r)| {
                 let bad = |reason: String| TxError::Receipt { index, reason };
-                verify_receipt(r, &Expectations::default()).map_err(|e| bad(e.to_string()))?;
-                if r.request_hash != *request {
-                    return Err(bad("names another request".into()));
-                }
+                let expect = Expectations {
+                    request: Some(*request),
+                    model: Some(escrow.model),
+                    ..Default::default()
+                };
+                verify_receipt(r, &expect).map_err(|e| bad(e.to_string()))?;
                 // One named node (signed or zk mode), or a quorum of k.
                 if r.mode.executors() != escrow.executors {
                     return Err(bad(format!(
                         "mode {} does not match the escrow's {} executors",
                         r.mode, escrow.executors
                     )));
-                }
-                if r.model != escrow.model {
-                    return Err(bad("names another model".into()));
                 }
                 if !escrow.eligible.contains(&r.node) {
                     return Err(bad(format!(
