@@ -1,73 +1,56 @@
 //! zk mode: the node proves its canonical execution and returns the proof with the receipt.
-//! Circuits are compiled (and their preprocessed columns committed) once per model.
+//! A model's circuit is compiled (and its preprocessed columns committed) once, then kept in
+//! the node's model cache like any loaded model.
 
-use std::sync::{Arc, Mutex};
-
-use axum::http::StatusCode;
+use crate::cache::{BlobError, ModelCache};
 use base64::Engine;
+use std::sync::Arc;
 use verity_core::{ModelFormat, ModelId, ModelManifest, TensorMap};
 use verity_zk::{ZkError, ZkModel};
 
-use crate::error::ApiError;
-use crate::store::Store;
+/// Estimated memory of a compiled circuit per byte of its model file: the preprocessed
+/// tables, their low-degree extensions and Merkle trees are many times the weights.
+const CIRCUIT_BYTES_PER_MODEL_BYTE: u64 = 32;
 
-/// Compiled circuits kept in memory (a large model's takes tens of MB).
-const KEPT: usize = 4;
-
-#[derive(Default)]
-pub struct Circuits {
-    /// Most recently used last.
-    models: Mutex<Vec<(ModelId, Arc<ZkModel>)>>,
+#[derive(Debug, thiserror::Error)]
+pub enum ProvingError {
+    #[error(
+        "zk mode proves canonical int8 models; {id} is {format:?} (publish it with calibration \
+         data and use its canonical id)"
+    )]
+    NotCanonical { id: ModelId, format: ModelFormat },
+    /// The circuit does not cover the model (an operator, a scale, table heights).
+    #[error("{0}")]
+    Unprovable(ZkError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    /// Compiling the circuit failed for another reason than the model.
+    #[error("{0}")]
+    Setup(ZkError),
+    #[error("proving failed: {0}")]
+    Prove(ZkError),
 }
 
-fn unprovable(message: String) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "not_provable", message)
-}
-
-impl Circuits {
-    /// The model's circuit, compiled on first use. Models the circuit does not cover are
-    /// refused before anything runs, naming the operator.
-    pub fn get(&self, store: &Store, manifest: &ModelManifest) -> Result<Arc<ZkModel>, ApiError> {
-        if manifest.format != ModelFormat::VerityInt8 {
-            return Err(unprovable(format!(
-                "zk mode proves canonical int8 models; {} is {:?} (publish it with calibration \
-                 data and use its canonical id)",
-                manifest.id, manifest.format
-            )));
-        }
-        let cached = |models: &mut Vec<(ModelId, Arc<ZkModel>)>| {
-            let i = models.iter().position(|(id, _)| *id == manifest.id)?;
-            let entry = models.remove(i);
-            let zk = entry.1.clone();
-            models.push(entry);
-            Some(zk)
-        };
-        if let Some(zk) = cached(&mut self.lock()) {
-            return Ok(zk);
-        }
-        let bytes = std::fs::read(store.blob_path(&manifest.id))
-            .map_err(|e| ApiError::internal(format!("model file: {e}")))?;
-        let zk = Arc::new(ZkModel::setup(&bytes).map_err(|e| match e {
-            ZkError::Unsupported { .. } => unprovable(e.to_string()),
-            other => ApiError::internal(other.to_string()),
-        })?);
-        let mut models = self.lock();
-        if models.len() >= KEPT {
-            models.remove(0);
-        }
-        models.push((manifest.id, zk.clone()));
-        Ok(zk)
+/// The model's circuit, compiled on first use. Models the circuit does not cover are refused
+/// before anything runs, naming the operator. Blocking.
+pub fn circuit(models: &ModelCache, m: &ModelManifest) -> Result<Arc<ZkModel>, ProvingError> {
+    if m.format != ModelFormat::VerityInt8 {
+        return Err(ProvingError::NotCanonical {
+            id: m.id,
+            format: m.format,
+        });
     }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(ModelId, Arc<ZkModel>)>> {
-        self.models.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    let estimate = m.size.saturating_mul(CIRCUIT_BYTES_PER_MODEL_BYTE);
+    models.load(m, estimate, |bytes| {
+        ZkModel::setup(bytes).map_err(|e| match e {
+            ZkError::Unsupported { .. } => ProvingError::Unprovable(e),
+            other => ProvingError::Setup(other),
+        })
+    })
 }
 
-/// Proves the model's run on `inputs`; the proof, base64-encoded.
-pub fn prove(zk: &ZkModel, inputs: &TensorMap) -> Result<String, ApiError> {
-    let (_, _, proof) = zk
-        .prove(inputs)
-        .map_err(|e| ApiError::internal(format!("proving failed: {e}")))?;
+/// Proves the model's run on `inputs`; the proof, base64-encoded. Blocking.
+pub fn prove(zk: &ZkModel, inputs: &TensorMap) -> Result<String, ProvingError> {
+    let (_, _, proof) = zk.prove(inputs).map_err(ProvingError::Prove)?;
     Ok(base64::engine::general_purpose::STANDARD.encode(proof))
 }
