@@ -14,9 +14,13 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use verity_core::wire::{
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatReceipt, Choice, ChunkChoice, Delta,
+    Usage,
+};
 use verity_core::FinishReason;
 use verity_llm::{LlmError, RUNTIME_NAME, RUNTIME_VERSION};
 
@@ -121,64 +125,129 @@ impl From<ChatError> for OaiError {
     }
 }
 
-fn usage(f: &Finished) -> Value {
-    let (p, c) = (f.generation.prompt_tokens, f.generation.tokens.len());
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
-}
-
 /// The `verity` member of a response: the receipt, the canonical request it signs (so the
 /// client can check the input hash and re-execute) and the receipt id.
-fn verity(f: &Finished) -> Value {
-    json!({
-        "receipt": f.receipt,
-        "request": f.request,
-        "receipt_id": f.receipt.id().to_hex(),
-    })
+fn chat_receipt(f: &Finished) -> ChatReceipt {
+    ChatReceipt {
+        receipt: f.receipt.clone(),
+        request: f.request.clone(),
+        receipt_id: Some(f.receipt.id().to_hex()),
+    }
+}
+
+fn usage(f: &Finished) -> Usage {
+    Usage::new(f.generation.prompt_tokens, f.generation.tokens.len())
 }
 
 fn created(receipt_ms: u64) -> u64 {
     receipt_ms / 1000
 }
 
-/// The non-streaming answer: a `chat.completion` with the `verity` member and the compact
-/// receipt in the `verity-receipt` header.
-fn completion(f: &Finished, model: &str) -> Response {
-    let id = format!("chatcmpl-{}", &f.receipt.id().to_hex()[..24]);
-    let body = json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created(f.receipt.timestamp_ms),
-        "model": model,
-        "system_fingerprint": system_fingerprint(),
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": f.generation.text, "refusal": null},
-            "logprobs": null,
-            "finish_reason": f.generation.finish_reason.name(),
+/// The non-streaming answer: a `chat.completion` with the `verity` member.
+fn completion_body(f: &Finished, model: &str) -> ChatCompletion {
+    ChatCompletion {
+        id: format!("chatcmpl-{}", &f.receipt.id().to_hex()[..24]),
+        object: "chat.completion".into(),
+        created: created(f.receipt.timestamp_ms),
+        model: model.into(),
+        system_fingerprint: system_fingerprint(),
+        choices: vec![Choice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant".into(),
+                content: f.generation.text.clone(),
+                refusal: None,
+            },
+            logprobs: None,
+            finish_reason: f.generation.finish_reason.name().into(),
         }],
-        "usage": usage(f),
-        "verity": verity(f),
-    });
-    let mut resp = Json(body).into_response();
+        usage: usage(f),
+        verity: chat_receipt(f),
+    }
+}
+
+/// The non-streaming answer, with the compact receipt in the `verity-receipt` header.
+fn completion(f: &Finished, model: &str) -> Response {
+    let mut resp = Json(completion_body(f, model)).into_response();
     if let Ok(v) = HeaderValue::from_str(&f.receipt.to_compact_base64()) {
         resp.headers_mut().insert(RECEIPT_HEADER, v);
     }
     resp
 }
 
-/// A chunk's `choices`: one choice with this delta and finish reason.
-fn delta(delta: Value, finish: Option<FinishReason>) -> Value {
-    json!([{
-        "index": 0,
-        "delta": delta,
-        "logprobs": null,
-        "finish_reason": finish.map(FinishReason::name),
-    }])
+/// What every chunk of one stream repeats.
+#[derive(Clone)]
+struct Stream {
+    id: String,
+    created: u64,
+    model: String,
+    /// With `stream_options.include_usage`, every chunk has a `usage` member (null until the
+    /// last).
+    include_usage: bool,
+}
+
+impl Stream {
+    /// A chunk with one choice: this delta and finish reason.
+    fn chunk(&self, delta: Delta, finish: Option<FinishReason>) -> ChatCompletionChunk {
+        let choice = ChunkChoice {
+            index: 0,
+            delta,
+            logprobs: None,
+            finish_reason: finish.map(|f| f.name().to_string()),
+        };
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: system_fingerprint(),
+            choices: vec![choice],
+            usage: self.include_usage.then_some(None),
+            verity: None,
+        }
+    }
+
+    fn first(&self) -> ChatCompletionChunk {
+        self.chunk(
+            Delta {
+                role: Some("assistant".into()),
+                content: Some(String::new()),
+            },
+            None,
+        )
+    }
+
+    fn text(&self, text: String) -> ChatCompletionChunk {
+        let delta = Delta {
+            role: None,
+            content: Some(text),
+        };
+        self.chunk(delta, None)
+    }
+
+    /// The finish reason with the `verity` member.
+    fn last(&self, f: &Finished) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            verity: Some(chat_receipt(f)),
+            ..self.chunk(Delta::default(), Some(f.generation.finish_reason))
+        }
+    }
+
+    /// After the last chunk, when asked: no choices, and the counts.
+    fn usage(&self, f: &Finished) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            choices: vec![],
+            usage: Some(Some(usage(f))),
+            ..self.chunk(Delta::default(), None)
+        }
+    }
 }
 
 /// One server-sent event.
-fn event(data: &Value) -> Bytes {
-    Bytes::from(format!("data: {data}\n\n"))
+fn event(data: &impl Serialize) -> Bytes {
+    let json = serde_json::to_string(data)
+        .unwrap_or_else(|e| OaiError::internal(e.to_string()).body().to_string());
+    Bytes::from(format!("data: {json}\n\n"))
 }
 
 /// The streaming answer: `chat.completion.chunk` events (the role, then text deltas, then the
@@ -190,34 +259,18 @@ fn sse(
     model: String,
     include_usage: bool,
 ) -> Response {
-    let id = format!(
-        "chatcmpl-{:016x}",
-        verity_core::random_nonce().unwrap_or_default()
-    );
-    let created = created(verity_core::now_ms());
-    let chunk = move |choices: Value, extra: Option<(&str, Value)>| {
-        let mut c = json!({
-            "id": id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": system_fingerprint(),
-            "choices": choices,
-        });
-        if include_usage {
-            c["usage"] = Value::Null;
-        }
-        if let Some((k, v)) = extra {
-            c[k] = v;
-        }
-        c
+    let stream = Stream {
+        id: format!(
+            "chatcmpl-{:016x}",
+            verity_core::random_nonce().unwrap_or_default()
+        ),
+        created: created(verity_core::now_ms()),
+        model,
+        include_usage,
     };
-    let first = event(&chunk(
-        delta(json!({"role": "assistant", "content": ""}), None),
-        None,
-    ));
+    let first = event(&stream.first());
     let rest = futures_util::stream::unfold(Some(rx), move |rx| {
-        let chunk = chunk.clone();
+        let stream = stream.clone();
         let node = node.clone();
         async move {
             let mut rx = rx?;
@@ -225,18 +278,12 @@ fn sse(
                 match rx.recv().await {
                     Some(Event::Ready) => continue,
                     Some(Event::Delta(text)) => {
-                        let b = event(&chunk(delta(json!({"content": text}), None), None));
-                        return Some((b, Some(rx)));
+                        return Some((event(&stream.text(text)), Some(rx)));
                     }
                     Some(Event::Done(f)) => {
-                        let finish = f.generation.finish_reason;
-                        let mut out = event(&chunk(
-                            delta(json!({}), Some(finish)),
-                            Some(("verity", verity(&f))),
-                        ))
-                        .to_vec();
+                        let mut out = event(&stream.last(&f)).to_vec();
                         if include_usage {
-                            out.extend(event(&chunk(json!([]), Some(("usage", usage(&f))))));
+                            out.extend(event(&stream.usage(&f)));
                         }
                         out.extend(b"data: [DONE]\n\n");
                         break Bytes::from(out);
@@ -265,4 +312,129 @@ fn sse(
         Body::from_stream(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+    use verity_core::{ChatRequest, EngineId, Hash, Mode, ModelId, NodeKey, ReceiptBody};
+
+    fn finished() -> Finished {
+        let request = ChatRequest {
+            model: ModelId([7; 32]),
+            messages: vec![verity_core::ChatMessage {
+                role: "user".into(),
+                content: "Hi".into(),
+            }],
+            max_tokens: 4,
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+            stop: vec![],
+            json_object: false,
+        };
+        let generation = verity_llm::Generation {
+            prompt_tokens: 5,
+            tokens: vec![1, 2],
+            text: "Hello".into(),
+            finish_reason: FinishReason::Stop,
+            logits_hash: Hash::of("t", b"logits"),
+        };
+        let engine = EngineId {
+            name: "verity-llm".into(),
+            version: "1".into(),
+        };
+        let outputs = verity_core::chat::chat_outputs(&[1, 2], "Hello", FinishReason::Stop);
+        let body = ReceiptBody::new(
+            request.hash(),
+            request.model,
+            &request.inputs(),
+            outputs,
+            engine,
+            None,
+            Mode::Signed,
+        );
+        Finished {
+            receipt: body.sign(&NodeKey::from_seed([1; 32])),
+            request,
+            generation,
+        }
+    }
+
+    fn json_of(v: &impl Serialize) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+
+    /// The JSON clients (the `openai` packages among them) read: the keys and nulls of
+    /// OpenAI's objects, plus `verity`.
+    #[test]
+    fn responses_keep_openai_shapes() {
+        let f = finished();
+        let verity = json!({
+            "receipt": f.receipt,
+            "request": f.request,
+            "receipt_id": f.receipt.id().to_hex(),
+        });
+        assert_eq!(
+            json_of(&completion_body(&f, "blake3:m")),
+            json!({
+                "id": format!("chatcmpl-{}", &f.receipt.id().to_hex()[..24]),
+                "object": "chat.completion",
+                "created": f.receipt.timestamp_ms / 1000,
+                "model": "blake3:m",
+                "system_fingerprint": system_fingerprint(),
+                "choices": [{
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hello", "refusal": null},
+                    "logprobs": null,
+                    "finish_reason": "stop",
+                }],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+                "verity": verity,
+            })
+        );
+        for include_usage in [false, true] {
+            let s = Stream {
+                id: "chatcmpl-1".into(),
+                created: 9,
+                model: "blake3:m".into(),
+                include_usage,
+            };
+            let chunk = |choices: Value| {
+                let mut c = json!({
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion.chunk",
+                    "created": 9,
+                    "model": "blake3:m",
+                    "system_fingerprint": system_fingerprint(),
+                    "choices": choices,
+                });
+                if include_usage {
+                    c["usage"] = Value::Null;
+                }
+                c
+            };
+            let choice = |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
+            assert_eq!(
+                json_of(&s.first()),
+                chunk(choice(
+                    json!({"role": "assistant", "content": ""}),
+                    Value::Null
+                ))
+            );
+            assert_eq!(
+                json_of(&s.text("Hel".into())),
+                chunk(choice(json!({"content": "Hel"}), Value::Null))
+            );
+            let mut last = chunk(choice(json!({}), json!("stop")));
+            last["verity"] = verity.clone();
+            assert_eq!(json_of(&s.last(&f)), last);
+            let mut counts = chunk(json!([]));
+            counts["usage"] =
+                json!({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7});
+            assert_eq!(json_of(&s.usage(&f)), counts);
+        }
+    }
 }
