@@ -3,7 +3,7 @@
 //! bytes through [`ModelCache::read_verified`], which re-hashes them against the model id, so
 //! a blob changed on disk is never run.
 //!
-//! Sizes are estimates stated by whoever loads a form (from the file size). Eviction drops the
+//! Sizes are estimates stated by whoever loads a form. Eviction drops the
 //! cache's reference only: a running generation or proof keeps its own `Arc`, so memory in use
 //! can briefly exceed the budget, never what the cache itself holds.
 
@@ -147,13 +147,13 @@ impl ModelCache {
     }
 
     /// The model `m` loaded as a `T`: from the cache, or built by `build` from the verified
-    /// bytes and kept at the stated size `bytes`. Concurrent first requests load it once.
-    /// Blocking: call from a blocking thread.
+    /// bytes and kept at the size `footprint` estimates for it. Concurrent first requests load
+    /// it once. Blocking: call from a blocking thread.
     pub fn load<T, E>(
         &self,
         m: &ModelManifest,
-        bytes: u64,
         build: impl FnOnce(&[u8]) -> Result<T, E>,
+        footprint: impl FnOnce(&T) -> u64,
     ) -> Result<Arc<T>, E>
     where
         T: Any + Send + Sync,
@@ -177,7 +177,7 @@ impl ModelCache {
             return Ok(v);
         }
         let value = Arc::new(build(&self.read_verified(&m.id)?)?);
-        self.keep_arc(m.id, value.clone(), bytes);
+        self.keep_arc(m.id, value.clone(), footprint(&value));
         Ok(value)
     }
 
@@ -263,14 +263,15 @@ mod tests {
         let (store, m) = published(dir.path(), b"model bytes");
         let cache = ModelCache::new(store.clone(), 1 << 20);
         let len = |b: &[u8]| Ok::<_, BlobError>(b.len());
-        assert_eq!(*cache.load(&m, 11, len).unwrap(), 11);
+        assert_eq!(*cache.load(&m, len, |_| 11).unwrap(), 11);
 
         std::fs::write(store.blob_path(&m.id), b"model bytez").unwrap();
         let mut built = false;
-        let refused = cache.load(&m, 11, |b: &[u8]| {
+        let build = |b: &[u8]| {
             built = true;
             Ok::<_, BlobError>(b.to_vec())
-        });
+        };
+        let refused = cache.load(&m, build, |_| 11);
         assert!(matches!(refused, Err(BlobError::Tampered(id)) if id == m.id));
         assert!(!built, "tampered bytes reached the loader");
         std::fs::remove_file(store.blob_path(&m.id)).unwrap();
@@ -289,13 +290,12 @@ mod tests {
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    cache
-                        .load(&m, 1, |b: &[u8]| {
-                            builds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            std::thread::sleep(std::time::Duration::from_millis(20));
-                            Ok::<_, BlobError>(b.len())
-                        })
-                        .unwrap()
+                    let build = |b: &[u8]| {
+                        builds.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        Ok::<_, BlobError>(b.len())
+                    };
+                    cache.load(&m, build, |_| 1).unwrap()
                 });
             }
         });

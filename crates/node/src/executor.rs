@@ -138,8 +138,8 @@ pub fn run(
     m: &ModelManifest,
     inputs: &TensorMap,
 ) -> Result<Outcome, ExecError> {
-    let estimate = loaded_bytes(m.format, m.size);
-    let loaded = models.load(m, estimate, |bytes| Loaded::load(m, bytes))?;
+    let footprint = |_: &Loaded| loaded_bytes(m.format, m.size);
+    let loaded = models.load(m, |bytes| Loaded::load(m, bytes), footprint)?;
     let start = Instant::now();
     let (outputs, trace_root, engine) = match &*loaded {
         Loaded::Canonical(i) => {
@@ -165,7 +165,6 @@ pub fn llm(models: &ModelCache, m: &ModelManifest) -> Result<Arc<Llm>, ExecError
             wanted: "a chat model",
         });
     }
-    models.load(m, loaded_bytes(m.format, m.size), |bytes| {
-        Ok(Llm::load(bytes)?)
-    })
+    let footprint = |_: &Llm| loaded_bytes(m.format, m.size);
+    models.load(m, |bytes| Ok(Llm::load(bytes)?), footprint)
 }
