@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use verity_core::chat::{chat_outputs, validate_messages, MAX_TOKENS};
-use verity_core::ReceiptBody;
-use verity_core::{ChatMessage, ChatRequest, EngineId, Mode, ModelId, ModelManifest, Receipt};
+use verity_core::{
+    ChatMessage, ChatRequest, EngineId, Mode, ModelFormat, ModelId, ModelManifest, Receipt,
+    ReceiptBody,
+};
 use verity_llm::{Generation, Llm, LlmError, Prompt, RUNTIME_NAME, RUNTIME_VERSION};
 
 /// A chat-completions request, read and checked; what remains is the model lookup.
@@ -62,10 +64,7 @@ pub enum ChatError {
     #[error(transparent)]
     Lookup(HubError),
     #[error("{id} is a {format:?} model, not a chat model; chat needs a GGUF language model")]
-    NotChat {
-        id: ModelId,
-        format: verity_core::ModelFormat,
-    },
+    NotChat { id: ModelId, format: ModelFormat },
     /// The model could not be loaded from storage.
     #[error(transparent)]
     Load(ExecError),

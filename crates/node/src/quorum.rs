@@ -12,9 +12,8 @@ use crate::settle::{self, SettleError};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
 use verity_core::wire::{InferBody, InferResponse, QuorumResult};
-use verity_core::Mode;
 use verity_core::{
-    verify_receipt, Expectations, Hash, PublicKey, Receipt, SignedRequest, VerifyError,
+    verify_receipt, Expectations, Hash, Mode, PublicKey, Receipt, SignedRequest, VerifyError,
 };
 use verity_ledger::{Action, Transaction};
 

@@ -6,7 +6,6 @@ use crate::chat::{self, ChatError, Event, Finished};
 use crate::http::error::ApiError;
 use crate::http::openai::{parse_chat, validation_error, OaiError};
 use crate::node::Node;
-use crate::scheduler::JobError;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -112,14 +111,8 @@ impl From<ChatError> for OaiError {
             ChatError::Runtime(e) => runtime_error(e),
             ChatError::Invalid(message) => validation_error(message),
             ChatError::ContextLength(message) => OaiError::context_length(message),
-            ChatError::Job(JobError::Busy { .. }) => OaiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                Some("rate_limit_exceeded"),
-                None,
-                e.to_string(),
-            ),
-            ChatError::Job(JobError::Stopped(_)) => OaiError::internal(e.to_string()),
+            // 429 rate_limit_exceeded when the chat lane is full.
+            ChatError::Job(e) => ApiError::from(e).into(),
             ChatError::Store(e) => ApiError::from(e).into(),
         }
     }
@@ -361,6 +354,24 @@ mod tests {
             request,
             generation,
         }
+    }
+
+    #[test]
+    fn a_full_chat_lane_is_openai_rate_limiting() {
+        let busy = crate::scheduler::JobError::Busy {
+            work: "generating",
+            capacity: 17,
+        };
+        let e = OaiError::from(ChatError::Job(busy));
+        assert_eq!(e.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            (e.kind, e.code),
+            ("rate_limit_error", Some("rate_limit_exceeded"))
+        );
+        assert_eq!(
+            e.message,
+            "this node is generating at capacity (17 running or queued); retry later"
+        );
     }
 
     fn json_of(v: &impl Serialize) -> Value {
