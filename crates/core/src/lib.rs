@@ -2,7 +2,8 @@
 //!
 //! Everything a third party needs to check a receipt offline lives here: content ids, the
 //! canonical tensor encoding, requests, receipts, signed ledger transactions, Ed25519 keys,
-//! the basic receipt check (signature and hashes) and the API's JSON types (`wire`). It knows
+//! the basic receipt check (signature and hashes), the API's JSON types (`wire`) and the one
+//! switch for SIMD kernels (`isa`). It knows
 //! nothing about engines, nodes or the ledger's state machine; the checks of every mode
 //! together live in the `verity-verify` crate.
 
@@ -10,6 +11,7 @@ pub mod chat;
 pub mod encode;
 pub mod error;
 pub mod hash;
+pub mod isa;
 pub mod keys;
 pub mod manifest;
 pub mod receipt;

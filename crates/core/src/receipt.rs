@@ -4,7 +4,7 @@ use crate::encode::{Decoder, Encoder};
 use crate::hash::{domain, Hash, ModelId};
 use crate::keys::{NodeKey, PublicKey, Signature};
 use crate::request::Mode;
-use crate::tensor::{Tensor, TensorMap};
+use crate::tensor::{hash_map, Tensor, TensorMap};
 use crate::CoreError;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -52,6 +52,31 @@ pub struct ReceiptBody {
 }
 
 impl ReceiptBody {
+    /// The statement that `outputs` answer the request `request_hash` with `inputs`, stamped
+    /// now. The input and output hashes are computed here, so no caller can sign hashes that
+    /// do not match what it states.
+    pub fn new(
+        request_hash: Hash,
+        model: ModelId,
+        inputs: &TensorMap,
+        outputs: TensorMap,
+        engine: EngineId,
+        trace_root: Option<Hash>,
+        mode: Mode,
+    ) -> ReceiptBody {
+        ReceiptBody {
+            request_hash,
+            model,
+            input_hash: hash_map(inputs),
+            output_hash: hash_map(&outputs),
+            outputs,
+            trace_root,
+            engine,
+            mode,
+            timestamp_ms: crate::now_ms(),
+        }
+    }
+
     pub fn sign(self, key: &NodeKey) -> Receipt {
         let mut r = Receipt {
             version: RECEIPT_VERSION,
@@ -69,6 +94,24 @@ impl ReceiptBody {
         };
         r.signature = key.sign(&r.signing_hash().0);
         r
+    }
+}
+
+/// A receipt's statement without its signer and signature (to sign it again, as tests that
+/// forge receipts do).
+impl From<Receipt> for ReceiptBody {
+    fn from(r: Receipt) -> ReceiptBody {
+        ReceiptBody {
+            request_hash: r.request_hash,
+            model: r.model,
+            input_hash: r.input_hash,
+            outputs: r.outputs,
+            output_hash: r.output_hash,
+            trace_root: r.trace_root,
+            engine: r.engine,
+            mode: r.mode,
+            timestamp_ms: r.timestamp_ms,
+        }
     }
 }
 
@@ -201,25 +244,23 @@ impl Receipt {
 mod tests {
     use super::*;
     use crate::chat::{chat_outputs, FinishReason};
-    use crate::tensor::hash_map;
     use crate::verify::{verify_receipt, Expectations, VerifyError};
 
     fn receipt() -> Receipt {
         let outputs = chat_outputs(&[1, 2, 3], &"long answer ".repeat(500), FinishReason::Stop);
-        ReceiptBody {
-            request_hash: Hash::of("t", b"request"),
-            model: ModelId::of_bytes(b"model"),
-            input_hash: Hash::of("t", b"inputs"),
-            output_hash: hash_map(&outputs),
+        let engine = EngineId {
+            name: "verity-llm".into(),
+            version: "1".into(),
+        };
+        ReceiptBody::new(
+            Hash::of("t", b"request"),
+            ModelId::of_bytes(b"model"),
+            &TensorMap::new(),
             outputs,
-            trace_root: None,
-            engine: EngineId {
-                name: "verity-llm".into(),
-                version: "1".into(),
-            },
-            mode: Mode::Signed,
-            timestamp_ms: 1_700_000_000_000,
-        }
+            engine,
+            None,
+            Mode::Signed,
+        )
         .sign(&NodeKey::from_seed([3; 32]))
     }
 

@@ -201,20 +201,19 @@ mod tests {
         let outputs: TensorMap = [("y".into(), Tensor::from_f32(vec![1], &[3.0]).unwrap())].into();
         let receipts = (0..n)
             .map(|i| {
-                ReceiptBody {
-                    request_hash: Hash::of("t", b"request"),
-                    model: ModelId::of_bytes(b"model"),
-                    input_hash: hash_map(&inputs),
-                    output_hash: hash_map(&outputs),
-                    outputs: outputs.clone(),
-                    trace_root: None,
-                    engine: EngineId {
-                        name: "e".into(),
-                        version: "1".into(),
-                    },
-                    mode: Mode::Quorum { k },
-                    timestamp_ms: 1,
-                }
+                let engine = EngineId {
+                    name: "e".into(),
+                    version: "1".into(),
+                };
+                ReceiptBody::new(
+                    Hash::of("t", b"request"),
+                    ModelId::of_bytes(b"model"),
+                    &inputs,
+                    outputs.clone(),
+                    engine,
+                    None,
+                    Mode::Quorum { k },
+                )
                 .sign(&NodeKey::from_seed([i; 32]))
             })
             .collect();
@@ -240,17 +239,15 @@ mod tests {
         // One node's output changed (re-signed by that node, so its own receipt is valid).
         let mut forged = rs.clone();
         let o: TensorMap = [("y".into(), Tensor::from_f32(vec![1], &[4.0]).unwrap())].into();
-        forged[2] = ReceiptBody {
-            request_hash: rs[2].request_hash,
-            model: rs[2].model,
-            input_hash: rs[2].input_hash,
-            output_hash: hash_map(&o),
-            outputs: o,
-            trace_root: None,
-            engine: rs[2].engine.clone(),
-            mode: rs[2].mode,
-            timestamp_ms: 1,
-        }
+        forged[2] = ReceiptBody::new(
+            rs[2].request_hash,
+            rs[2].model,
+            &inputs,
+            o,
+            rs[2].engine.clone(),
+            None,
+            rs[2].mode,
+        )
         .sign(&NodeKey::from_seed([2; 32]));
         assert!(matches!(
             verify_quorum(&forged, None, None),

@@ -11,24 +11,22 @@ use rayon::prelude::*;
 /// Below this many multiply-adds a layer runs on the calling thread (threads cost more).
 const PARALLEL_MACS: usize = 1 << 20;
 
-/// Which instruction set the kernels use; chosen once per process from CPUID.
+/// Which instruction set the kernels use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Isa {
     Portable,
     Avx2,
 }
 
+/// The kernels' instruction set for this process, from the one switch
+/// ([`verity_core::isa::active`]: CPUID, capped by `VERITY_ISA`).
 pub fn detect_isa() -> Isa {
-    if std::env::var_os("VERITY_FORCE_PORTABLE").is_some() {
-        return Isa::Portable;
-    }
     // AVX-512 was measured slower here for these layer sizes (frequency transitions), so the
     // widest path is AVX2.
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        return Isa::Avx2;
+    match verity_core::isa::active() {
+        verity_core::isa::Isa::Portable => Isa::Portable,
+        verity_core::isa::Isa::Avx2 | verity_core::isa::Isa::Avx512Vnni => Isa::Avx2,
     }
-    Isa::Portable
 }
 
 /// Weights and activations are widened to i16 once, so the inner loops only multiply-add.

@@ -281,7 +281,6 @@ fn same_seed_same_run() {
 fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
     use commonware_consensus::types::Height;
     use verity_core::receipt::ReceiptBody;
-    use verity_core::tensor::hash_map;
     use verity_core::{EngineId, Hash, Mode, ModelId, Tensor, TensorMap};
 
     runner(3).start(|context| async move {
@@ -297,21 +296,13 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
         let receipts: Vec<_> = keys[..3]
             .iter()
             .map(|k| {
-                ReceiptBody {
-                    request_hash: request,
-                    model,
-                    input_hash: Hash::of("in", b"x"),
-                    output_hash: hash_map(&outputs),
-                    outputs: outputs.clone(),
-                    trace_root: None,
-                    engine: EngineId {
-                        name: "verity-int8".into(),
-                        version: "semantics-v1".into(),
-                    },
-                    mode: Mode::Quorum { k: 3 },
-                    timestamp_ms: 5,
-                }
-                .sign(&verity_key(k))
+                let engine = EngineId {
+                    name: "verity-int8".into(),
+                    version: "semantics-v1".into(),
+                };
+                let (inputs, mode) = (TensorMap::new(), Mode::Quorum { k: 3 });
+                ReceiptBody::new(request, model, &inputs, outputs.clone(), engine, None, mode)
+                    .sign(&verity_key(k))
             })
             .collect();
         let txs = [

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use verity_core::receipt::ReceiptBody;
-use verity_core::tensor::hash_map;
 use verity_core::{EngineId, Hash, Mode, ModelId, NodeKey, Receipt, Tensor, TensorMap};
 use verity_ledger::state::{BlockError, Closed, GenesisNode};
 use verity_ledger::{
@@ -46,20 +45,21 @@ fn quorum_receipt(node: &NodeKey, request: Hash, model: ModelId, value: f32, k: 
         "y".to_string(),
         Tensor::from_f32(vec![1], &[value]).unwrap(),
     )]);
-    ReceiptBody {
-        request_hash: request,
+    let engine = EngineId {
+        name: "verity-int8".into(),
+        version: "semantics-v1".into(),
+    };
+    let inputs = TensorMap::new();
+    let trace_root = Some(Hash::of("trace", b"t"));
+    ReceiptBody::new(
+        request,
         model,
-        input_hash: Hash::of("in", b"x"),
-        output_hash: hash_map(&outputs),
+        &inputs,
         outputs,
-        trace_root: Some(Hash::of("trace", b"t")),
-        engine: EngineId {
-            name: "verity-int8".into(),
-            version: "semantics-v1".into(),
-        },
-        mode: Mode::Quorum { k },
-        timestamp_ms: 1,
-    }
+        engine,
+        trace_root,
+        Mode::Quorum { k },
+    )
     .sign(node)
 }
 
@@ -726,18 +726,10 @@ fn signed_mode_escrow_is_settled_only_by_the_named_node() {
     .unwrap();
     assert_eq!(c.state.escrow(&req).unwrap().amount, 25);
     let signed = |node: u8| {
-        let mut r = receipt(&key(node), req, MODEL, 0.5);
-        r.mode = Mode::Signed;
+        let quorum = receipt(&key(node), req, MODEL, 0.5);
         ReceiptBody {
-            request_hash: r.request_hash,
-            model: r.model,
-            input_hash: r.input_hash,
-            output_hash: r.output_hash,
-            outputs: r.outputs,
-            trace_root: r.trace_root,
-            engine: r.engine,
-            mode: r.mode,
-            timestamp_ms: r.timestamp_ms,
+            mode: Mode::Signed,
+            ..ReceiptBody::from(quorum)
         }
         .sign(&key(node))
     };

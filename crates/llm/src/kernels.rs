@@ -333,29 +333,20 @@ mod simd {
     //! block of four rows; exact integer sums, then lane-wise (one lane per row) IEEE float
     //! operations in the scalar order. Where AVX-512 VNNI exists, the byte products are summed
     //! by `vpdpbusd` instead of `vpmaddubsw` + `vpmaddwd`: the same exact integers, fewer
-    //! instructions. `VERITY_LLM_NO_SIMD` forces the scalar path, `VERITY_LLM_NO_VNNI` plain
-    //! AVX2. The helpers are `inline(always)` so they take the features of the kernel they are
-    //! inlined into.
+    //! instructions. `VERITY_ISA=portable` forces the scalar path, `VERITY_ISA=avx2` plain
+    //! AVX2 ([`verity_core::isa`]). The helpers are `inline(always)` so they take the features
+    //! of the kernel they are inlined into.
     use super::{Activations, Matrix, MatrixData, GROUP, QK};
     use std::arch::x86_64::*;
-    use std::sync::OnceLock;
+    use verity_core::isa::{active, Isa};
 
     pub fn avx2() -> bool {
-        static AVX2: OnceLock<bool> = OnceLock::new();
-        *AVX2.get_or_init(|| {
-            std::env::var_os("VERITY_LLM_NO_SIMD").is_none() && is_x86_feature_detected!("avx2")
-        })
+        active() >= Isa::Avx2
     }
 
     /// AVX-512 VNNI (with VL, for 256-bit registers) on top of AVX2.
     pub fn vnni() -> bool {
-        static VNNI: OnceLock<bool> = OnceLock::new();
-        *VNNI.get_or_init(|| {
-            avx2()
-                && std::env::var_os("VERITY_LLM_NO_VNNI").is_none()
-                && is_x86_feature_detected!("avx512vnni")
-                && is_x86_feature_detected!("avx512vl")
-        })
+        active() >= Isa::Avx512Vnni
     }
 
     /// Lane i of the result is the sum of the 8 lanes of the i-th argument.

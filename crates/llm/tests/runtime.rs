@@ -3,7 +3,8 @@
 //!   scripts/llm_generation_reference.py with llama-cpp-python): same prompt tokens, the same
 //!   greedy start, and high top-1 agreement when both read llama.cpp's continuation;
 //! - determinism: same tokens and logits fingerprint across runs and thread counts, and under
-//!   `qemu-x86_64 -cpu` for older CPU models (scalar kernels, no AVX2) versus the host;
+//!   `qemu-x86_64 -cpu` for older CPU models (scalar kernels, no AVX2) and `VERITY_ISA` caps
+//!   versus the host;
 //! - seeded sampling is reproducible, JSON mode yields a JSON object, stop strings cut.
 
 mod common;
@@ -285,7 +286,8 @@ fn logits_identical_under_emulated_older_cpus() {
         return;
     }
     let me = std::env::current_exe().unwrap();
-    let run = |qemu_cpu: Option<&str>| -> String {
+    // `isa` caps the kernels through the one switch (`VERITY_ISA`).
+    let run = |qemu_cpu: Option<&str>, isa: Option<&str>| -> String {
         let mut c = match qemu_cpu {
             Some(cpu) => {
                 let mut c = Command::new("qemu-x86_64");
@@ -301,6 +303,9 @@ fn logits_identical_under_emulated_older_cpus() {
         ])
         .env("VERITY_LLM_FINGERPRINT_CHILD", "1")
         .env("RAYON_NUM_THREADS", "2");
+        if let Some(isa) = isa {
+            c.env(verity_core::isa::ISA_VAR, isa);
+        }
         let o = c.output().unwrap();
         let out = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(
@@ -313,9 +318,13 @@ fn logits_identical_under_emulated_older_cpus() {
             .unwrap_or_else(|| panic!("no fingerprint from {qemu_cpu:?}: {out}"))
             .to_string()
     };
-    let host = run(None);
+    let host = run(None, None);
+    // The narrower kernels on this CPU.
+    for isa in ["portable", "avx2"] {
+        assert_eq!(run(None, Some(isa)), host, "VERITY_ISA={isa} vs host");
+    }
     // Nehalem: SSE4.2, no AVX (scalar kernels). Haswell: AVX2 (the SIMD kernels).
     for cpu in ["Nehalem", "Haswell"] {
-        assert_eq!(run(Some(cpu)), host, "{cpu} vs host");
+        assert_eq!(run(Some(cpu), None), host, "{cpu} vs host");
     }
 }

@@ -2,10 +2,9 @@
 //! registry): quorum execution and fetching models by id. Nothing a peer sends is trusted:
 //! receipts are verified by the caller, model bytes by their hash.
 
-use crate::error::ApiError;
 use crate::executor::inspect;
-use crate::Node;
-use axum::http::StatusCode;
+use crate::node::{NoLedger, Node};
+use crate::store::StoreError;
 use std::sync::Arc;
 use std::time::Duration;
 use verity_core::wire::InferBody;
@@ -17,6 +16,22 @@ const EXECUTE_TIMEOUT: Duration = Duration::from_secs(20);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest receipt or manifest read from a peer.
 const MAX_REPLY_BYTES: u64 = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    NoLedger(#[from] NoLedger),
+    #[error("node {0} is not registered")]
+    Unregistered(PublicKey),
+    /// A peer could not be reached, refused, or answered with something unusable.
+    #[error("{url}: {reason}")]
+    Failed { url: String, reason: String },
+    /// No peer has the model (or the reference is not one peers are asked about).
+    #[error("{0}")]
+    NoModel(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Reads a peer's reply body, refusing more than `cap` bytes (whatever Content-Length says).
 async fn read_capped(mut resp: reqwest::Response, cap: u64) -> Result<Vec<u8>, String> {
@@ -41,23 +56,26 @@ fn excerpt(body: &[u8]) -> String {
         .collect()
 }
 
-fn endpoint_of(node: &Node, key: &PublicKey) -> Result<String, String> {
-    let chain = node.chain().map_err(|e| e.message)?;
-    chain
+fn endpoint_of(node: &Node, key: &PublicKey) -> Result<String, PeerError> {
+    node.chain()?
         .app
         .read(|s| s.node(key).map(|n| n.endpoint.clone()))
-        .ok_or_else(|| format!("node {key} is not registered"))
+        .ok_or(PeerError::Unregistered(*key))
 }
 
-/// Asks `executor` to run a quorum request.
 /// Asks `executor` to run a quorum request (with the client's escrow, which it checks).
+/// The receipt it returns is not checked here.
 pub async fn execute(
     node: &Node,
     executor: &PublicKey,
     signed: &SignedRequest,
     escrow: &Transaction,
-) -> Result<Receipt, String> {
+) -> Result<Receipt, PeerError> {
     let url = format!("{}/v1/execute", endpoint_of(node, executor)?);
+    let failed = |reason: String| PeerError::Failed {
+        url: url.clone(),
+        reason,
+    };
     let body = InferBody {
         signed: signed.clone(),
         escrow: Some(escrow.clone()),
@@ -69,19 +87,17 @@ pub async fn execute(
         .json(&body)
         .send()
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| failed(e.to_string()))?;
     let status = resp.status();
-    let bytes = read_capped(resp, MAX_REPLY_BYTES)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
+    let bytes = read_capped(resp, MAX_REPLY_BYTES).await.map_err(failed)?;
     if !status.is_success() {
-        return Err(format!("{url}: {status} {}", excerpt(&bytes)));
+        return Err(failed(format!("{status} {}", excerpt(&bytes))));
     }
-    serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))
+    serde_json::from_slice(&bytes).map_err(|e| failed(e.to_string()))
 }
 
 /// The API endpoints of the other registered nodes.
-fn peer_endpoints(node: &Node) -> Result<Vec<String>, ApiError> {
+fn peer_endpoints(node: &Node) -> Result<Vec<String>, NoLedger> {
     let me = node.key.public();
     Ok(node.chain()?.app.read(|s| {
         s.nodes()
@@ -128,11 +144,11 @@ pub async fn fetch_proof(node: &Node, receipt: &verity_core::Hash) -> Option<Inc
 
 /// Asks peers what a model reference (name, name@version or id) names, then fetches that id.
 /// The peer is trusted only to map a name to an id; the bytes are checked against the id.
-pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelManifest, ApiError> {
+pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelManifest, PeerError> {
     // Only plain references travel to peers (no URL syntax to smuggle query parts).
     let plain = |c: char| c.is_ascii_alphanumeric() || "._-@:".contains(c);
     if reference.is_empty() || reference.len() > 200 || !reference.chars().all(plain) {
-        return Err(ApiError::not_found(format!("no model `{reference}`")));
+        return Err(PeerError::NoModel(format!("no model `{reference}`")));
     }
     for ep in peer_endpoints(node)? {
         let url = format!("{ep}/v1/models/{reference}?local=true");
@@ -143,14 +159,14 @@ pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelMa
             return fetch_model(node, &m.id).await;
         }
     }
-    Err(ApiError::not_found(format!(
+    Err(PeerError::NoModel(format!(
         "no model `{reference}` here or at any peer"
     )))
 }
 
 /// Fetches a model this node lacks from the other registered nodes, checks the bytes hash to
 /// the id, re-derives the manifest's technical fields from the bytes, and stores it.
-pub async fn fetch_model(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, ApiError> {
+pub async fn fetch_model(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, PeerError> {
     if let Some(m) = node.store.manifest(id)? {
         return Ok(m);
     }
@@ -161,16 +177,13 @@ pub async fn fetch_model(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest
             Err(e) => errors.push(format!("{ep}: {e}")),
         }
     }
-    Err(ApiError::new(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        format!(
-            "unknown model {id}: not stored here, and no peer served it ({})",
-            errors.join("; ")
-        ),
-    ))
+    Err(PeerError::NoModel(format!(
+        "unknown model {id}: not stored here, and no peer served it ({})",
+        errors.join("; ")
+    )))
 }
 
+/// One peer's copy of a model, checked and stored; why not, as text for the caller's report.
 async fn fetch_from(
     node: &Arc<Node>,
     endpoint: &str,

@@ -1,143 +1,81 @@
 //! Quorum mode, as the entry node runs it: the ledger ranks the executors for the request
 //! hash; the first k eligible nodes that answer each run the canonical engine and sign; equal
 //! outputs are settled on the ledger together with the client's escrow, unequal ones are
-//! recorded as a disagreement (and the client gets an error, never the output).
+//! recorded as a disagreement (and the client gets an error, never the output). An executor
+//! asked by another node runs its share through [`execute_for_peer`].
 
-use crate::api::{execute, model_for};
-use crate::error::ApiError;
-use crate::Node;
-use axum::http::StatusCode;
+use crate::hub::{self, HubError};
+use crate::inference::{self, check_client_signature, InferError};
+use crate::node::{NoLedger, Node};
+use crate::peers::{self, PeerError};
+use crate::settle::{self, SettleError};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
-use std::time::Duration;
-use verity_core::wire::{InferResponse, QuorumResult};
+use verity_core::wire::{InferBody, InferResponse, QuorumResult};
 use verity_core::{
-    verify_receipt, Expectations, InferenceRequest, Mode, PublicKey, Receipt, SignedRequest,
+    verify_receipt, Expectations, Hash, Mode, PublicKey, Receipt, SignedRequest, VerifyError,
 };
-use verity_ledger::state::Closed;
 use verity_ledger::{Action, Transaction};
 
-/// How long `wait` waits for the settlement to be finalized.
-const FINALITY_WAIT: Duration = Duration::from_secs(30);
-
-/// Checks the client's escrow for `req`, and refuses early what the ledger would refuse, so no
-/// node works for nothing.
-pub(crate) fn check_escrow(
-    node: &Node,
-    req: &InferenceRequest,
-    escrow: &Transaction,
-) -> Result<(), ApiError> {
-    let chain = node.chain()?;
-    let request = req.hash();
-    let k = req.mode.executors();
-    // Signed and zk mode name the node the client asked (this one); quorum mode names none.
-    let named = match req.mode {
-        Mode::Signed | Mode::Zk => Some(node.key.public()),
-        Mode::Quorum { .. } => None,
-    };
-    let opens_this = matches!(
-        &escrow.action,
-        Action::OpenRequest { request: r, model, executors, node: n }
-            if *r == request && *model == req.model && *executors == k && *n == named
-    );
-    if !opens_this || escrow.sender != req.client || escrow.nonce != 0 {
-        let node_field = named.map(|n| format!(", node: {n}")).unwrap_or_default();
-        return Err(ApiError::bad_request(format!(
-            "escrow must be the client's OpenRequest {{request: {request}, model: {}, executors: {k}{node_field}}} with nonce 0",
-            req.model
-        )));
-    }
-    if !escrow.signature_is_valid(&chain.validators.chain_id) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_signature",
-            "the escrow transaction's signature does not verify",
-        ));
-    }
-    let balance = chain.app.spendable(&req.client);
-    let (price, known, nodes) = chain.app.read(|s| {
-        (
-            s.model(&req.model).map(|m| m.price),
-            s.escrow(&request).is_some() || s.closed(&request).is_some(),
-            s.rank_executors(&request).len(),
-        )
-    });
-    if known {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "request_exists",
-            format!("request {request} was already escrowed"),
-        ));
-    }
-    let price = price.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "model_not_registered",
-            format!(
-                "model {} has no price on the ledger (RegisterModel)",
-                req.model
-            ),
-        )
-    })?;
-    let fee = price.saturating_mul(k.max(1) as u64);
-    if balance < fee {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "insufficient_funds",
-            format!(
-                "the request costs {fee}; the client can spend {balance} (finalized balance minus its waiting transactions)"
-            ),
-        ));
-    }
-    if nodes < k as usize {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "quorum_too_large",
-            format!("quorum of {k} asked, {nodes} nodes with the quorum capability"),
-        ));
-    }
-    Ok(())
+#[derive(Debug, thiserror::Error)]
+pub enum QuorumError {
+    #[error("quorum mode needs `escrow`: the client's signed OpenRequest transaction")]
+    EscrowRequired,
+    #[error("not a quorum request")]
+    NotQuorum,
+    #[error("only quorum requests are executed for peers")]
+    PeerNotQuorum,
+    #[error("missing the client's escrow")]
+    PeerEscrowMissing,
+    #[error("this node is not an eligible executor for request {0}")]
+    NotEligible(Hash),
+    #[error("{answered} of {k} executors answered; failures: {failures}")]
+    Unavailable {
+        answered: usize,
+        k: usize,
+        failures: String,
+    },
+    #[error(
+        "executors disagree ({0}); the signed receipts are recorded on the ledger as a \
+         disagreement and the escrow is refunded"
+    )]
+    Disagreement(String),
+    #[error(transparent)]
+    NoLedger(#[from] NoLedger),
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+    #[error(transparent)]
+    Infer(#[from] InferError),
 }
 
-/// Gossips the client's escrow together with the transaction that closes it (in one batch,
-/// so every validator sees them in order); with `wait`, returns the settling block's height.
-pub(crate) async fn settle(
-    node: &Node,
-    escrow: Transaction,
-    close: Action,
-    wait: bool,
-) -> Result<Option<u64>, ApiError> {
-    let chain = node.chain()?;
-    let request = match &escrow.action {
-        Action::OpenRequest { request, .. } => *request,
-        _ => return Err(ApiError::bad_request("escrow is not an OpenRequest")),
-    };
-    let close = Transaction::new(&node.key, &chain.validators.chain_id, 0, close);
-    chain.submit(vec![escrow, close]).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ledger_busy",
-            e.to_string(),
-        )
-    })?;
-    Ok(if wait {
-        wait_settled(node, &request).await
-    } else {
-        None
-    })
+/// Why one executor's receipt was not counted.
+#[derive(Debug, thiserror::Error)]
+enum ExecutorFailure {
+    #[error(transparent)]
+    Model(#[from] HubError),
+    #[error(transparent)]
+    Local(#[from] InferError),
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error(transparent)]
+    InvalidReceipt(#[from] VerifyError),
 }
 
+/// Serves a quorum request as the entry node: asks the ranked executors, then settles equal
+/// receipts or records the disagreement.
 pub async fn serve(
     node: &Arc<Node>,
-    signed: SignedRequest,
-    escrow: Transaction,
+    body: InferBody,
     wait: bool,
-) -> Result<InferResponse, ApiError> {
+) -> Result<InferResponse, QuorumError> {
+    let InferBody { signed, escrow } = body;
+    check_client_signature(&signed)?;
+    let escrow = escrow.ok_or(QuorumError::EscrowRequired)?;
     let req = &signed.request;
     let Mode::Quorum { k } = req.mode else {
-        return Err(ApiError::bad_request("not a quorum request"));
+        return Err(QuorumError::NotQuorum);
     };
-    check_escrow(node, req, &escrow)?;
+    settle::check_escrow(node, req, &escrow)?;
     let request = req.hash();
     let eligible = node
         .chain()?
@@ -158,21 +96,14 @@ pub async fn serve(
             receipts: receipts.clone(),
         }
     };
-    let settled_height = settle(node, escrow, action, wait && agreed).await?;
+    let settled_height = settle::settle(node, escrow, action, wait && agreed).await?;
     node.metrics.quorum(agreed);
     if !agreed {
         let outputs: Vec<String> = receipts
             .iter()
             .map(|r| format!("{} -> {}", r.node, r.output_hash))
             .collect();
-        return Err(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "quorum_disagreement",
-            format!(
-                "executors disagree ({}); the signed receipts are recorded on the ledger as a disagreement and the escrow is refunded",
-                outputs.join(", ")
-            ),
-        ));
+        return Err(QuorumError::Disagreement(outputs.join(", ")));
     }
     Ok(InferResponse {
         receipt_id: receipts[0].id(),
@@ -191,7 +122,7 @@ async fn collect(
     escrow: &Transaction,
     eligible: &[PublicKey],
     k: usize,
-) -> Result<Vec<Receipt>, ApiError> {
+) -> Result<Vec<Receipt>, QuorumError> {
     let mut candidates = eligible.iter().copied();
     let mut running = FuturesUnordered::new();
     let ask = |executor: PublicKey| {
@@ -221,15 +152,11 @@ async fn collect(
         }
     }
     if receipts.len() < k {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "quorum_unavailable",
-            format!(
-                "{} of {k} executors answered; failures: {}",
-                receipts.len(),
-                failures.join("; ")
-            ),
-        ));
+        return Err(QuorumError::Unavailable {
+            answered: receipts.len(),
+            k,
+            failures: failures.join("; "),
+        });
     }
     // Ranked order, so every entry node builds the same settlement for the same answers.
     receipts.sort_by_key(|r| eligible.iter().position(|e| *e == r.node));
@@ -242,16 +169,12 @@ async fn ask_one(
     signed: &SignedRequest,
     escrow: &Transaction,
     executor: PublicKey,
-) -> Result<Receipt, String> {
+) -> Result<Receipt, ExecutorFailure> {
     let receipt = if executor == node.key.public() {
-        let manifest = model_for(node, &signed.request.model)
-            .await
-            .map_err(|e| e.message)?;
-        execute(node, signed.request.clone(), manifest)
-            .await
-            .map_err(|e| e.message)?
+        let manifest = hub::by_id(node, &signed.request.model).await?;
+        inference::execute(node, signed.request.clone(), manifest).await?
     } else {
-        crate::peers::execute(node, &executor, signed, escrow).await?
+        peers::execute(node, &executor, signed, escrow).await?
     };
     verify_receipt(
         &receipt,
@@ -259,21 +182,32 @@ async fn ask_one(
             node: Some(executor),
             ..Expectations::answering(&signed.request)
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     Ok(receipt)
 }
 
-/// The height of the block that settled `request`, once finalized (None on timeout).
-async fn wait_settled(node: &Node, request: &verity_core::Hash) -> Option<u64> {
-    let chain = node.chain().ok()?;
-    let deadline = tokio::time::Instant::now() + FINALITY_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        match chain.app.read(|s| s.closed(request)) {
-            Some(Closed::Settled { height }) => return Some(height),
-            Some(_) => return None,
-            None => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
+/// Runs a request for another node that chose this one as a quorum executor.
+/// The executor checks the client's escrow itself (signature, funds, request never opened),
+/// so nobody gets work done by calling executors directly without paying.
+pub async fn execute_for_peer(node: &Arc<Node>, body: InferBody) -> Result<Receipt, QuorumError> {
+    let InferBody { signed, escrow } = body;
+    check_client_signature(&signed)?;
+    let Mode::Quorum { k } = signed.request.mode else {
+        return Err(QuorumError::PeerNotQuorum);
+    };
+    let escrow = escrow.ok_or(QuorumError::PeerEscrowMissing)?;
+    settle::check_escrow(node, &signed.request, &escrow)?;
+    let hash = signed.request.hash();
+    let me = node.key.public();
+    if !node
+        .chain()?
+        .app
+        .read(|s| s.eligible_executors(&hash, k).contains(&me))
+    {
+        return Err(QuorumError::NotEligible(hash));
     }
-    None
+    let manifest = hub::by_id(node, &signed.request.model)
+        .await
+        .map_err(InferError::from)?;
+    Ok(inference::execute(node, signed.request, manifest).await?)
 }

@@ -72,7 +72,7 @@ fn canonical_outputs_identical_under_emulated_older_cpus() {
         assert!(host.contains("trace_root"), "{host}");
         let portable = {
             let mut c = Command::new(bin);
-            c.env("VERITY_FORCE_PORTABLE", "1")
+            c.env("VERITY_ISA", "portable")
                 .arg("run")
                 .arg(&q)
                 .arg("--input")

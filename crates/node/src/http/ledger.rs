@@ -2,8 +2,9 @@
 //! settled receipt's inclusion proof.
 
 use crate::chain::ProofError;
-use crate::error::ApiError;
-use crate::Node;
+use crate::http::error::ApiError;
+use crate::node::Node;
+use crate::peers;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -109,7 +110,7 @@ pub async fn receipt_proof(
         // A validator that caught up by backfill has the block but not every block's
         // certificate. A proof verifies on its own, so take one from a peer and check it.
         Err(e @ ProofError::Unavailable(_)) if q.local => Err(ApiError::internal(e.to_string())),
-        Err(e @ ProofError::Unavailable(_)) => crate::peers::fetch_proof(&node, &id)
+        Err(e @ ProofError::Unavailable(_)) => peers::fetch_proof(&node, &id)
             .await
             .map(Json)
             .ok_or_else(|| ApiError::internal(format!("{e}, and no peer served the proof"))),

@@ -1,6 +1,7 @@
-//! The OpenAI chat-completions wire format: reading a request body into a canonical
-//! [`ChatRequest`] (minus what needs the model: the id, and the default `max_tokens`), the
-//! response objects, and OpenAI's error shape `{"error": {"message", "type", "param", "code"}}`.
+//! The OpenAI chat-completions wire format: reading a request body into a [`ChatCall`] (a
+//! canonical [`verity_core::ChatRequest`] minus what needs the model: the id, and the default
+//! `max_tokens`), and OpenAI's error shape `{"error": {"message", "type", "param", "code"}}`.
+//! The response objects are `verity_core::wire`'s `ChatCompletion` and `ChatCompletionChunk`.
 //!
 //! Defaults follow OpenAI: `temperature` 1, `top_p` 1, no stop strings, `max_tokens` as many as
 //! the context leaves (at most [`MAX_TOKENS`]). Extensions: `top_k` (0 = off). `seed` defaults
@@ -9,13 +10,14 @@
 //! but known fields asking for something this node does not do (`n` > 1, `tools`,
 //! `logprobs`, penalties, `logit_bias`, audio, `json_schema`) are refused by name.
 
-use crate::error::ApiError;
+use crate::chat::ChatCall;
+use crate::http::error::ApiError;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 use verity_core::chat::{MAX_MESSAGES, MAX_STOPS, MAX_STOP_BYTES, MAX_TOKENS};
-use verity_core::{ChatMessage, ChatRequest, ModelId};
+use verity_core::ChatMessage;
 
 /// An error in OpenAI's shape.
 #[derive(Debug)]
@@ -108,40 +110,6 @@ impl From<ApiError> for OaiError {
             _ => "invalid_request_error",
         };
         OaiError::new(e.status, kind, Some(e.code), None, e.message)
-    }
-}
-
-/// A chat-completions request, read and checked; what remains is the model lookup.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ChatCall {
-    /// As the client named it: `blake3:<hex>`, `name@version` or `name`.
-    pub model: String,
-    pub messages: Vec<ChatMessage>,
-    pub max_tokens: Option<u32>,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub top_k: u32,
-    pub seed: Option<u64>,
-    pub stop: Vec<String>,
-    pub json_object: bool,
-    pub stream: bool,
-    pub include_usage: bool,
-}
-
-impl ChatCall {
-    /// The canonical request for the resolved model; `seed` fills in an absent seed.
-    pub fn to_request(&self, model: ModelId, max_tokens: u32, seed: u64) -> ChatRequest {
-        ChatRequest {
-            model,
-            messages: self.messages.clone(),
-            max_tokens,
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            seed: self.seed.unwrap_or(seed),
-            stop: self.stop.clone(),
-            json_object: self.json_object,
-        }
     }
 }
 
@@ -504,7 +472,7 @@ fn text_part(param: &str, part: &Value) -> Result<String, OaiError> {
     }
 }
 
-/// Maps a [`ChatRequest::validate`] error (`"field: reason"`) to the parameter it names.
+/// Maps a [`verity_core::ChatRequest::validate`] error (`"field: reason"`) to the parameter it names.
 pub fn validation_error(message: String) -> OaiError {
     let text = message
         .strip_prefix("malformed canonical encoding: ")
@@ -521,6 +489,7 @@ pub fn validation_error(message: String) -> OaiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use verity_core::ModelId;
 
     fn parse(v: Value) -> Result<ChatCall, OaiError> {
         parse_chat(v.to_string().as_bytes())

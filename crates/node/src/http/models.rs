@@ -1,0 +1,131 @@
+//! The hub's endpoints (`/v1/models...`, including OpenAI's `GET /v1/models`), and the node's
+//! `/health` and `/metrics`.
+
+use crate::http::error::ApiError;
+use crate::hub::{self, Upload};
+use crate::node::Node;
+use crate::store::BlobWriter;
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use std::sync::Arc;
+use verity_core::wire::{Health, ModelList, ModelObject, PublishMeta, PublishResponse, ShowQuery};
+
+pub async fn health(State(node): State<Arc<Node>>) -> Result<Json<Health>, ApiError> {
+    Ok(Json(Health {
+        status: "ok".into(),
+        node: node.key.public(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        models: node.store.model_count()?,
+        receipts: node.store.receipt_count()?,
+        chain_id: node.chain().ok().map(|c| c.validators.chain_id.clone()),
+    }))
+}
+
+pub async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        node.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    name: Option<String>,
+}
+
+/// Every hub model (or the versions of `name`) in OpenAI's list shape ([`ModelList`]).
+pub async fn list_models(
+    State(node): State<Arc<Node>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<ModelList>, ApiError> {
+    let models = hub::list(&node, q.name.as_deref())?;
+    Ok(Json(ModelList {
+        object: "list".into(),
+        data: models.into_iter().map(ModelObject::from).collect(),
+    }))
+}
+
+/// A model's manifest, as an OpenAI model object (it still reads as a manifest). Unless
+/// `local`, a networked node that lacks it finds it at a peer.
+pub async fn show_model(
+    State(node): State<Arc<Node>>,
+    Path(reference): Path<String>,
+    Query(q): Query<ShowQuery>,
+) -> Result<Json<ModelObject>, ApiError> {
+    Ok(Json(hub::find(&node, &reference, !q.local).await?.into()))
+}
+
+pub async fn download_model(
+    State(node): State<Arc<Node>>,
+    Path(reference): Path<String>,
+) -> Result<Response, ApiError> {
+    let (file, size) = hub::open_file(&node, &reference).await?;
+    let stream = futures_util::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Multipart upload with parts `meta` (JSON [`PublishMeta`]), `model` (the file, streamed to
+/// disk while hashed) and optionally `calibration` (JSON samples); the hub checks and
+/// publishes it.
+pub async fn publish(
+    State(node): State<Arc<Node>>,
+    mut form: Multipart,
+) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let mut meta: Option<PublishMeta> = None;
+    let mut blob: Option<BlobWriter> = None;
+    let mut calibration: Option<Vec<u8>> = None;
+    while let Some(mut field) = form.next_field().await? {
+        match field.name().unwrap_or_default() {
+            "meta" => {
+                let bytes = field.bytes().await?;
+                meta = Some(
+                    serde_json::from_slice(&bytes)
+                        .map_err(|e| ApiError::bad_request(format!("meta: {e}")))?,
+                );
+            }
+            "model" => {
+                let mut upload = Upload::new(&node)?;
+                while let Some(chunk) = field.chunk().await? {
+                    upload.write(&chunk)?;
+                }
+                blob = Some(upload.finish()?);
+            }
+            "calibration" => calibration = Some(field.bytes().await?.to_vec()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unexpected form part `{other}`"
+                )))
+            }
+        }
+    }
+    let meta = meta.ok_or_else(|| ApiError::bad_request("missing `meta` part"))?;
+    let blob = blob.ok_or_else(|| ApiError::bad_request("missing `model` part"))?;
+    let response = hub::publish(&node, meta, blob, calibration).await?;
+    Ok((StatusCode::CREATED, Json(response)))
+}

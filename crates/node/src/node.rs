@@ -1,0 +1,162 @@
+//! The node as every service sees it: its configuration, key, stores, model cache, admission
+//! lanes, metrics and (on a network) its ledger.
+
+use crate::cache::ModelCache;
+use crate::chain::{Chain, NetworkConfig};
+use crate::metrics::Metrics;
+use crate::scheduler::{Lane, Scheduler};
+use crate::store::Store;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use verity_core::NodeKey;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Holds `node.key`, `verity.redb` and `blobs/`.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Largest model file accepted for publishing.
+    #[serde(default = "default_max_model_bytes")]
+    pub max_model_bytes: u64,
+    /// Largest inference request body.
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Join a network as a ledger validator. Without it the node serves `signed` mode alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkConfig>,
+    /// Chat generations run at once; more wait in line.
+    #[serde(default = "default_chat_concurrency")]
+    pub chat_concurrency: usize,
+    /// Chat requests that may wait for a generation slot; beyond that, 429.
+    #[serde(default = "default_chat_queue")]
+    pub chat_queue: usize,
+    /// Tensor inferences (`/v1/infer`, and quorum executions for peers) run at once.
+    #[serde(default = "default_infer_concurrency")]
+    pub infer_concurrency: usize,
+    /// Tensor inferences that may wait for a slot; beyond that, 429.
+    #[serde(default = "default_infer_queue")]
+    pub infer_queue: usize,
+    /// zk circuit compilations and proofs run at once (each uses every core and much memory).
+    #[serde(default = "default_zk_concurrency")]
+    pub zk_concurrency: usize,
+    /// zk jobs that may wait for a slot; beyond that, 429.
+    #[serde(default = "default_zk_queue")]
+    pub zk_queue: usize,
+    /// Memory, in estimated bytes, for loaded models kept between requests (tensor engines,
+    /// language models and zk circuits share it; least recently used go first).
+    #[serde(default = "default_model_cache_bytes")]
+    pub model_cache_bytes: u64,
+    /// Testing fault detection only: sign deliberately corrupted outputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tamper_outputs: bool,
+}
+
+fn default_max_model_bytes() -> u64 {
+    512 << 20
+}
+fn default_max_request_bytes() -> usize {
+    16 << 20
+}
+fn default_chat_concurrency() -> usize {
+    1
+}
+fn default_chat_queue() -> usize {
+    16
+}
+fn default_infer_concurrency() -> usize {
+    4
+}
+fn default_infer_queue() -> usize {
+    64
+}
+fn default_zk_concurrency() -> usize {
+    1
+}
+fn default_zk_queue() -> usize {
+    8
+}
+fn default_model_cache_bytes() -> u64 {
+    4 << 30
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
+        NodeConfig {
+            data_dir,
+            listen,
+            max_model_bytes: default_max_model_bytes(),
+            max_request_bytes: default_max_request_bytes(),
+            chat_concurrency: default_chat_concurrency(),
+            chat_queue: default_chat_queue(),
+            infer_concurrency: default_infer_concurrency(),
+            infer_queue: default_infer_queue(),
+            zk_concurrency: default_zk_concurrency(),
+            zk_queue: default_zk_queue(),
+            model_cache_bytes: default_model_cache_bytes(),
+            network: None,
+            tamper_outputs: false,
+        }
+    }
+}
+
+pub struct Node {
+    pub config: NodeConfig,
+    pub key: NodeKey,
+    pub store: Arc<Store>,
+    /// Loaded models (tensor engines, language models, zk circuits), read from `store`.
+    pub models: ModelCache,
+    pub metrics: Metrics,
+    /// Admission to generation, inference and proving.
+    pub scheduler: Scheduler,
+    /// The ledger this node validates, when it is part of a network.
+    pub chain: Option<Chain>,
+    /// Client for other nodes' APIs (quorum execution, model fetch).
+    pub http: reqwest::Client,
+}
+
+/// What a ledger-backed operation finds on a node started without a network.
+#[derive(Debug, thiserror::Error)]
+#[error("this node runs without a ledger (no `network` in its config)")]
+pub struct NoLedger;
+
+/// The node's signing key from its data directory, created on first start.
+pub(crate) fn load_key(config: &NodeConfig) -> anyhow::Result<NodeKey> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    Ok(NodeKey::load_or_create(&config.data_dir.join("node.key"))?)
+}
+
+impl Node {
+    pub(crate) fn open(
+        config: NodeConfig,
+        key: NodeKey,
+        chain: Option<Chain>,
+    ) -> anyhow::Result<Node> {
+        let store = Arc::new(Store::open(&config.data_dir)?);
+        Ok(Node {
+            models: ModelCache::new(store.clone(), config.model_cache_bytes),
+            scheduler: Scheduler {
+                chat: Lane::new("generating", config.chat_concurrency, config.chat_queue),
+                infer: Lane::new(
+                    "running inferences",
+                    config.infer_concurrency,
+                    config.infer_queue,
+                ),
+                prove: Lane::new("proving", config.zk_concurrency, config.zk_queue),
+            },
+            config,
+            key,
+            store,
+            metrics: Metrics::new(),
+            chain,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// The ledger, if this node is on a network.
+    pub fn chain(&self) -> Result<&Chain, NoLedger> {
+        self.chain.as_ref().ok_or(NoLedger)
+    }
+}
