@@ -61,20 +61,18 @@ fn honest(mode: Mode, seed: u8) -> Receipt {
     let run = Interpreter::new(CanonicalModel::decode(mlp()).unwrap())
         .run(&q.inputs)
         .unwrap();
-    ReceiptBody {
-        request_hash: q.hash(),
-        model: q.model,
-        input_hash: hash_map(&q.inputs),
-        output_hash: hash_map(&run.outputs),
-        outputs: run.outputs,
-        trace_root: Some(run.trace_root),
-        engine: EngineId {
+    ReceiptBody::new(
+        q.hash(),
+        q.model,
+        &q.inputs,
+        run.outputs,
+        EngineId {
             name: "verity-int8".into(),
             version: "1".into(),
         },
+        Some(run.trace_root),
         mode,
-        timestamp_ms: 1,
-    }
+    )
     .sign(&NodeKey::from_seed([seed; 32]))
 }
 
@@ -153,18 +151,10 @@ fn reexecution_catches_a_consistent_lie_and_a_wrong_model() {
         name,
         Tensor::from_bytes(t.dtype(), t.shape().to_vec(), data).unwrap(),
     );
-    let lie = ReceiptBody {
-        request_hash: r.request_hash,
-        model: r.model,
-        input_hash: r.input_hash,
-        output_hash: hash_map(&body_outputs),
-        outputs: body_outputs,
-        trace_root: r.trace_root,
-        engine: r.engine.clone(),
-        mode: r.mode,
-        timestamp_ms: 1,
-    }
-    .sign(&NodeKey::from_seed([1; 32]));
+    let mut lie = ReceiptBody::from(r.clone());
+    lie.output_hash = hash_map(&body_outputs);
+    lie.outputs = body_outputs;
+    let lie = lie.sign(&NodeKey::from_seed([1; 32]));
     let lie = Evidence::Single(Box::new(lie));
     verify(&lie, &Context::default()).expect("holds offline without re-execution");
     assert_eq!(check(verify(&lie, &ctx)), Check::Reexecution);
@@ -365,18 +355,10 @@ fn a_zk_receipt_and_a_proof_file_and_each_tampering() {
         Tensor::from_f32(vec![1, 64], &[0.5; 64]).unwrap(),
     );
     let (other_outputs, _, _) = zk.prove(&other).unwrap();
-    let lie = ReceiptBody {
-        request_hash: r.request_hash,
-        model: r.model,
-        input_hash: r.input_hash,
-        output_hash: hash_map(&other_outputs),
-        outputs: other_outputs,
-        trace_root: r.trace_root,
-        engine: r.engine.clone(),
-        mode: Mode::Zk,
-        timestamp_ms: 1,
-    }
-    .sign(&NodeKey::from_seed([1; 32]));
+    let mut lie = ReceiptBody::from(r.clone());
+    lie.output_hash = hash_map(&other_outputs);
+    lie.outputs = other_outputs;
+    let lie = lie.sign(&NodeKey::from_seed([1; 32]));
     assert_eq!(
         check(verify(&zk_receipt(&lie, &proof), &ctx)),
         Check::ZkProof
@@ -400,20 +382,18 @@ fn chat_receipt() -> ChatReceipt {
         json_object: true,
     };
     let outputs = chat_outputs(&[1, 2, 3], "{}", FinishReason::Stop);
-    let receipt = ReceiptBody {
-        request_hash: request.hash(),
-        model: request.model,
-        input_hash: hash_map(&request.inputs()),
-        output_hash: hash_map(&outputs),
+    let receipt = ReceiptBody::new(
+        request.hash(),
+        request.model,
+        &request.inputs(),
         outputs,
-        trace_root: None,
-        engine: EngineId {
+        EngineId {
             name: verity_llm::RUNTIME_NAME.into(),
             version: verity_llm::RUNTIME_VERSION.into(),
         },
-        mode: Mode::Signed,
-        timestamp_ms: 1,
-    }
+        None,
+        Mode::Signed,
+    )
     .sign(&NodeKey::from_seed([4; 32]));
     ChatReceipt {
         receipt_id: Some(receipt.id().to_hex()),

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use verity_core::chat::{chat_outputs, read_chat_outputs};
 use verity_core::receipt::ReceiptBody;
-use verity_core::tensor::hash_map;
 use verity_core::{ChatRequest, NodeKey, Receipt};
 
 /// The GGUF: `$VERITY_SMOLLM2_GGUF`, or the cache (`$VERITY_CACHE` or `~/.cache/verity`).
@@ -288,17 +287,15 @@ fn chat_streams_verifies_and_reexecutes_and_tampering_is_rejected() {
         let outputs = chat_outputs(tokens, text, finish);
         let mut engine = receipt.engine.clone();
         engine.version = engine_version.into();
-        let r = ReceiptBody {
-            request_hash: request.hash(),
-            model: request.model,
-            input_hash: hash_map(&request.inputs()),
-            output_hash: hash_map(&outputs),
+        let r = ReceiptBody::new(
+            request.hash(),
+            request.model,
+            &request.inputs(),
             outputs,
-            trace_root: None,
             engine,
-            mode: receipt.mode,
-            timestamp_ms: receipt.timestamp_ms,
-        }
+            None,
+            receipt.mode,
+        )
         .sign(&liar);
         json!({"receipt": r, "request": request})
     };

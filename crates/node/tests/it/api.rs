@@ -505,18 +505,7 @@ fn receipts_verify_and_every_tampered_field_is_rejected() {
     assert!(sig_fail(&t), "engine");
     // A receipt signed by an honest but different node fails the expected-node check.
     let stranger = NodeKey::from_seed([4; 32]);
-    let resigned = verity_core::ReceiptBody {
-        request_hash: r.request_hash,
-        model: r.model,
-        input_hash: r.input_hash,
-        outputs: r.outputs.clone(),
-        output_hash: r.output_hash,
-        trace_root: r.trace_root,
-        engine: r.engine.clone(),
-        mode: r.mode,
-        timestamp_ms: r.timestamp_ms,
-    }
-    .sign(&stranger);
+    let resigned = verity_core::ReceiptBody::from(r.clone()).sign(&stranger);
     assert!(matches!(
         verify_receipt(&resigned, &ok),
         Err(VerifyError::NodeKey { .. })
@@ -540,20 +529,8 @@ fn reexecution_requires_the_same_model_inputs_and_outputs() {
         )
     };
     // A lie must still carry a valid signature (by whoever tells it) to reach re-execution.
-    let resign = |r: &Receipt| {
-        verity_core::ReceiptBody {
-            request_hash: r.request_hash,
-            model: r.model,
-            input_hash: r.input_hash,
-            output_hash: r.output_hash,
-            outputs: r.outputs.clone(),
-            trace_root: r.trace_root,
-            engine: r.engine.clone(),
-            mode: r.mode,
-            timestamp_ms: r.timestamp_ms,
-        }
-        .sign(&NodeKey::from_seed([7; 32]))
-    };
+    let resign =
+        |r: &Receipt| verity_core::ReceiptBody::from(r.clone()).sign(&NodeKey::from_seed([7; 32]));
     let reexecuted = |r: Result<verity_verify::Report, verity_verify::Failure>| {
         r.unwrap().established.last().unwrap().detail.clone()
     };
