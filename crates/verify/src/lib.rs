@@ -111,27 +111,8 @@ fn run(evidence: &Evidence, ctx: &Context<'_>, report: &mut Report) -> Result<()
         )
     };
     match evidence {
-        Evidence::Chat(_) | Evidence::Completion(_) => {
-            if ctx.inputs.is_some() || ctx.validators.is_some() {
-                return needs(
-                    "against the request it carries and one node's signature: inputs and \
-                     validators do not apply",
-                );
-            }
-            let (v, shown) = match evidence {
-                Evidence::Completion(c) => (&c.verity, c.shown_text()),
-                Evidence::Chat(c) => (&**c, None),
-                _ => unreachable!("matched above"),
-            };
-            let signed = chat::receipt(v, ctx.node, report)?;
-            if let Some(text) = shown {
-                chat::shown(&signed, text, None, report)?;
-            }
-            if ctx.reexecute {
-                let bytes = ctx.model(&v.receipt.model, report)?;
-                chat::reexecute(v, &signed, &bytes, report)?;
-            }
-        }
+        Evidence::Chat(c) => chat_evidence(c, None, ctx, report)?,
+        Evidence::Completion(c) => chat_evidence(&c.verity, c.shown_text(), ctx, report)?,
         Evidence::Single(r) => {
             receipt::receipt(r, &ctx.expectations(), report)?;
             if r.mode == Mode::Zk {
@@ -182,6 +163,31 @@ fn run(evidence: &Evidence, ctx: &Context<'_>, report: &mut Report) -> Result<()
             let bytes = ctx.model(&p.model, report)?;
             zk::check_proof(&bytes, &p.model, &p.inputs, &p.outputs, &p.proof, report)?;
         }
+    }
+    Ok(())
+}
+
+/// A chat receipt (with the text a saved answer showed, if any), and its re-execution.
+fn chat_evidence(
+    v: &ChatReceipt,
+    shown: Option<&str>,
+    ctx: &Context<'_>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    if ctx.inputs.is_some() || ctx.validators.is_some() {
+        return fail(
+            Check::Evidence,
+            "a chat receipt is checked against the request it carries and one node's \
+             signature: inputs and validators do not apply",
+        );
+    }
+    let signed = chat::receipt(v, ctx.node, report)?;
+    if let Some(text) = shown {
+        chat::shown(&signed, text, None, report)?;
+    }
+    if ctx.reexecute {
+        let bytes = ctx.model(&v.receipt.model, report)?;
+        chat::reexecute(v, &signed, &bytes, report)?;
     }
     Ok(())
 }

@@ -70,15 +70,22 @@ pub(crate) fn quorum(
     validators: Option<&ValidatorSet>,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    verify_quorum(
-        &q.receipts,
-        inputs,
-        validators.map(|s| s.validators.as_slice()),
-    )
-    .map_err(|e| match e {
-        VerifyError::Quorum(m) if m.contains("not a known node") => Failure::new(Check::Signers, m),
-        other => other.into(),
-    })?;
+    verify_quorum(&q.receipts, inputs, None)?;
+    if let Some(set) = validators {
+        if let Some(r) = q
+            .receipts
+            .iter()
+            .find(|r| !set.validators.contains(&r.node))
+        {
+            return fail(
+                Check::Signers,
+                format!(
+                    "signer {} is not a validator of chain {}",
+                    r.node, set.chain_id
+                ),
+            );
+        }
+    }
     let first = &q.receipts[0];
     if first.request_hash != q.request {
         return fail(
