@@ -3,6 +3,8 @@
 //! results to committed values.
 
 // The directory keeps the module out of cargo's test autodiscovery (one binary, not two).
+#[path = "canonical/cost.rs"]
+mod cost;
 #[path = "canonical/golden.rs"]
 mod golden;
 

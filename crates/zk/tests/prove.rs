@@ -11,6 +11,8 @@ use verity_zk::{Statement, ZkError, ZkModel};
 
 #[path = "prove/golden.rs"]
 mod golden;
+#[path = "prove/hostile.rs"]
+mod hostile;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

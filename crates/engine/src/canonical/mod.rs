@@ -12,7 +12,7 @@ mod validate;
 
 pub use format::{is_canonical_file, FORMAT_VERSION, MAGIC};
 pub use ops::{add_i8, clamp_i8, QOp, Requant};
-pub use validate::check_accumulator;
+pub use validate::{check_accumulator, Cost, MAX_VALUE_BYTES, MAX_WORK};
 
 use crate::ir::ValueId;
 

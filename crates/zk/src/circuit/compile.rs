@@ -75,6 +75,10 @@ struct Weights<'a> {
     channel0: usize,
 }
 
+/// The most values (memory-bus addresses) a provable model may have: the tables that provide
+/// them hold at most 2^20 rows of a few lanes each.
+const MAX_ADDRESSES: usize = 1 << 24;
+
 #[derive(Clone, Copy)]
 enum Pooling {
     Max,
@@ -84,6 +88,14 @@ enum Pooling {
 impl Circuit {
     pub fn compile(model: &CanonicalModel) -> Result<Circuit, ZkError> {
         let (base, memory_size) = addresses(model);
+        // Every value is an address on the memory bus, provided by some table row: a model with
+        // more values than the largest tables can hold is refused before anything is allocated.
+        if memory_size > MAX_ADDRESSES {
+            return Err(unsupported(
+                "model",
+                &format!("more than {MAX_ADDRESSES} values in all (it has {memory_size})"),
+            ));
+        }
         let mut c = Circuit {
             rows: Rows::default(),
             base,
@@ -476,13 +488,15 @@ impl Circuit {
         win: &Window,
         pooling: Pooling,
     ) -> Result<(), ZkError> {
-        let k = win.kernel_h * win.kernel_w;
-        // The remainder check 0 <= r < 2 * count must fit the range table.
-        if matches!(pooling, Pooling::Average { .. }) && 2 * k > 1 << RANGE_BITS {
-            return Err(unsupported(
-                "AveragePool",
-                "windows of more than 2048 values",
-            ));
+        // Each pool row holds the whole window, and the average's remainder check
+        // 0 <= r < 2 * count must fit the range table: windows are capped before any row exists.
+        let k = win.kernel_h.saturating_mul(win.kernel_w);
+        if k > 1 << (RANGE_BITS - 1) {
+            let op = match pooling {
+                Pooling::Max => "MaxPool",
+                Pooling::Average { .. } => "AveragePool",
+            };
+            return Err(unsupported(op, "windows of more than 2048 values"));
         }
         let (oh, ow) = (win.out_h(), win.out_w());
         let plane = win.height * win.width;

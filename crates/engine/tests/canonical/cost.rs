@@ -1,0 +1,90 @@
+//! Admission by cost: models whose inference would hold unbounded memory or do unbounded work
+//! are refused when decoded, before anything runs (security review findings 1 and 2).
+
+use verity_engine::canonical::{CanonicalModel, QInput, QOp, QOutput, MAX_VALUE_BYTES, MAX_WORK};
+use verity_engine::geometry::Window;
+
+/// A [1,1,h,h] input through one MaxPool (square kernel, stride, equal pads) and `relus`
+/// Relus, the last one the output.
+pub fn pool_then_relus(
+    h: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    relus: usize,
+) -> Vec<u8> {
+    let win = Window {
+        channels: 1,
+        height: h,
+        width: h,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride_h: stride,
+        stride_w: stride,
+        pad_top: pad,
+        pad_left: pad,
+        pad_bottom: pad,
+        pad_right: pad,
+    };
+    let out = vec![1, 1, win.out_h(), win.out_w()];
+    let mut shapes = vec![vec![1, 1, h, h], out.clone()];
+    let mut ops = vec![QOp::MaxPool { x: 0, y: 1, win }];
+    for i in 0..relus {
+        shapes.push(out.clone());
+        ops.push(QOp::Relu { x: i + 1, y: i + 2 });
+    }
+    CanonicalModel {
+        inputs: vec![QInput {
+            name: "x".into(),
+            value: 0,
+            inv_scale: 1.0,
+        }],
+        outputs: vec![QOutput {
+            name: "y".into(),
+            value: shapes.len() - 1,
+            scale: 1.0,
+        }],
+        shapes,
+        ops,
+        source_ops: vec![],
+    }
+    .encode()
+}
+
+fn refusal(bytes: &[u8]) -> String {
+    CanonicalModel::decode(bytes)
+        .expect_err("the model was accepted")
+        .to_string()
+}
+
+#[test]
+fn a_window_of_two_to_the_forty_is_refused_by_its_work() {
+    // 1x1 in and out: kernel 2^20 x 2^20, stride 2^20, padding 2^20 - 1 (finding 1).
+    let k = 1 << 20;
+    let bytes = pool_then_relus(1, k, k, k - 1, 0);
+    assert!(bytes.len() < 400, "{} bytes", bytes.len());
+    let why = refusal(&bytes);
+    assert!(why.contains(&MAX_WORK.to_string()), "{why}");
+}
+
+#[test]
+fn a_tiny_file_that_amplifies_memory_is_refused_by_its_values() {
+    // [1,1,1,1] padded into [1,1,16384,16384] (2^28 values), then 64 Relus: 16 GiB held by
+    // the interpreter from a file of under 4 KB (finding 2).
+    let k = 1 << 14;
+    let bytes = pool_then_relus(1, k, 1, k - 1, 64);
+    assert!(bytes.len() < 4096, "{} bytes", bytes.len());
+    let why = refusal(&bytes);
+    assert!(why.contains(&MAX_VALUE_BYTES.to_string()), "{why}");
+    // One such value alone is within the per-value cap, but not with its input beside it.
+    let why = refusal(&pool_then_relus(1, k, 1, k - 1, 0));
+    assert!(why.contains("bytes of values"), "{why}");
+}
+
+#[test]
+fn ordinary_models_are_far_below_the_limits() {
+    let small = CanonicalModel::decode(&pool_then_relus(8, 2, 2, 0, 3)).unwrap();
+    let cost = small.cost();
+    assert_eq!(cost.value_bytes, 64 + 4 * 16);
+    assert_eq!(cost.work, 16 * 4 + 3 * 16);
+}

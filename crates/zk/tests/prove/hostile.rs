@@ -1,0 +1,92 @@
+//! Hostile models: setup refuses them before allocating, it never aborts the process
+//! (security review finding 1: a 271-byte MaxPool model made `ZkModel::setup` abort on a
+//! 16 TiB allocation, taking the node down with it).
+
+use std::process::Command;
+use verity_engine::canonical::{CanonicalModel, QInput, QOp, QOutput};
+use verity_engine::geometry::Window;
+use verity_zk::{ZkError, ZkModel};
+
+/// A [1,1,h,h] input through one square MaxPool, as a canonical file.
+fn max_pool(h: usize, kernel: usize, stride: usize, pad: usize) -> Vec<u8> {
+    let win = Window {
+        channels: 1,
+        height: h,
+        width: h,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride_h: stride,
+        stride_w: stride,
+        pad_top: pad,
+        pad_left: pad,
+        pad_bottom: pad,
+        pad_right: pad,
+    };
+    CanonicalModel {
+        shapes: vec![vec![1, 1, h, h], vec![1, 1, win.out_h(), win.out_w()]],
+        inputs: vec![QInput {
+            name: "x".into(),
+            value: 0,
+            inv_scale: 1.0,
+        }],
+        outputs: vec![QOutput {
+            name: "y".into(),
+            value: 1,
+            scale: 1.0,
+        }],
+        ops: vec![QOp::MaxPool { x: 0, y: 1, win }],
+        source_ops: vec![],
+    }
+    .encode()
+}
+
+/// Runs this test binary's test `name` again in a child process whose address space is capped
+/// at 4 GiB, so an attack that aborts or allocates without bound fails the test instead of
+/// taking the test run (or CI) down. The child sees `VERITY_ATTACK_CHILD`.
+fn in_capped_child(name: &str) -> bool {
+    if std::env::var_os("VERITY_ATTACK_CHILD").is_some() {
+        return false;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
+        .arg(exe)
+        .args(["--exact", name, "--test-threads", "1"])
+        .env("VERITY_ATTACK_CHILD", "1")
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "the attack ended the child process: {status:?}"
+    );
+    true
+}
+
+#[test]
+fn a_271_byte_max_pool_model_is_refused_not_an_abort() {
+    if in_capped_child("hostile::a_271_byte_max_pool_model_is_refused_not_an_abort") {
+        return;
+    }
+    let k = 1 << 20;
+    let bytes = max_pool(1, k, k, k - 1);
+    assert!(bytes.len() < 400);
+    assert!(ZkModel::setup(&bytes).is_err());
+}
+
+#[test]
+fn max_pool_windows_are_capped_like_average_pool_windows() {
+    if in_capped_child("hostile::max_pool_windows_are_capped_like_average_pool_windows") {
+        return;
+    }
+    // Within the engine's limits (4,096 reads), but one pool row per window of 4,096 values.
+    match ZkModel::setup(&max_pool(64, 64, 64, 0)) {
+        Err(ZkError::Unsupported { op, why }) => {
+            assert_eq!(op, "MaxPool");
+            assert!(why.contains("2048"), "{why}");
+        }
+        other => panic!("expected a refusal, got {:?}", other.err()),
+    }
+    // A 2x2 window is fine.
+    ZkModel::setup(&max_pool(4, 2, 2, 0)).unwrap();
+}
