@@ -170,6 +170,17 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     for i in 0..NODES {
         net.start(i);
     }
+    // An idle validator holds little memory: its p2p mailboxes are sized by the message quota,
+    // which once made every node hold 5.3 GB before serving anything.
+    for c in net.children.iter().flatten() {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", c.id())).unwrap();
+        let rss_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        assert!(rss_kb < 200 * 1024, "an idle node holds {rss_kb} kB");
+    }
 
     // Publish to node 0 only; price the canonical model on the ledger.
     let o = net
