@@ -268,3 +268,17 @@ fn corrupted_onnx_files_never_panic() {
         }
     }
 }
+
+#[test]
+fn a_concat_without_inputs_is_an_error_not_a_panic() {
+    let mut model = verity_engine::onnx::decode_onnx(&fixture("digits_mlp.onnx")).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    graph.node.push(verity_engine::proto::NodeProto {
+        op_type: "Concat".into(),
+        name: "empty".into(),
+        output: vec!["nothing".into()],
+        ..Default::default()
+    });
+    let e = verity_engine::lower::lower(&model).unwrap_err();
+    assert!(e.to_string().contains("no inputs"), "{e}");
+}

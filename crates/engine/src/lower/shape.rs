@@ -84,7 +84,13 @@ pub(super) fn concat(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
     let xs = (0..node.input.len())
         .map(|i| lw.value(node, i))
         .collect::<Result<Vec<_>>>()?;
-    let first = lw.shapes[xs[0]].clone();
+    let Some(&x0) = xs.first() else {
+        return Err(EngineError::InvalidModel(format!(
+            "Concat `{}` has no inputs",
+            node.name
+        )));
+    };
+    let first = lw.shapes[x0].clone();
     let mut axis = attr_i(node, "axis", 0);
     if axis < 0 {
         axis += first.len() as i64;
