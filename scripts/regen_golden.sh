@@ -12,7 +12,7 @@ export VERITY_REGEN_GOLDEN=1
 # Canonical int8 engine: fixtures/golden/canonical.json
 cargo test -p verity-engine --test canonical golden::
 
-# Signed encodings (tensor, request, receipt, chat request, transaction): fixtures/golden/core.json
+# Signed encodings (tensor, request, receipt, chat request): fixtures/golden/core.json
 cargo test -p verity-core --test golden
 
 # zk: the committed digits-MLP proof is kept while it verifies; its statement is rewritten:

@@ -570,3 +570,31 @@ fn a_model_source_is_not_trusted() {
     assert_eq!(f.check, Check::Model);
     assert!(f.established.iter().any(|e| e.check == Check::Signature));
 }
+
+/// Evidence files come from anyone: garbage, truncation, a valid JSON of another shape, and a
+/// receipt with an unknown version are refused by name, never accepted or panicking.
+#[test]
+fn malformed_evidence_files_are_refused() {
+    let r = honest(Mode::Signed, 1);
+    let good = serde_json::to_vec(&Evidence::Single(Box::new(r.clone()))).unwrap();
+    let mut cases: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"\xff\xfe not json".to_vec(),
+        b"[]".to_vec(),
+        b"{\"receipts\": 3}".to_vec(),
+        good[..good.len() / 2].to_vec(),
+        // Deeply nested JSON: serde_json's recursion limit refuses it.
+        [b"[".repeat(100_000), b"]".repeat(100_000)].concat(),
+    ];
+    cases.push(serde_json::to_vec(&serde_json::json!({"receipt": {"version": 1}})).unwrap());
+    for bytes in cases {
+        assert_eq!(Evidence::parse(&bytes).unwrap_err().check, Check::Evidence);
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&good).unwrap();
+    v["version"] = serde_json::json!(99);
+    let evidence = Evidence::parse(&serde_json::to_vec(&v).unwrap()).unwrap();
+    assert_eq!(
+        check(verify(&evidence, &Context::default())),
+        Check::Signature
+    );
+}
