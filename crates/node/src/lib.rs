@@ -30,7 +30,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use http::{infer, ledger, models};
+use http::{infer, ledger, limits, models};
 use node::load_key;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use std::sync::Arc;
 const MAX_CHAT_BODY_BYTES: usize = 1 << 20;
 
 async fn count_errors(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
     if resp.status().as_u16() >= 400 {
         node.metrics
             .http_errors
@@ -49,19 +49,17 @@ async fn count_errors(State(node): State<Arc<Node>>, req: Request, next: Next) -
             })
             .inc();
     }
+    limits::add_retry_after(&mut resp);
     resp
 }
 
 pub fn router(node: Arc<Node>) -> Router {
     let upload_limit = (node.config.max_model_bytes as usize).saturating_add(64 << 20);
-    Router::new()
-        .route("/health", get(models::health))
-        .route("/metrics", get(models::metrics))
+    // Endpoints that run models, store uploads or fetch from peers: each client gets a share.
+    let expensive = Router::new()
         .route(
             "/v1/models",
-            get(models::list_models)
-                .post(models::publish)
-                .layer(DefaultBodyLimit::max(upload_limit)),
+            post(models::publish).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/v1/models/{reference}", get(models::show_model))
         .route("/v1/models/{reference}/file", get(models::download_model))
@@ -71,6 +69,14 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/infer", post(infer::infer))
         .route("/v1/execute", post(infer::execute_for_peer))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            limits::client_share,
+        ));
+    Router::new()
+        .route("/health", get(models::health))
+        .route("/metrics", get(models::metrics))
+        .route("/v1/models", get(models::list_models))
         .route("/v1/receipts/{id}", get(infer::get_receipt))
         .route("/v1/receipts/{id}/proof", get(ledger::receipt_proof))
         .route("/v1/tx", post(ledger::submit_tx))
@@ -80,7 +86,12 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/disagreements", get(ledger::disagreements))
         .route("/v1/accounts/{key}", get(ledger::account))
         .route("/v1/requests/{hash}", get(ledger::request_status))
+        .merge(expensive)
         .layer(DefaultBodyLimit::max(node.config.max_request_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            limits::deadline,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             count_errors,
@@ -121,6 +132,11 @@ async fn serve(node: Arc<Node>) -> anyhow::Result<RunningNode> {
     let listener = tokio::net::TcpListener::bind(node.config.listen).await?;
     let addr = listener.local_addr()?;
     let app = router(node.clone());
-    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    let limits = http::server::ConnectionLimits {
+        max_connections: node.config.max_connections,
+        client_connections: node.config.client_connections,
+        header_timeout: std::time::Duration::from_secs(node.config.header_timeout_secs),
+    };
+    let task = tokio::spawn(http::server::serve(listener, app, limits));
     Ok(RunningNode { addr, node, task })
 }

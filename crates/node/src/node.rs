@@ -4,7 +4,7 @@
 use crate::cache::ModelCache;
 use crate::chain::{Chain, NetworkConfig};
 use crate::metrics::Metrics;
-use crate::scheduler::{Lane, Scheduler};
+use crate::scheduler::{Lane, PerClient, Scheduler};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -49,6 +49,22 @@ pub struct NodeConfig {
     /// language models and zk circuits share it; least recently used go first).
     #[serde(default = "default_model_cache_bytes")]
     pub model_cache_bytes: u64,
+    /// Seconds a connection may take to send a request head (idle keep-alive included).
+    #[serde(default = "default_header_timeout_secs")]
+    pub header_timeout_secs: u64,
+    /// Seconds a request may take to produce its response, reading its body included.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Open connections the node accepts; beyond that new ones are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections one client address may hold.
+    #[serde(default = "default_client_connections")]
+    pub client_connections: usize,
+    /// Expensive requests (inference, chat, publishing, model fetches) one client address may
+    /// have in flight; beyond that, 429 with `Retry-After`.
+    #[serde(default = "default_client_concurrency")]
+    pub client_concurrency: usize,
     /// Testing fault detection only: sign deliberately corrupted outputs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tamper_outputs: bool,
@@ -81,6 +97,21 @@ fn default_zk_queue() -> usize {
 fn default_model_cache_bytes() -> u64 {
     4 << 30
 }
+fn default_header_timeout_secs() -> u64 {
+    10
+}
+fn default_request_timeout_secs() -> u64 {
+    300
+}
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_client_connections() -> usize {
+    128
+}
+fn default_client_concurrency() -> usize {
+    8
+}
 
 impl NodeConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
@@ -96,6 +127,11 @@ impl NodeConfig {
             zk_concurrency: default_zk_concurrency(),
             zk_queue: default_zk_queue(),
             model_cache_bytes: default_model_cache_bytes(),
+            header_timeout_secs: default_header_timeout_secs(),
+            request_timeout_secs: default_request_timeout_secs(),
+            max_connections: default_max_connections(),
+            client_connections: default_client_connections(),
+            client_concurrency: default_client_concurrency(),
             network: None,
             tamper_outputs: false,
         }
@@ -111,6 +147,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Admission to generation, inference and proving.
     pub scheduler: Scheduler,
+    /// Expensive requests in flight per client address.
+    pub client_requests: Arc<PerClient>,
     /// The ledger this node validates, when it is part of a network.
     pub chain: Option<Chain>,
     /// Client for other nodes' APIs (quorum execution, model fetch).
@@ -146,6 +184,7 @@ impl Node {
                 ),
                 prove: Lane::new("proving", config.zk_concurrency, config.zk_queue),
             },
+            client_requests: Arc::new(PerClient::new(config.client_concurrency)),
             config,
             key,
             store,

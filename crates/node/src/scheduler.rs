@@ -2,8 +2,10 @@
 //! lane: `concurrency` jobs at once, up to `queue` more waiting; beyond that a request is
 //! refused at once (429) rather than piling up blocking threads and memory.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The node's lanes, one per kind of work.
@@ -94,6 +96,53 @@ impl Lane {
     }
 }
 
+/// Counts what each client address holds (connections, or expensive requests in flight).
+pub struct PerClient {
+    limit: usize,
+    held: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One unit held by a client; dropping it gives the unit back.
+pub struct Held {
+    owner: Arc<PerClient>,
+    client: IpAddr,
+}
+
+impl PerClient {
+    pub fn new(limit: usize) -> PerClient {
+        PerClient {
+            limit: limit.max(1),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one unit for `client`, or `None` when it already holds its limit.
+    pub fn enter(self: &Arc<Self>, client: IpAddr) -> Option<Held> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let count = held.entry(client).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(Held {
+            owner: self.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = self.owner.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,5 +180,22 @@ mod tests {
         release.send(()).unwrap();
         assert!(job.await.unwrap());
         drop(lane.admit().await.unwrap());
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_share_and_gets_it_back() {
+        let share = Arc::new(PerClient::new(2));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let first = share.enter(a).unwrap();
+        let second = share.enter(a).unwrap();
+        assert!(share.enter(a).is_none());
+        // Another client is not affected.
+        assert!(share.enter(b).is_some());
+        drop(first);
+        assert!(share.enter(a).is_some());
+        // A client holding nothing leaves no entry behind.
+        drop(second);
+        assert!(share.held.lock().unwrap().is_empty());
     }
 }

@@ -5,5 +5,7 @@ pub mod chat;
 pub mod error;
 pub mod infer;
 pub mod ledger;
+pub mod limits;
 pub mod models;
 pub mod openai;
+pub mod server;

@@ -13,7 +13,7 @@ use verity_core::{
 };
 use verity_node::NodeConfig;
 
-fn fixture(name: &str) -> Vec<u8> {
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../fixtures")
@@ -22,15 +22,15 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-struct TestNode {
-    url: String,
-    http: Client,
-    key: NodeKey,
+pub(crate) struct TestNode {
+    pub(crate) url: String,
+    pub(crate) http: Client,
+    pub(crate) key: NodeKey,
     _rt: tokio::runtime::Runtime,
-    dir: tempfile::TempDir,
+    pub(crate) dir: tempfile::TempDir,
 }
 
-fn start_with(f: impl FnOnce(&mut NodeConfig)) -> TestNode {
+pub(crate) fn start_with(f: impl FnOnce(&mut NodeConfig)) -> TestNode {
     let dir = tempfile::tempdir().unwrap();
     let mut config = NodeConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
     f(&mut config);
@@ -54,7 +54,7 @@ fn start() -> TestNode {
 }
 
 impl TestNode {
-    fn publish_raw(
+    pub(crate) fn publish_raw(
         &self,
         meta: &PublishMeta,
         model: Vec<u8>,
@@ -75,7 +75,7 @@ impl TestNode {
         (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
     }
 
-    fn meta(
+    pub(crate) fn meta(
         &self,
         name: &str,
         version: &str,
@@ -97,7 +97,7 @@ impl TestNode {
         }
     }
 
-    fn publish(&self, name: &str, model: &str, calib: Option<&str>) -> (u16, Value) {
+    pub(crate) fn publish(&self, name: &str, model: &str, calib: Option<&str>) -> (u16, Value) {
         let m = fixture(model);
         let c = calib.map(fixture);
         let meta = self.meta(name, "1.0", &m, c.as_deref());
@@ -114,7 +114,7 @@ impl TestNode {
         serde_json::from_value(body).unwrap()
     }
 
-    fn infer_raw(&self, body: String) -> (u16, Value) {
+    pub(crate) fn infer_raw(&self, body: String) -> (u16, Value) {
         let resp = self
             .http
             .post(format!("{}/v1/infer", self.url))
@@ -137,7 +137,7 @@ impl TestNode {
         serde_json::to_string(&req.sign(&self.key)).unwrap()
     }
 
-    fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) fn get(&self, path: &str) -> (u16, Value) {
         let resp = self.http.get(format!("{}{path}", self.url)).send().unwrap();
         (resp.status().as_u16(), resp.json().unwrap_or(Value::Null))
     }
@@ -147,7 +147,7 @@ fn digit_input() -> TensorMap {
     serde_json::from_slice(&fixture("digit_input_mlp.json")).unwrap()
 }
 
-fn error_code(body: &Value) -> &str {
+pub(crate) fn error_code(body: &Value) -> &str {
     body["error"]["code"]
         .as_str()
         .unwrap_or_else(|| panic!("not an error body: {body}"))

@@ -4,3 +4,4 @@ mod api;
 mod chat;
 mod common;
 mod openai_client;
+mod resources;

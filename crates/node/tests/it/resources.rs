@@ -1,0 +1,126 @@
+//! Attacks on the node's connection and request bounds, over real sockets. The attacker speaks
+//! from 127.0.0.1; a bystander from 127.0.0.2 (Linux routes all of 127/8 to loopback) must keep
+//! being served.
+
+use crate::api::{error_code, start_with, TestNode};
+use reqwest::blocking::Client;
+use std::io::{Read, Write};
+use std::net::{IpAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+fn bystander() -> Client {
+    Client::builder()
+        .local_address("127.0.0.2".parse::<IpAddr>().unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn addr(n: &TestNode) -> String {
+    n.url.trim_start_matches("http://").to_string()
+}
+
+/// Whether the node closed `stream` within `within` (EOF or reset), reading whatever it sent.
+fn closed_by_node(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut sink = Vec::new();
+    match stream.read_to_end(&mut sink) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+#[test]
+fn slowloris_connections_are_cut_and_others_are_still_served() {
+    let n = start_with(|c| {
+        c.header_timeout_secs = 1;
+        c.client_connections = 32;
+        c.max_connections = 64;
+    });
+    // 200 connections that each send half a request head and then nothing.
+    let mut attack: Vec<TcpStream> = (0..200)
+        .filter_map(|_| TcpStream::connect(addr(&n)).ok())
+        .collect();
+    for s in &mut attack {
+        let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: verity\r\n");
+    }
+    // While they hang, a different client is served.
+    let health = bystander().get(format!("{}/health", n.url)).send().unwrap();
+    assert_eq!(health.status(), 200);
+    // Past the header timeout the node has closed every one of them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (i, s) in attack.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            closed_by_node(s, left.max(Duration::from_millis(10))),
+            "connection {i} is still open after the header timeout"
+        );
+    }
+    // And the attacker's address is served again once it stops.
+    let (status, _) = n.get("/health");
+    assert_eq!(status, 200);
+}
+
+/// Starts a publish whose body never finishes: an expensive request held in flight.
+fn stalled_upload(n: &TestNode) -> TcpStream {
+    let mut s = TcpStream::connect(addr(n)).unwrap();
+    let head = format!(
+        "POST /v1/models HTTP/1.1\r\nHost: verity\r\nContent-Type: multipart/form-data; \
+         boundary=XX\r\nContent-Length: 100000000\r\n\r\n--XX\r\nContent-Disposition: form-data; \
+         name=\"model\"; filename=\"m\"\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[7u8; 4096]).unwrap();
+    s
+}
+
+#[test]
+fn one_client_gets_a_share_of_expensive_requests_and_slow_uploads_time_out() {
+    let n = start_with(|c| {
+        c.client_concurrency = 2;
+        c.request_timeout_secs = 2;
+    });
+    let mut held = [stalled_upload(&n), stalled_upload(&n)];
+    // Let both reach their handlers.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = n.infer_raw("{}".into());
+    assert_eq!((status, error_code(&body)), (429, "rate_limit_exceeded"));
+    let refused = n
+        .http
+        .post(format!("{}/v1/infer", n.url))
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
+    // Another client still gets its own answer (a refusal of its empty body, not of its share).
+    let other = bystander()
+        .post(format!("{}/v1/infer", n.url))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .unwrap();
+    assert_ne!(other.status(), 429);
+    // The stalled uploads are ended by the request deadline, with a 408, and leave no file.
+    for s in &mut held {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = [0u8; 12];
+        s.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 408");
+    }
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, body) = n.infer_raw("{}".into());
+    assert_ne!(status, 429, "{body}");
+    let tmp = n.dir.path().join("tmp");
+    let left = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "a stalled upload left files in {}", tmp.display());
+}
