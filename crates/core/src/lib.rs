@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod receipt;
 pub mod request;
 pub mod tensor;
+pub mod testing;
 pub mod trace;
 pub mod tx;
 pub mod verify;

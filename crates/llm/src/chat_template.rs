@@ -14,6 +14,8 @@ pub enum ChatTemplateError {
     Metadata(&'static str),
     #[error("metadata `{key}`: id {id} is outside the vocabulary")]
     TokenId { key: &'static str, id: u64 },
+    #[error("chat template: the rendered prompt exceeds {MAX_RENDERED_BYTES} bytes")]
+    TooLong,
     #[error("chat template: {0:#}")]
     Template(#[from] Error),
 }
@@ -21,6 +23,33 @@ pub enum ChatTemplateError {
 /// Template instructions one rendering may execute; SmolLM2's template needs a few hundred
 /// per message.
 pub const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// Largest prompt a rendering may produce. Messages are at most 64 KiB in all, so an honest
+/// template stays far below; a hostile one that loops is stopped at this size, not at the
+/// node's memory.
+pub const MAX_RENDERED_BYTES: usize = 1 << 20;
+
+/// Collects the rendering, refusing to grow past [`MAX_RENDERED_BYTES`].
+#[derive(Default)]
+struct CappedOutput {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_RENDERED_BYTES {
+            self.overflowed = true;
+            return Err(std::io::ErrorKind::FileTooLarge.into());
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
 
 /// One turn of a conversation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,11 +144,25 @@ impl ChatTemplate {
             })
             .collect();
         let template = self.env.get_template("chat")?;
-        Ok(template.render(context! {
-            messages => messages,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos_token.as_str(),
-            eos_token => self.eos_token.as_str(),
-        })?)
+        let mut out = CappedOutput::default();
+        let rendered = template.render_to_write(
+            context! {
+                messages => messages,
+                add_generation_prompt => add_generation_prompt,
+                bos_token => self.bos_token.as_str(),
+                eos_token => self.eos_token.as_str(),
+            },
+            &mut out,
+        );
+        if out.overflowed {
+            return Err(ChatTemplateError::TooLong);
+        }
+        rendered?;
+        String::from_utf8(out.text).map_err(|_| {
+            ChatTemplateError::Template(Error::new(
+                ErrorKind::BadSerialization,
+                "the rendered prompt is not UTF-8",
+            ))
+        })
     }
 }

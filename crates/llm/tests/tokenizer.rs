@@ -426,3 +426,21 @@ fn a_runaway_template_runs_out_of_fuel() {
     .unwrap();
     assert!(t.render(&[Message::new("user", "hi")], true).is_err());
 }
+
+#[test]
+fn a_template_that_prints_without_end_is_stopped_at_the_prompt_cap() {
+    if verity_core::testing::in_capped_child(
+        "a_template_that_prints_without_end_is_stopped_at_the_prompt_cap",
+    ) {
+        return;
+    }
+    // 64 x 100 MB of output within the fuel limit: before the cap, 6.4 GB in one String.
+    let t = ChatTemplate::new(
+        "{% for i in range(64) %}{{ \"x\" * 100000000 }}{% endfor %}",
+        "<s>",
+        "</s>",
+    )
+    .unwrap();
+    let err = t.render(&[Message::new("user", "hi")], true).unwrap_err();
+    assert!(err.to_string().contains("exceeds"), "{err}");
+}

@@ -2,7 +2,7 @@
 //! (security review finding 1: a 271-byte MaxPool model made `ZkModel::setup` abort on a
 //! 16 TiB allocation, taking the node down with it).
 
-use std::process::Command;
+use verity_core::testing::in_capped_child;
 use verity_engine::canonical::{CanonicalModel, QInput, QOp, QOutput};
 use verity_engine::geometry::Window;
 use verity_zk::{ZkError, ZkModel};
@@ -38,29 +38,6 @@ fn max_pool(h: usize, kernel: usize, stride: usize, pad: usize) -> Vec<u8> {
         source_ops: vec![],
     }
     .encode()
-}
-
-/// Runs this test binary's test `name` again in a child process whose address space is capped
-/// at 4 GiB, so an attack that aborts or allocates without bound fails the test instead of
-/// taking the test run (or CI) down. The child sees `VERITY_ATTACK_CHILD`.
-fn in_capped_child(name: &str) -> bool {
-    if std::env::var_os("VERITY_ATTACK_CHILD").is_some() {
-        return false;
-    }
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -v 4194304 && exec \"$0\" \"$@\"")
-        .arg(exe)
-        .args(["--exact", name, "--test-threads", "1"])
-        .env("VERITY_ATTACK_CHILD", "1")
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "the attack ended the child process: {status:?}"
-    );
-    true
 }
 
 #[test]
