@@ -7,7 +7,7 @@
 //! which builds and verifies blocks by running the ledger state machine on their parent state.
 
 use crate::block::Block;
-pub use crate::mempool::{Mempool, SubmitError};
+pub use crate::mempool::{CheckedTx, Mempool, SubmitError};
 use crate::state::{Genesis, LedgerState};
 use crate::tx::Transaction;
 use commonware_actor::Feedback;
@@ -127,10 +127,11 @@ pub struct Finalized {
     pub receipts: Vec<Hash>,
 }
 
-/// A block's post-state and the receipts it settled.
+/// A block's post-state and the receipts it settled. The state is shared, so handing it out
+/// under the lock costs a reference count, not a copy of the whole state.
 #[derive(Clone)]
 struct Applied {
-    state: LedgerState,
+    state: Arc<LedgerState>,
     receipts: Vec<Hash>,
 }
 
@@ -138,7 +139,7 @@ struct Inner {
     /// Every block this validator built or verified, by digest (pruned below the finalized
     /// height), so finalizing it does not execute it again.
     states: HashMap<Hash, Applied>,
-    finalized: LedgerState,
+    finalized: Arc<LedgerState>,
     log: BTreeMap<u64, Finalized>,
     mempool: Mempool,
     /// Receipt id -> height of the finalized block that settled it.
@@ -165,10 +166,10 @@ impl Inner {
         } = match cached {
             Some(applied) => applied,
             None => {
-                let mut next = self.finalized.clone();
+                let mut next = (*self.finalized).clone();
                 let receipts = next.apply_block(b)?;
                 Applied {
-                    state: next,
+                    state: Arc::new(next),
                     receipts,
                 }
             }
@@ -194,10 +195,7 @@ impl Inner {
             },
         );
         let included: std::collections::HashSet<Hash> = b.txs.iter().map(Transaction::id).collect();
-        self.mempool.retain(|id, tx| {
-            !included.contains(id)
-                && (!tx.action.uses_nonce() || tx.nonce >= next.nonce(&tx.sender))
-        });
+        self.mempool.after_block(&included, &next);
         let h = next.height();
         self.states.retain(|_, a| a.state.height() >= h);
         self.finalized = next;
@@ -220,6 +218,8 @@ impl Inner {
 #[derive(Clone)]
 pub struct LedgerApp {
     me: PublicKey,
+    /// The chain transactions are signed for (checked before taking the lock).
+    chain_id: String,
     inner: Arc<Mutex<Inner>>,
 }
 
@@ -230,7 +230,7 @@ pub fn genesis_block(genesis: &Genesis) -> Result<Block, crate::TxError> {
 
 impl LedgerApp {
     pub fn new(genesis: &Genesis, me: PublicKey) -> Result<LedgerApp, crate::TxError> {
-        let state = LedgerState::from_genesis(genesis)?;
+        let state = Arc::new(LedgerState::from_genesis(genesis)?);
         let mut states = HashMap::new();
         states.insert(
             state.last_digest(),
@@ -241,6 +241,7 @@ impl LedgerApp {
         );
         Ok(LedgerApp {
             me,
+            chain_id: genesis.chain_id.clone(),
             inner: Arc::new(Mutex::new(Inner {
                 states,
                 finalized: state,
@@ -274,6 +275,9 @@ impl LedgerApp {
     /// Queues a transaction for the next block this validator proposes (see
     /// [`Mempool::insert`] for what is refused).
     pub fn submit(&self, tx: Transaction) -> Result<(), SubmitError> {
+        // The signature is checked before the lock is taken: a flood of badly signed
+        // transactions must not starve proposals and finalization of the ledger.
+        let tx = CheckedTx::check(tx, &self.chain_id)?;
         let mut inner = self.lock();
         let Inner {
             mempool, finalized, ..
@@ -309,7 +313,7 @@ impl LedgerApp {
     }
 
     /// The state after the last finalized block.
-    pub fn finalized_state(&self) -> LedgerState {
+    pub fn finalized_state(&self) -> Arc<LedgerState> {
         self.lock().finalized.clone()
     }
 
@@ -329,7 +333,10 @@ impl LedgerApp {
 
     /// The post-state of the block at the head of `ancestry`, applying any unknown blocks on
     /// the way from the newest known ancestor.
-    async fn state_after(&self, mut ancestry: impl Ancestry<ChainBlock>) -> Option<LedgerState> {
+    async fn state_after(
+        &self,
+        mut ancestry: impl Ancestry<ChainBlock>,
+    ) -> Option<Arc<LedgerState>> {
         let mut pending = Vec::new();
         loop {
             let block = ancestry.next().await?;
@@ -339,7 +346,9 @@ impl LedgerApp {
             if let Some(mut state) = known {
                 for b in pending.iter().rev() {
                     let b: &Block = b;
-                    let receipts = state.apply_block(b).ok()?;
+                    let mut next = (*state).clone();
+                    let receipts = next.apply_block(b).ok()?;
+                    state = Arc::new(next);
                     let applied = Applied {
                         state: state.clone(),
                         receipts,
@@ -382,7 +391,12 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let candidates = self.lock().mempool.candidates(MAX_BLOCK_BYTES / 2);
+        let candidates = {
+            let inner = self.lock();
+            inner
+                .mempool
+                .candidates(MAX_BLOCK_BYTES / 2, &inner.finalized)
+        };
         let proposal = parent.propose(candidates, self.me, now);
         // Drop what can never apply; keep transactions whose turn (nonce) has not come yet.
         let dead: std::collections::HashSet<Hash> = proposal
@@ -395,7 +409,7 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
             self.lock().mempool.retain(|id, _| !dead.contains(id));
         }
         let applied = Applied {
-            state: proposal.state,
+            state: Arc::new(proposal.state),
             receipts: proposal.receipts,
         };
         self.lock().states.insert(proposal.block.digest(), applied);
@@ -412,12 +426,19 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
         let Some(block) = ancestry.next().await else {
             return false;
         };
-        let Some(mut state) = self.state_after(ancestry).await else {
+        let Some(parent) = self.state_after(ancestry).await else {
             return false;
         };
         let b = block.inner().block();
-        match state.apply_block(b) {
+        // Transactions waiting in our pool, byte for byte, had their signatures checked.
+        let checked: Vec<bool> = {
+            let inner = self.lock();
+            b.txs.iter().map(|tx| inner.mempool.holds(tx)).collect()
+        };
+        let mut state = (*parent).clone();
+        match state.apply_block_checked(b, &checked) {
             Ok(receipts) => {
+                let state = Arc::new(state);
                 self.lock()
                     .states
                     .insert(b.digest(), Applied { state, receipts });

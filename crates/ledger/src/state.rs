@@ -86,6 +86,9 @@ pub struct LedgerState {
     height: u64,
     last_digest: Hash,
     last_timestamp_ms: u64,
+    /// The state root the last block's header commits to (kept so readers need not hash the
+    /// whole state; it is not part of the root itself).
+    committed_root: Hash,
     accounts: BTreeMap<PublicKey, Account>,
     nodes: BTreeMap<PublicKey, NodeEntry>,
     models: BTreeMap<ModelId, ModelEntry>,
@@ -103,6 +106,7 @@ impl LedgerState {
             height: 0,
             last_digest: Hash::default(),
             last_timestamp_ms: 0,
+            committed_root: Hash::default(),
             accounts: BTreeMap::new(),
             nodes: BTreeMap::new(),
             models: BTreeMap::new(),
@@ -110,6 +114,11 @@ impl LedgerState {
             closed: BTreeMap::new(),
             disagreements: Vec::new(),
         }
+    }
+
+    /// The state root committed by the last block (genesis included), read without hashing.
+    pub fn committed_root(&self) -> Hash {
+        self.committed_root
     }
 
     pub fn height(&self) -> u64 {

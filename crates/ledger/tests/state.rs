@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use verity_core::receipt::ReceiptBody;
 use verity_core::{EngineId, Hash, Mode, ModelId, NodeKey, Receipt, Tensor, TensorMap};
+use verity_ledger::consensus::CheckedTx;
 use verity_ledger::state::{BlockError, Closed, GenesisNode};
 use verity_ledger::{
     Action, Block, Genesis, LedgerState, Params, ReceiptProof, Transaction, TxError,
@@ -11,6 +12,8 @@ use verity_ledger::{
 
 #[path = "state/golden.rs"]
 mod golden;
+#[path = "state/mempool.rs"]
+mod mempool;
 
 fn key(i: u8) -> NodeKey {
     NodeKey::from_seed([i; 32])
@@ -63,6 +66,13 @@ fn quorum_receipt(node: &NodeKey, request: Hash, model: ModelId, value: f32, k: 
     .sign(node)
 }
 
+/// Transactions with their signatures checked, as a validator's pool hands them to `propose`.
+fn checked<const N: usize>(txs: [Transaction; N]) -> Vec<CheckedTx> {
+    txs.into_iter()
+        .map(|t| CheckedTx::check(t, "test").unwrap())
+        .collect()
+}
+
 struct Chain {
     state: LedgerState,
     nonces: BTreeMap<u8, u64>,
@@ -87,6 +97,10 @@ impl Chain {
     /// Applies in a block of its own; returns the error if the tx was rejected.
     fn run(&mut self, who: u8, action: Action) -> Result<Vec<Hash>, TxError> {
         let tx = self.tx(who, action);
+        let tx = match CheckedTx::check(tx, "test") {
+            Ok(tx) => tx,
+            Err(e) => return Err(e),
+        };
         let mut proposal = self.state.propose(vec![tx], key(1).public(), 0);
         let block = proposal.block;
         if let Some((tx, e)) = proposal.rejected.pop() {
@@ -607,7 +621,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
             amount: 1,
         },
     );
-    let p1 = a.state.propose(vec![t1, bad, t2], key(2).public(), 10);
+    let p1 = a.state.propose(checked([t1, bad, t2]), key(2).public(), 10);
     assert_eq!(
         p1.rejected.len(),
         1,
@@ -636,7 +650,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
             receipts: receipts.clone(),
         },
     );
-    let block2 = a.state.propose(vec![t3], key(3).public(), 20).block;
+    let block2 = a.state.propose(checked([t3]), key(3).public(), 20).block;
     // Tampering with the block: each is rejected and leaves the replica unchanged.
     let root_before = b.state_root();
     let mut t = block2.clone();
@@ -683,7 +697,7 @@ fn truncated_or_corrupted_blocks_do_not_decode_or_apply() {
             amount: 3,
         },
     );
-    let block = c.state.propose(vec![t], key(1).public(), 0).block;
+    let block = c.state.propose(checked([t]), key(1).public(), 0).block;
     let bytes = block.encode();
     for cut in 0..bytes.len() {
         assert!(Block::decode(&bytes[..cut]).is_err());

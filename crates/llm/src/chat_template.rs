@@ -145,7 +145,7 @@ impl ChatTemplate {
             .collect();
         let template = self.env.get_template("chat")?;
         let mut out = CappedOutput::default();
-        let rendered = template.render_to_write(
+        let rendered = template.render_captured_to(
             context! {
                 messages => messages,
                 add_generation_prompt => add_generation_prompt,

@@ -13,6 +13,7 @@ use super::genesis::{check_capabilities, check_endpoint};
 use super::{Closed, Disagreement, Escrow, LedgerState, ModelEntry, NodeEntry};
 use crate::block::{receipts_root, txs_root, Block, BlockHeader};
 use crate::error::TxError;
+use crate::mempool::CheckedTx;
 use crate::tx::{Action, Transaction};
 
 /// A block built by [`LedgerState::propose`], with the state after it and what it left out.
@@ -47,11 +48,11 @@ fn signers(executors: u32) -> u32 {
 }
 
 impl LedgerState {
-    /// Builds the next block from candidate transactions: invalid ones are left out (with
-    /// their reasons). Does not change `self`.
+    /// Builds the next block from candidate transactions (signatures already checked): invalid
+    /// ones are left out (with their reasons). Does not change `self`.
     pub fn propose(
         &self,
-        candidates: Vec<Transaction>,
+        candidates: Vec<CheckedTx>,
         proposer: PublicKey,
         timestamp_ms: u64,
     ) -> Proposal {
@@ -61,8 +62,8 @@ impl LedgerState {
         let mut txs = Vec::new();
         let mut rejected = Vec::new();
         let mut receipt_ids = Vec::new();
-        for tx in candidates {
-            match next.apply_tx(&tx, height) {
+        for tx in candidates.into_iter().map(CheckedTx::into_tx) {
+            match next.apply_signed(&tx, height) {
                 Ok(ids) => {
                     receipt_ids.extend(ids);
                     txs.push(tx);
@@ -82,6 +83,7 @@ impl LedgerState {
         next.height = height;
         next.last_digest = self.last_digest;
         header.state_root = next.state_root();
+        next.committed_root = header.state_root;
         let block = Block { header, txs };
         // The post-state, exactly as `apply_block` would leave it, without re-executing.
         next.last_digest = block.digest();
@@ -97,6 +99,17 @@ impl LedgerState {
     /// Validates `block` against this state and applies it. Every transaction must apply and
     /// every root must match. On error nothing changes. Returns the settled receipt ids.
     pub fn apply_block(&mut self, block: &Block) -> Result<Vec<Hash>, BlockError> {
+        self.apply_block_checked(block, &[])
+    }
+
+    /// [`Self::apply_block`], skipping the signature check of transaction `i` when
+    /// `checked[i]` holds: the caller has verified exactly that transaction before (it waits in
+    /// the caller's pool, signature and all).
+    pub fn apply_block_checked(
+        &mut self,
+        block: &Block,
+        checked: &[bool],
+    ) -> Result<Vec<Hash>, BlockError> {
         let h = &block.header;
         if h.height != self.height + 1 {
             return Err(BlockError::Height {
@@ -116,10 +129,12 @@ impl LedgerState {
         let mut next = self.clone();
         let mut receipt_ids = Vec::new();
         for (index, tx) in block.txs.iter().enumerate() {
-            receipt_ids.extend(
+            let applied = if checked.get(index).copied().unwrap_or(false) {
+                next.apply_signed(tx, h.height)
+            } else {
                 next.apply_tx(tx, h.height)
-                    .map_err(|error| BlockError::Tx { index, error })?,
-            );
+            };
+            receipt_ids.extend(applied.map_err(|error| BlockError::Tx { index, error })?);
         }
         if h.receipts_root != receipts_root(&receipt_ids) {
             return Err(BlockError::Root("receipts"));
@@ -128,6 +143,7 @@ impl LedgerState {
         if h.state_root != next.state_root() {
             return Err(BlockError::Root("state"));
         }
+        next.committed_root = h.state_root;
         next.last_digest = block.digest();
         next.last_timestamp_ms = h.timestamp_ms;
         *self = next;
@@ -140,6 +156,11 @@ impl LedgerState {
         if !tx.signature_is_valid(&self.chain_id) {
             return Err(TxError::Signature);
         }
+        self.apply_signed(tx, height)
+    }
+
+    /// [`Self::apply_tx`] for a transaction whose signature is known to be valid.
+    fn apply_signed(&mut self, tx: &Transaction, height: u64) -> Result<Vec<Hash>, TxError> {
         let expected = if tx.action.uses_nonce() {
             self.nonce(&tx.sender)
         } else {

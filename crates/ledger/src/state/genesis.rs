@@ -123,7 +123,9 @@ impl LedgerState {
                 return Err(TxError::NodeExists(n.key));
             }
         }
-        s.last_digest = s.genesis_block().digest();
+        let genesis = s.genesis_block();
+        s.last_digest = genesis.digest();
+        s.committed_root = genesis.header.state_root;
         Ok(s)
     }
 

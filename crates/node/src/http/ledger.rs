@@ -29,7 +29,7 @@ pub async fn submit_tx(
     node.chain()?.submit(vec![tx]).await.map_err(|e| {
         let status = match e {
             SubmitError::Full | SubmitError::SenderFull(_) => StatusCode::SERVICE_UNAVAILABLE,
-            SubmitError::Duplicate => StatusCode::CONFLICT,
+            SubmitError::Duplicate | SubmitError::NonceTaken(_) => StatusCode::CONFLICT,
             SubmitError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             SubmitError::Tx(verity_ledger::TxError::Signature) => StatusCode::UNAUTHORIZED,
             SubmitError::Tx(_) | SubmitError::UnknownSender => StatusCode::UNPROCESSABLE_ENTITY,
@@ -45,7 +45,7 @@ pub async fn status(State(node): State<Arc<Node>>) -> Result<Json<LedgerStatus>,
         chain_id: s.chain_id().to_string(),
         height: s.height(),
         last_block: s.last_digest(),
-        state_root: s.state_root(),
+        state_root: s.committed_root(),
         validators: chain.validators.clone(),
         nodes: s
             .nodes()
