@@ -39,6 +39,12 @@ pub enum HubError {
     HashMismatch { received: ModelId, claimed: ModelId },
     #[error("publisher signature does not cover this name, version and model")]
     PublisherSignature,
+    #[error("publisher {0} may not publish on this node")]
+    PublisherNotAllowed(verity_core::PublicKey),
+    #[error("this node's model store is full: {room} bytes of room were left")]
+    StoreFull { room: u64 },
+    #[error(transparent)]
+    Job(#[from] crate::scheduler::JobError),
     #[error("model bytes unavailable: {0}")]
     FileUnavailable(std::io::Error),
     /// The node failed (an upload it cannot read back, a task that stopped).
@@ -144,6 +150,8 @@ pub struct Upload {
     blob: BlobWriter,
     received: u64,
     limit: u64,
+    /// Disk the store may still take when the upload began.
+    room: u64,
 }
 
 impl Upload {
@@ -152,11 +160,18 @@ impl Upload {
             blob: node.store.new_blob()?,
             received: 0,
             limit: node.config.max_model_bytes,
+            room: node
+                .config
+                .max_store_bytes
+                .saturating_sub(node.store.used_bytes()),
         })
     }
 
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), HubError> {
         self.received += chunk.len() as u64;
+        if self.received > self.room {
+            return Err(HubError::StoreFull { room: self.room });
+        }
         if self.received <= self.limit {
             self.blob.write(chunk)?;
         }
@@ -208,8 +223,16 @@ pub async fn publish(
     if !meta.publisher.verify(&statement.0, &meta.signature) {
         return Err(HubError::PublisherSignature);
     }
+    let allowed = &node.config.publishers;
+    if !allowed.is_empty() && !allowed.contains(&meta.publisher) {
+        return Err(HubError::PublisherNotAllowed(meta.publisher));
+    }
     let worker = node.clone();
-    let prepared = blocking(move || prepare(&worker, meta, blob, calibration, calib_hash)).await?;
+    let prepared = node
+        .scheduler
+        .publish
+        .run(move || prepare(&worker, meta, blob, calibration, calib_hash))
+        .await??;
     let Prepared {
         items,
         loaded,

@@ -54,7 +54,8 @@ async fn count_errors(State(node): State<Arc<Node>>, req: Request, next: Next) -
 }
 
 pub fn router(node: Arc<Node>) -> Router {
-    let upload_limit = (node.config.max_model_bytes as usize).saturating_add(64 << 20);
+    let upload_limit = (node.config.max_model_bytes as usize)
+        .saturating_add(models::MAX_CALIBRATION_BYTES + (1 << 20));
     // Endpoints that run models, store uploads or fetch from peers: each client gets a share.
     let expensive = Router::new()
         .route(

@@ -4,7 +4,7 @@
 use crate::cache::ModelCache;
 use crate::chain::{Chain, NetworkConfig};
 use crate::metrics::Metrics;
-use crate::scheduler::{Lane, PerClient, Scheduler};
+use crate::scheduler::{Lane, PerClient, RateLimit, Scheduler, SingleFlight};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -65,6 +65,15 @@ pub struct NodeConfig {
     /// have in flight; beyond that, 429 with `Retry-After`.
     #[serde(default = "default_client_concurrency")]
     pub client_concurrency: usize,
+    /// Disk the model store may use, in bytes; a publish or fetch beyond it is refused.
+    #[serde(default = "default_max_store_bytes")]
+    pub max_store_bytes: u64,
+    /// Publishes one client address may make per hour.
+    #[serde(default = "default_publishes_per_hour")]
+    pub publishes_per_hour: u32,
+    /// Keys allowed to publish; empty means anyone (a public hub).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub publishers: Vec<verity_core::PublicKey>,
     /// Testing fault detection only: sign deliberately corrupted outputs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tamper_outputs: bool,
@@ -96,6 +105,12 @@ fn default_zk_queue() -> usize {
 }
 fn default_model_cache_bytes() -> u64 {
     4 << 30
+}
+fn default_max_store_bytes() -> u64 {
+    64 << 30
+}
+fn default_publishes_per_hour() -> u32 {
+    120
 }
 fn default_header_timeout_secs() -> u64 {
     10
@@ -132,11 +147,20 @@ impl NodeConfig {
             max_connections: default_max_connections(),
             client_connections: default_client_connections(),
             client_concurrency: default_client_concurrency(),
+            max_store_bytes: default_max_store_bytes(),
+            publishes_per_hour: default_publishes_per_hour(),
+            publishers: Vec::new(),
             network: None,
             tamper_outputs: false,
         }
     }
 }
+
+/// Distinct models fetched from peers at once (each streams to disk, then is read once to
+/// check it).
+const MAX_CONCURRENT_FETCHES: usize = 2;
+/// Publications waiting to be checked (read, quantized, loaded) behind the one being checked.
+const PUBLISH_QUEUE: usize = 8;
 
 pub struct Node {
     pub config: NodeConfig,
@@ -149,6 +173,10 @@ pub struct Node {
     pub scheduler: Scheduler,
     /// Expensive requests in flight per client address.
     pub client_requests: Arc<PerClient>,
+    /// Publishes per client address.
+    pub publish_rate: RateLimit,
+    /// Model fetches from peers: one per model id, a few at once.
+    pub fetches: SingleFlight,
     /// The ledger this node validates, when it is part of a network.
     pub chain: Option<Chain>,
     /// Client for other nodes' APIs (quorum execution, model fetch).
@@ -183,8 +211,11 @@ impl Node {
                     config.infer_queue,
                 ),
                 prove: Lane::new("proving", config.zk_concurrency, config.zk_queue),
+                publish: Lane::new("checking publications", 1, PUBLISH_QUEUE),
             },
             client_requests: Arc::new(PerClient::new(config.client_concurrency)),
+            publish_rate: RateLimit::new(config.publishes_per_hour),
+            fetches: SingleFlight::new(MAX_CONCURRENT_FETCHES),
             config,
             key,
             store,

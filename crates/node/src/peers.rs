@@ -165,8 +165,18 @@ pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelMa
 }
 
 /// Fetches a model this node lacks from the other registered nodes, checks the bytes hash to
-/// the id, re-derives the manifest's technical fields from the bytes, and stores it.
+/// the id, re-derives the manifest's technical fields from the bytes, and stores it. One
+/// fetch per id runs at a time (concurrent callers wait for it and then find the model
+/// stored), and only a few ids are fetched at once; bytes stream to disk, not memory.
 pub async fn fetch_model(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, PeerError> {
+    if let Some(m) = node.store.manifest(id)? {
+        return Ok(m);
+    }
+    let _flight = node
+        .fetches
+        .enter(id.0)
+        .await
+        .map_err(|e| PeerError::NoModel(e.to_string()))?;
     if let Some(m) = node.store.manifest(id)? {
         return Ok(m);
     }
@@ -208,17 +218,33 @@ async fn fetch_from(
     )
     .await?;
     let claimed: ModelManifest = serde_json::from_slice(&claimed).map_err(|e| e.to_string())?;
-    let bytes = read_capped(
-        get(format!("{endpoint}/v1/models/{id}/file")).await?,
-        node.config.max_model_bytes,
-    )
-    .await?;
+    let mut resp = get(format!("{endpoint}/v1/models/{id}/file")).await?;
+    let cap = node.config.max_model_bytes.min(
+        node.config
+            .max_store_bytes
+            .saturating_sub(node.store.used_bytes()),
+    );
+    if resp.content_length().is_some_and(|n| n > cap) {
+        return Err(format!(
+            "the model is larger than this node accepts ({cap} bytes)"
+        ));
+    }
+    let mut blob = node.store.new_blob().map_err(|e| e.to_string())?;
+    while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
+        if blob.len() + chunk.len() as u64 > cap {
+            return Err(format!(
+                "the model is larger than this node accepts ({cap} bytes)"
+            ));
+        }
+        blob.write(&chunk).map_err(|e| e.to_string())?;
+    }
+    if blob.id() != *id {
+        return Err(format!("peer sent bytes that do not hash to {id}"));
+    }
     let node2 = node.clone();
     let id = *id;
     tokio::task::spawn_blocking(move || {
-        if ModelId::of_bytes(&bytes) != id {
-            return Err(format!("peer sent bytes that do not hash to {id}"));
-        }
+        let bytes = std::fs::read(blob.path()).map_err(|e| e.to_string())?;
         let info = inspect(&bytes).map_err(|e| e.to_string())?;
         let manifest = ModelManifest {
             id,
@@ -229,10 +255,6 @@ async fn fetch_from(
             size: bytes.len() as u64,
             ..claimed
         };
-        let blob = node2
-            .store
-            .blob_from_bytes(&bytes)
-            .map_err(|e| e.to_string())?;
         node2
             .store
             .import(blob, &manifest)

@@ -13,6 +13,8 @@ pub struct Scheduler {
     pub chat: Lane,
     pub infer: Lane,
     pub prove: Lane,
+    /// Checking a publication: reading the file, quantizing, loading the float engine.
+    pub publish: Lane,
 }
 
 /// Bounded admission: a semaphore for the running jobs behind a counter for the waiting ones.
@@ -143,6 +145,93 @@ impl Drop for Held {
     }
 }
 
+/// Jobs keyed by what they produce (a model fetched by id): at most `limit` distinct keys at
+/// once, and one job per key. A second caller for a key waits for the first and then finds
+/// its result where the first left it (the store), instead of doing the work again.
+pub struct SingleFlight {
+    running: Arc<Semaphore>,
+    keys: Mutex<HashMap<[u8; 32], std::sync::Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// The right to do the job for one key; held until the job ends.
+pub struct Flight {
+    _key: tokio::sync::OwnedMutexGuard<()>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl SingleFlight {
+    pub fn new(limit: usize) -> SingleFlight {
+        SingleFlight {
+            running: Arc::new(Semaphore::new(limit.max(1))),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Waits until no one else works on `key` and a slot is free.
+    pub async fn enter(&self, key: [u8; 32]) -> Result<Flight, JobError> {
+        let lock = {
+            let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.retain(|_, w| w.strong_count() > 0);
+            match keys.get(&key).and_then(std::sync::Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    keys.insert(key, Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        let key = lock.lock_owned().await;
+        let slot = self
+            .running
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| JobError::Stopped("fetch slots closed".into()))?;
+        Ok(Flight {
+            _key: key,
+            _slot: slot,
+        })
+    }
+}
+
+/// A token bucket per client address: `per_hour` actions, refilled continuously, at most
+/// `per_hour` saved up.
+pub struct RateLimit {
+    per_hour: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, std::time::Instant)>>,
+}
+
+impl RateLimit {
+    pub fn new(per_hour: u32) -> RateLimit {
+        RateLimit {
+            per_hour: f64::from(per_hour.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one action for `client`, or says how many seconds until it may.
+    pub fn take(&self, client: IpAddr) -> Result<(), u64> {
+        let now = std::time::Instant::now();
+        let per_sec = self.per_hour / 3600.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if buckets.len() > 100_000 {
+            // Forget clients whose buckets have refilled; they lose nothing.
+            let full = self.per_hour;
+            buckets.retain(|_, (t, at)| *t + at.elapsed().as_secs_f64() * per_sec < full);
+        }
+        let (tokens, at) = buckets.entry(client).or_insert((self.per_hour, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(self.per_hour);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - *tokens) / per_sec).ceil() as u64)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +286,34 @@ mod tests {
         // A client holding nothing leaves no entry behind.
         drop(second);
         assert!(share.held.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_client_spends_its_rate_and_others_keep_theirs() {
+        let limit = RateLimit::new(2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(limit.take(a).is_ok());
+        assert!(limit.take(a).is_ok());
+        let wait = limit.take(a).unwrap_err();
+        // One action per half hour comes back.
+        assert!((1700..=1800).contains(&wait), "{wait}");
+        assert!(limit.take("10.0.0.2".parse().unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn one_flight_per_key_and_a_bounded_number_of_keys() {
+        let flights = SingleFlight::new(1);
+        let first = flights.enter([1; 32]).await.unwrap();
+        // The same key waits for the first flight.
+        let mut same = Box::pin(flights.enter([1; 32]));
+        assert!(futures::poll!(&mut same).is_pending());
+        // Another key waits for the slot.
+        let mut other = Box::pin(flights.enter([2; 32]));
+        assert!(futures::poll!(&mut other).is_pending());
+        drop(first);
+        let second = other.await.unwrap();
+        assert!(futures::poll!(&mut same).is_pending());
+        drop(second);
+        drop(same.await.unwrap());
     }
 }

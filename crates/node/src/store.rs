@@ -60,6 +60,8 @@ pub struct Store {
     db: Database,
     blobs: PathBuf,
     tmp: PathBuf,
+    /// Bytes of committed blobs (for the node's disk quota).
+    used: std::sync::atomic::AtomicU64,
 }
 
 /// A blob being received: written to a temp file and hashed as it arrives.
@@ -123,7 +125,26 @@ impl Store {
         txn.open_table(RECEIPTS)?;
         txn.open_table(NONCES)?;
         txn.commit()?;
-        Ok(Store { db, blobs, tmp })
+        let mut used = 0;
+        for entry in std::fs::read_dir(&blobs)? {
+            used += entry?.metadata()?.len();
+        }
+        Ok(Store {
+            db,
+            blobs,
+            tmp,
+            used: used.into(),
+        })
+    }
+
+    /// Bytes the committed blobs take.
+    pub fn used_bytes(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_committed(&self, bytes: u64) {
+        self.used
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn blob_path(&self, id: &ModelId) -> PathBuf {
@@ -183,6 +204,7 @@ impl Store {
         for (w, _) in &items {
             w.file.sync_all()?;
             std::fs::rename(&w.path, self.blob_path(&w.id()))?;
+            self.count_committed(w.len());
         }
         {
             let mut models = txn.open_table(MODELS)?;
@@ -211,6 +233,7 @@ impl Store {
             }
             blob.file.sync_all()?;
             std::fs::rename(&blob.path, self.blob_path(&blob.id()))?;
+            self.count_committed(blob.len());
             let json = serde_json::to_vec(m).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             models.insert(m.id.to_string().as_str(), json.as_slice())?;
         }

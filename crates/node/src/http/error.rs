@@ -178,6 +178,11 @@ impl From<HubError> for ApiError {
             HubError::Truncated { .. } => with(StatusCode::BAD_REQUEST, "truncated_upload", e),
             HubError::HashMismatch { .. } => with(StatusCode::BAD_REQUEST, "hash_mismatch", e),
             HubError::PublisherSignature => with(StatusCode::UNAUTHORIZED, "invalid_signature", e),
+            HubError::PublisherNotAllowed(_) => {
+                with(StatusCode::FORBIDDEN, "publisher_not_allowed", e)
+            }
+            HubError::StoreFull { .. } => with(StatusCode::INSUFFICIENT_STORAGE, "store_full", e),
+            HubError::Job(e) => e.into(),
             HubError::FileUnavailable(_) | HubError::Internal(_) => {
                 ApiError::internal(e.to_string())
             }

@@ -6,11 +6,12 @@ use crate::hub::{self, Upload};
 use crate::node::Node;
 use crate::store::BlobWriter;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{ConnectInfo, Multipart, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use verity_core::wire::{Health, ModelList, ModelObject, PublishMeta, PublishResponse, ShowQuery};
 
@@ -90,20 +91,55 @@ pub async fn download_model(
         .into_response())
 }
 
+/// Largest `meta` part (a name, a version and a few hashes and keys).
+const MAX_META_BYTES: usize = 64 << 10;
+/// Largest `calibration` part (JSON samples; parsed in memory).
+pub const MAX_CALIBRATION_BYTES: usize = 32 << 20;
+
+/// A small form part read into memory, refused beyond `cap` bytes.
+async fn read_part(
+    field: &mut axum::extract::multipart::Field<'_>,
+    name: &str,
+    cap: usize,
+) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await? {
+        if bytes.len() + chunk.len() > cap {
+            return Err(ApiError::too_large(format!(
+                "the `{name}` part exceeds {cap} bytes"
+            )));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 /// Multipart upload with parts `meta` (JSON [`PublishMeta`]), `model` (the file, streamed to
 /// disk while hashed) and optionally `calibration` (JSON samples); the hub checks and
-/// publishes it.
+/// publishes it. Each client address has a publishing rate.
 pub async fn publish(
     State(node): State<Arc<Node>>,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
     mut form: Multipart,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
+    let ip = client.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0 .0.ip());
+    if let Err(wait) = node.publish_rate.take(ip) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            format!(
+                "this client has used its {} publishes per hour; the next is possible in {wait}s",
+                node.config.publishes_per_hour
+            ),
+        ));
+    }
     let mut meta: Option<PublishMeta> = None;
     let mut blob: Option<BlobWriter> = None;
     let mut calibration: Option<Vec<u8>> = None;
     while let Some(mut field) = form.next_field().await? {
         match field.name().unwrap_or_default() {
             "meta" => {
-                let bytes = field.bytes().await?;
+                let bytes = read_part(&mut field, "meta", MAX_META_BYTES).await?;
                 meta = Some(
                     serde_json::from_slice(&bytes)
                         .map_err(|e| ApiError::bad_request(format!("meta: {e}")))?,
@@ -116,7 +152,10 @@ pub async fn publish(
                 }
                 blob = Some(upload.finish()?);
             }
-            "calibration" => calibration = Some(field.bytes().await?.to_vec()),
+            "calibration" => {
+                calibration =
+                    Some(read_part(&mut field, "calibration", MAX_CALIBRATION_BYTES).await?)
+            }
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unexpected form part `{other}`"

@@ -49,7 +49,7 @@ pub(crate) fn start_with(f: impl FnOnce(&mut NodeConfig)) -> TestNode {
     }
 }
 
-fn start() -> TestNode {
+pub(crate) fn start() -> TestNode {
     start_with(|_| {})
 }
 

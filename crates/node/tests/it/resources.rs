@@ -2,7 +2,7 @@
 //! from 127.0.0.1; a bystander from 127.0.0.2 (Linux routes all of 127/8 to loopback) must keep
 //! being served.
 
-use crate::api::{error_code, start_with, TestNode};
+use crate::api::{error_code, start, start_with, TestNode};
 use reqwest::blocking::Client;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
@@ -123,4 +123,60 @@ fn one_client_gets_a_share_of_expensive_requests_and_slow_uploads_time_out() {
     let tmp = n.dir.path().join("tmp");
     let left = std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "a stalled upload left files in {}", tmp.display());
+}
+
+#[test]
+fn publishing_is_rate_limited_per_client() {
+    let n = start_with(|c| c.publishes_per_hour = 2);
+    for (name, model) in [("a", "digits_mlp.onnx"), ("b", "digits_cnn.onnx")] {
+        let (status, body) = n.publish(name, model, None);
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = n.publish("c", "ops_mix.onnx", None);
+    assert_eq!((status, error_code(&body)), (429, "rate_limit_exceeded"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per hour"),
+        "{body}"
+    );
+}
+
+#[test]
+fn only_allowed_publishers_publish_when_the_node_names_them() {
+    let allowed = verity_core::NodeKey::from_seed([1; 32]).public();
+    let n = start_with(|c| c.publishers = vec![allowed]);
+    let (status, body) = n.publish("a", "digits_mlp.onnx", None);
+    assert_eq!((status, error_code(&body)), (403, "publisher_not_allowed"));
+    assert_eq!(n.get("/v1/models").1["data"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn the_model_store_has_a_disk_quota_and_a_refusal_leaves_nothing() {
+    let model = crate::api::fixture("digits_mlp.onnx");
+    let n = start_with(|c| c.max_store_bytes = model.len() as u64 + 1000);
+    let (status, body) = n.publish("a", "digits_mlp.onnx", None);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = n.publish("b", "digits_cnn.onnx", None);
+    assert_eq!((status, error_code(&body)), (507, "store_full"));
+    let tmp = n.dir.path().join("tmp");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+#[test]
+fn an_oversized_calibration_part_is_refused_before_it_is_held() {
+    let n = start();
+    let model = crate::api::fixture("digits_mlp.onnx");
+    let calibration = vec![b' '; 33 << 20];
+    let meta = n.meta("a", "1.0", &model, Some(&calibration));
+    let (status, body) = n.publish_raw(&meta, model, Some(calibration));
+    assert_eq!((status, error_code(&body)), (413, "payload_too_large"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("calibration"),
+        "{body}"
+    );
 }
