@@ -27,6 +27,15 @@ pub enum EngineError {
     Calibration(String),
     #[error("accumulator could overflow i32 in {0}; the model is rejected")]
     Overflow(String),
+    #[error(
+        "operators whose memory cannot be bounded before running: {} (float models are served \
+         for the operators of the canonical form, whose shapes are known in advance)",
+        .0.join(", ")
+    )]
+    FloatUnsupported(Vec<String>),
+    /// The model's cost is above a limit (the message names it).
+    #[error("the model is too costly to serve: {0}")]
+    TooCostly(String),
     #[error("float engine: {0}")]
     Float(String),
     #[error(transparent)]

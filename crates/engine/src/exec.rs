@@ -108,16 +108,32 @@ impl Interpreter {
             .collect()
     }
 
+    /// Runs the model, hashing each value into the trace as it is made and freeing it after
+    /// its last reader, so an inference holds no more than its cost's `peak_bytes`.
     pub fn run(&self, inputs: &TensorMap) -> Result<Execution> {
         let m = &self.model;
-        let vals = self.values(inputs)?;
-        let trace: Vec<Hash> = m
-            .inputs
-            .iter()
-            .map(|i| i.value)
-            .chain(m.ops.iter().map(QOp::output))
-            .map(|v| hash_parts(DType::I8, &m.shapes[v], as_bytes(&vals[v])))
-            .collect();
+        let outputs: Vec<usize> = m.outputs.iter().map(|o| o.value).collect();
+        let steps = m.steps();
+        let last = crate::cost::last_reads(m.shapes.len(), &steps, &outputs);
+        let hash = |v: usize, data: &[i8]| hash_parts(DType::I8, &m.shapes[v], as_bytes(data));
+        let mut vals: Vec<Vec<i8>> = vec![Vec::new(); m.shapes.len()];
+        let mut trace = Vec::with_capacity(m.inputs.len() + m.ops.len());
+        for (v, q) in self.quantize_inputs(inputs)? {
+            vals[v] = q;
+        }
+        for i in &m.inputs {
+            trace.push(hash(i.value, &vals[i.value]));
+        }
+        for (i, ((op, widened), step)) in m.ops.iter().zip(&self.widened).zip(&steps).enumerate() {
+            let y = op.output();
+            vals[y] = self.step(op, widened, &vals);
+            trace.push(hash(y, &vals[y]));
+            for &v in step.reads.iter().chain([&y]) {
+                if last[v] == i {
+                    vals[v] = Vec::new();
+                }
+            }
+        }
         let trace_root = trace_root(&trace);
         Ok(Execution {
             outputs: self.outputs(&vals)?,

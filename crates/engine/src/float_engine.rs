@@ -1,8 +1,15 @@
 //! Serving float ONNX models (mode `signed` only) with rten. Float results are reproducible
 //! only on the same engine version and CPU class, so the receipt's engine id names both.
+//!
+//! rten runs any ONNX graph, including operators whose output size comes from data
+//! (ConstantOfShape, Expand, Tile: a tiny file can ask for terabytes). A model is loaded only
+//! if Verity's own lowering computes every shape statically, which limits float serving to the
+//! operators of the canonical form, and its cost is within the node's limits; an input with a
+//! dynamic dimension scales that cost, and is refused at run time when the scaled cost is not.
 
+use crate::cost::{Cost, CostLimits};
 use crate::error::{EngineError, Result};
-use crate::onnx;
+use crate::{lower, onnx};
 use rten::{Model, NodeId};
 use rten_tensor::prelude::*;
 use verity_core::{DType, EngineId, Tensor, TensorMap, TensorSpec};
@@ -11,6 +18,10 @@ pub struct FloatModel {
     model: Model,
     inputs: Vec<(TensorSpec, NodeId)>,
     outputs: Vec<(String, NodeId)>,
+    /// The cost with every dynamic dimension at 1, and the input sizes it assumed.
+    cost: Cost,
+    lowered_numel: Vec<u64>,
+    limits: CostLimits,
 }
 
 /// "rten" with its version and the CPU class its kernels will pick here.
@@ -39,8 +50,21 @@ fn cpu_class() -> &'static str {
 }
 
 impl FloatModel {
-    pub fn load(bytes: &[u8]) -> Result<FloatModel> {
-        let summary = onnx::summarize(&onnx::decode_onnx(bytes)?)?;
+    /// Loads a model whose cost is within `limits`.
+    pub fn load(bytes: &[u8], limits: &CostLimits) -> Result<FloatModel> {
+        let proto = onnx::decode_onnx(bytes)?;
+        let summary = onnx::summarize(&proto)?;
+        let graph = lower::lower(&proto).map_err(|e| match e {
+            EngineError::UnsupportedOps(ops) => EngineError::FloatUnsupported(ops),
+            e => e,
+        })?;
+        let cost = graph.cost();
+        cost.check(limits)?;
+        let lowered_numel = graph
+            .inputs
+            .iter()
+            .map(|(_, v)| graph.shapes[*v].iter().product::<usize>() as u64)
+            .collect();
         let model = Model::load(bytes.to_vec()).map_err(|e| EngineError::Float(e.to_string()))?;
         let find = |name: &str| {
             model
@@ -62,6 +86,9 @@ impl FloatModel {
             model,
             inputs,
             outputs,
+            cost,
+            lowered_numel,
+            limits: *limits,
         })
     }
 
@@ -81,7 +108,9 @@ impl FloatModel {
             });
         }
         let mut feed = Vec::with_capacity(self.inputs.len());
-        for (spec, id) in &self.inputs {
+        // Inputs larger than lowered (dynamic dimensions above 1) scale the cost.
+        let mut scale = 1u64;
+        for ((spec, id), lowered) in self.inputs.iter().zip(&self.lowered_numel) {
             let t = inputs
                 .get(&spec.name)
                 .ok_or_else(|| EngineError::MissingInput(spec.name.clone()))?;
@@ -92,10 +121,18 @@ impl FloatModel {
                     got: format!("{} {:?}", t.dtype(), t.shape()),
                 });
             }
+            scale =
+                scale.max((t.shape().iter().product::<usize>() as u64).div_ceil((*lowered).max(1)));
             let data = t.to_f32().unwrap_or_default();
             let tensor = rten_tensor::Tensor::from_data(t.shape(), data);
             feed.push((*id, tensor.into()));
         }
+        Cost {
+            peak_bytes: self.cost.peak_bytes.saturating_mul(scale),
+            total_bytes: self.cost.total_bytes.saturating_mul(scale),
+            work: self.cost.work.saturating_mul(scale),
+        }
+        .check(&self.limits)?;
         let ids: Vec<NodeId> = self.outputs.iter().map(|(_, id)| *id).collect();
         let values = self
             .model

@@ -2,6 +2,7 @@
 //! can be made canonical.
 
 use crate::canonical::{is_canonical_file, CanonicalModel};
+use crate::cost::Cost;
 use crate::error::{EngineError, Result};
 use crate::{lower, onnx};
 use serde::Serialize;
@@ -17,6 +18,8 @@ pub struct Inspection {
     pub operators: Vec<String>,
     /// `Ok` if the file is canonical or can be quantized to canonical form; otherwise why not.
     pub canonical: std::result::Result<(), String>,
+    /// What one inference costs, when the shapes are known (canonical, or lowerable ONNX).
+    pub cost: Option<Cost>,
 }
 
 /// Parses `bytes` as a Verity int8 model or an ONNX model. Anything else is an error.
@@ -41,12 +44,17 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
             outputs: m.outputs.iter().map(|o| spec(&o.name, o.value)).collect(),
             operators,
             canonical: Ok(()),
+            cost: Some(m.cost()),
         });
     }
     let proto = onnx::decode_onnx(bytes)?;
     let summary = onnx::summarize(&proto)?;
+    let mut cost = None;
     let canonical = match lower::lower(&proto) {
-        Ok(_) => Ok(()),
+        Ok(graph) => {
+            cost = Some(graph.cost());
+            Ok(())
+        }
         Err(
             e @ (EngineError::UnsupportedOps(_)
             | EngineError::Unsupported(_)
@@ -62,5 +70,6 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
         outputs: summary.outputs,
         operators: summary.operators,
         canonical,
+        cost,
     })
 }

@@ -3,6 +3,7 @@
 //! Each op writes exactly one new value, in order, like the canonical [`QOp`](crate::canonical::QOp)
 //! list it becomes.
 
+use crate::cost::{self, Cost, Step, Work};
 use crate::geometry::Window;
 
 /// Index of a tensor value in a graph.
@@ -79,6 +80,23 @@ pub enum FOp {
 }
 
 impl FOp {
+    pub fn inputs(&self) -> Vec<ValueId> {
+        match self {
+            FOp::Dense { x, .. }
+            | FOp::Conv { x, .. }
+            | FOp::Relu { x, .. }
+            | FOp::Sigmoid { x, .. }
+            | FOp::Tanh { x, .. }
+            | FOp::Softmax { x, .. }
+            | FOp::MaxPool { x, .. }
+            | FOp::AvgPool { x, .. }
+            | FOp::Reshape { x, .. } => vec![*x],
+            FOp::Add { a, b, .. } => vec![*a, *b],
+            FOp::Const { .. } => vec![],
+            FOp::Concat { xs, .. } => xs.clone(),
+        }
+    }
+
     pub fn output(&self) -> ValueId {
         match self {
             FOp::Dense { y, .. }
@@ -104,4 +122,28 @@ pub struct FloatGraph {
     pub inputs: Vec<(String, ValueId)>,
     pub outputs: Vec<(String, ValueId)>,
     pub ops: Vec<FOp>,
+}
+
+impl FloatGraph {
+    /// What one float inference costs (f32 values, 4 bytes each), with dynamic dimensions at 1
+    /// as lowered; see [`crate::cost`].
+    pub fn cost(&self) -> Cost {
+        let inputs: Vec<ValueId> = self.inputs.iter().map(|(_, v)| *v).collect();
+        let outputs: Vec<ValueId> = self.outputs.iter().map(|(_, v)| *v).collect();
+        let ops = self.ops.iter().map(|op| {
+            let work = match op {
+                FOp::Dense { k, .. } => Work::Dot { k: *k },
+                FOp::Conv { win, .. } => Work::Conv { win },
+                FOp::MaxPool { win, .. } | FOp::AvgPool { win, .. } => Work::Pool { win },
+                FOp::Softmax { .. } => Work::Softmax,
+                _ => Work::Elementwise,
+            };
+            let step = Step {
+                reads: op.inputs(),
+                writes: op.output(),
+            };
+            (step, work)
+        });
+        cost::of_graph(&self.shapes, 4, &inputs, &outputs, ops)
+    }
 }

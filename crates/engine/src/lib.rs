@@ -6,6 +6,7 @@
 //! into the float IR of [`ir`], and [`quantize`] calibrates that into a [`CanonicalModel`].
 
 pub mod canonical;
+pub mod cost;
 pub mod error;
 pub mod exec;
 pub mod float;
@@ -20,6 +21,7 @@ pub mod proto;
 pub mod quantize;
 
 pub use canonical::{is_canonical_file, CanonicalModel};
+pub use cost::{Cost, CostLimits};
 pub use error::{EngineError, Result};
 pub use exec::{Execution, Interpreter};
 pub use float_engine::FloatModel;

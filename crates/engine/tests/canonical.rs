@@ -65,7 +65,7 @@ fn input(shape: &[usize], data: &[f32]) -> TensorMap {
 /// (float accuracy, int8 accuracy) on the held-out split.
 fn accuracies(model: &str, calib: &str, shape: &[usize]) -> (f64, f64) {
     let d = digits();
-    let float = FloatModel::load(&fixture(model)).unwrap();
+    let float = FloatModel::load(&fixture(model), &Default::default()).unwrap();
     let int8 = Interpreter::new(canonical(model, calib));
     let (mut f_ok, mut q_ok) = (0, 0);
     for (i, &label) in d.y.iter().enumerate() {
@@ -108,7 +108,7 @@ fn ops_mix_tracks_float_outputs() {
     let q = Interpreter::new(m).run(&inp).unwrap().outputs["probs"]
         .to_f32()
         .unwrap();
-    let f = FloatModel::load(&fixture("ops_mix.onnx"))
+    let f = FloatModel::load(&fixture("ops_mix.onnx"), &Default::default())
         .unwrap()
         .run(&inp)
         .unwrap()["probs"]

@@ -10,7 +10,7 @@ use verity_core::{
 };
 use verity_engine::canonical::CanonicalModel;
 use verity_engine::float_engine::{self, FloatModel};
-use verity_engine::{exec, EngineError, Inspection, Interpreter};
+use verity_engine::{exec, CostLimits, EngineError, Inspection, Interpreter};
 use verity_llm::{Gguf, Llm, LlmError};
 
 /// GGUF files start with these bytes.
@@ -58,6 +58,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection, EngineError> {
         canonical: Err(
             "a GGUF language model is served by the LLM runtime, not made canonical".into(),
         ),
+        cost: None,
     })
 }
 
@@ -98,12 +99,15 @@ pub fn loaded_bytes(format: ModelFormat, file_bytes: u64) -> u64 {
 }
 
 impl Loaded {
-    fn load(m: &ModelManifest, bytes: &[u8]) -> Result<Loaded, ExecError> {
+    /// Loads a tensor model whose cost is within `limits` (checked before anything runs).
+    pub fn load(m: &ModelManifest, bytes: &[u8], limits: &CostLimits) -> Result<Loaded, ExecError> {
         Ok(match m.format {
             ModelFormat::VerityInt8 => {
-                Loaded::Canonical(Interpreter::new(CanonicalModel::decode(bytes)?))
+                let model = CanonicalModel::decode(bytes)?;
+                model.cost().check(limits)?;
+                Loaded::Canonical(Interpreter::new(model))
             }
-            ModelFormat::Onnx => Loaded::Float(Box::new(FloatModel::load(bytes)?)),
+            ModelFormat::Onnx => Loaded::Float(Box::new(FloatModel::load(bytes, limits)?)),
             ModelFormat::Gguf => {
                 return Err(ExecError::WrongFormat {
                     id: m.id,
@@ -137,9 +141,10 @@ pub fn run(
     models: &ModelCache,
     m: &ModelManifest,
     inputs: &TensorMap,
+    limits: &CostLimits,
 ) -> Result<Outcome, ExecError> {
     let footprint = |_: &Loaded| loaded_bytes(m.format, m.size);
-    let loaded = models.load(m, |bytes| Loaded::load(m, bytes), footprint)?;
+    let loaded = models.load(m, |bytes| Loaded::load(m, bytes, limits), footprint)?;
     let start = Instant::now();
     let (outputs, trace_root, engine) = match &*loaded {
         Loaded::Canonical(i) => {

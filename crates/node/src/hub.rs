@@ -292,6 +292,10 @@ fn prepare(
             calibration_hash: None,
             canonical: None,
         };
+    let limits = node.config.cost_limits();
+    if let Some(cost) = &info.cost {
+        cost.check(&limits)?;
+    }
     let mut model = manifest_for(meta.id, info.format, &info, meta.name.clone(), meta.size);
     let mut items = vec![];
     let mut loaded = vec![];
@@ -314,6 +318,7 @@ fn prepare(
         (ModelFormat::Onnx, calibration) => {
             if let Some(c) = calibration {
                 let qmodel = quantize_onnx(&bytes, &Calibration::from_json(&c)?)?;
+                qmodel.cost().check(&limits)?;
                 let q = qmodel.encode();
                 let qinfo = inspect(&q)?;
                 let qblob = node.store.blob_from_bytes(&q)?;
@@ -333,7 +338,7 @@ fn prepare(
                 items.push((qblob, cm));
             }
             // Refuse float models the float engine cannot serve.
-            let float = verity_engine::float_engine::FloatModel::load(&bytes)?;
+            let float = verity_engine::float_engine::FloatModel::load(&bytes, &limits)?;
             loaded.push((meta.id, Loaded::Float(Box::new(float)), meta.size));
         }
     }

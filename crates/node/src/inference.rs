@@ -154,7 +154,12 @@ fn run_and_sign(
     req: InferenceRequest,
     manifest: &ModelManifest,
 ) -> Result<Receipt, InferError> {
-    let outcome = executor::run(&node.models, manifest, &req.inputs);
+    let outcome = executor::run(
+        &node.models,
+        manifest,
+        &req.inputs,
+        &node.config.cost_limits(),
+    );
     let count = |engine: String, outcome: &str| {
         node.metrics
             .inferences

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use verity_core::NodeKey;
+use verity_engine::CostLimits;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +66,12 @@ pub struct NodeConfig {
     /// have in flight; beyond that, 429 with `Retry-After`.
     #[serde(default = "default_client_concurrency")]
     pub client_concurrency: usize,
+    /// Most bytes of values one tensor inference may hold at once; models above are refused.
+    #[serde(default = "default_max_inference_bytes")]
+    pub max_inference_bytes: u64,
+    /// Most multiply-accumulates one tensor inference may take; models above are refused.
+    #[serde(default = "default_max_inference_work")]
+    pub max_inference_work: u64,
     /// Disk the model store may use, in bytes; a publish or fetch beyond it is refused.
     #[serde(default = "default_max_store_bytes")]
     pub max_store_bytes: u64,
@@ -106,6 +113,12 @@ fn default_zk_queue() -> usize {
 fn default_model_cache_bytes() -> u64 {
     4 << 30
 }
+fn default_max_inference_bytes() -> u64 {
+    CostLimits::default().peak_bytes
+}
+fn default_max_inference_work() -> u64 {
+    CostLimits::default().work
+}
 fn default_max_store_bytes() -> u64 {
     64 << 30
 }
@@ -129,6 +142,14 @@ fn default_client_concurrency() -> usize {
 }
 
 impl NodeConfig {
+    /// The most a tensor model may cost to be admitted (published, fetched or loaded).
+    pub fn cost_limits(&self) -> CostLimits {
+        CostLimits {
+            peak_bytes: self.max_inference_bytes,
+            work: self.max_inference_work,
+        }
+    }
+
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> NodeConfig {
         NodeConfig {
             data_dir,
@@ -147,6 +168,8 @@ impl NodeConfig {
             max_connections: default_max_connections(),
             client_connections: default_client_connections(),
             client_concurrency: default_client_concurrency(),
+            max_inference_bytes: default_max_inference_bytes(),
+            max_inference_work: default_max_inference_work(),
             max_store_bytes: default_max_store_bytes(),
             publishes_per_hour: default_publishes_per_hour(),
             publishers: Vec::new(),

@@ -56,7 +56,8 @@ pub fn reexecute(
             .map_err(|e| err(e.to_string()))?;
         (e.outputs, Some(e.trace_root))
     } else {
-        let m = FloatModel::load(model).map_err(|e| err(e.to_string()))?;
+        let m = FloatModel::load(model, &verity_engine::CostLimits::default())
+            .map_err(|e| err(e.to_string()))?;
         (m.run(inputs).map_err(|e| err(e.to_string()))?, None)
     };
     if trace_root != r.trace_root {

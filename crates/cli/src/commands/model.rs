@@ -81,6 +81,17 @@ impl ModelCommand {
                     Ok(()) => println!("canonical  yes"),
                     Err(why) => println!("canonical  no: {why}"),
                 }
+                if let Some(cost) = &i.cost {
+                    println!(
+                        "cost       {} bytes of values at peak, {} multiply-accumulates",
+                        cost.peak_bytes, cost.work
+                    );
+                    // The same default limits a node applies.
+                    match cost.check(&verity_engine::CostLimits::default()) {
+                        Ok(()) => println!("admitted   yes (within the default limits)"),
+                        Err(why) => println!("admitted   no: {why}"),
+                    }
+                }
                 Ok(())
             }
             ModelCommand::Quantize {

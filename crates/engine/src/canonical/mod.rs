@@ -10,9 +10,10 @@ mod format;
 mod ops;
 mod validate;
 
+pub use crate::cost::{Cost, MAX_VALUE_BYTES, MAX_WORK};
 pub use format::{is_canonical_file, FORMAT_VERSION, MAGIC};
 pub use ops::{add_i8, clamp_i8, QOp, Requant};
-pub use validate::{check_accumulator, Cost, MAX_VALUE_BYTES, MAX_WORK};
+pub use validate::check_accumulator;
 
 use crate::ir::ValueId;
 

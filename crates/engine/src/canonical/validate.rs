@@ -3,6 +3,7 @@
 //! range or overflow whatever bytes it was given.
 
 use super::{CanonicalModel, QOp, Requant};
+use crate::cost::{self, Cost, CostLimits, Step, Work};
 use crate::error::{EngineError, Result};
 use crate::geometry::Window;
 use crate::ir::ValueId;
@@ -56,70 +57,44 @@ impl CanonicalModel {
                 return bad(format!("output `{}` is malformed", o.name));
             }
         }
-        let cost = self.cost();
-        if cost.value_bytes > MAX_VALUE_BYTES {
-            return bad(format!(
-                "an inference would hold {} bytes of values, above the limit of {MAX_VALUE_BYTES}",
-                cost.value_bytes
-            ));
-        }
-        if cost.work > MAX_WORK {
-            return bad(format!(
-                "an inference would take {} multiply-accumulates and window reads, above the \
-                 limit of {MAX_WORK}",
-                cost.work
-            ));
-        }
+        // A decoding error, not a node's choice: a file above the format's ceiling is not a
+        // canonical model anywhere.
+        self.cost()
+            .check(&CostLimits::default())
+            .map_err(|e| EngineError::NotCanonical(e.to_string()))?;
         Ok(())
     }
 
     /// What one inference costs, from the model's structure alone (nothing is run or
-    /// allocated): every value the interpreter holds (it keeps them all, for the layer trace)
-    /// and the work of every operator, counting windows at their full nominal size.
+    /// allocated): the values the interpreter holds at once (it frees each after its last
+    /// reader, see [`crate::exec::Interpreter::run`]), all values together, and the work of
+    /// every operator, counting windows at their full nominal size.
     pub fn cost(&self) -> Cost {
-        let numel = |v: ValueId| -> u64 {
-            self.shapes.get(v).map_or(0, |s| {
-                s.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
-            })
-        };
-        let value_bytes = (0..self.shapes.len())
-            .map(numel)
-            .fold(0u64, u64::saturating_add);
-        let work = self
-            .ops
-            .iter()
-            .map(|op| {
-                let y = numel(op.output());
-                let window = |w: &Window| (w.kernel_h as u64).saturating_mul(w.kernel_w as u64);
-                match op {
-                    QOp::Dense { k, .. } => y.saturating_mul(*k as u64),
-                    QOp::Conv { win, .. } => y
-                        .saturating_mul(window(win))
-                        .saturating_mul(win.channels as u64),
-                    QOp::MaxPool { win, .. } | QOp::AvgPool { win, .. } => {
-                        y.saturating_mul(window(win))
-                    }
-                    QOp::Softmax { .. } => y.saturating_mul(3),
-                    _ => y,
-                }
-            })
-            .fold(0u64, u64::saturating_add);
-        Cost { value_bytes, work }
+        let inputs: Vec<ValueId> = self.inputs.iter().map(|i| i.value).collect();
+        let outputs: Vec<ValueId> = self.outputs.iter().map(|o| o.value).collect();
+        let ops = self.ops.iter().zip(self.steps()).map(|(op, step)| {
+            let work = match op {
+                QOp::Dense { k, .. } => Work::Dot { k: *k },
+                QOp::Conv { win, .. } => Work::Conv { win },
+                QOp::MaxPool { win, .. } | QOp::AvgPool { win, .. } => Work::Pool { win },
+                QOp::Softmax { .. } => Work::Softmax,
+                _ => Work::Elementwise,
+            };
+            (step, work)
+        });
+        cost::of_graph(&self.shapes, 1, &inputs, &outputs, ops)
     }
-}
 
-/// Most bytes of int8 values one inference may hold (the sum over every value of the graph).
-pub const MAX_VALUE_BYTES: u64 = 1 << 28;
-/// Most multiply-accumulates and window reads one inference may take.
-pub const MAX_WORK: u64 = 1 << 36;
-
-/// The cost of one inference, known before it runs ([`CanonicalModel::cost`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cost {
-    /// Bytes of every value the interpreter holds.
-    pub value_bytes: u64,
-    /// Multiply-accumulates and window reads.
-    pub work: u64,
+    /// The ops as the cost and the interpreter's freeing schedule see them.
+    pub fn steps(&self) -> Vec<Step> {
+        self.ops
+            .iter()
+            .map(|op| Step {
+                reads: op.inputs(),
+                writes: op.output(),
+            })
+            .collect()
+    }
 }
 
 /// True when the worst case |sum_k x*w + b| (|x| <= 128) stays below 2^31 for every channel.

@@ -85,6 +85,46 @@ fn a_tiny_file_that_amplifies_memory_is_refused_by_its_values() {
 fn ordinary_models_are_far_below_the_limits() {
     let small = CanonicalModel::decode(&pool_then_relus(8, 2, 2, 0, 3)).unwrap();
     let cost = small.cost();
-    assert_eq!(cost.value_bytes, 64 + 4 * 16);
+    // The input and the pool's output are live together; after that, two 4x4 values.
+    assert_eq!(cost.peak_bytes, 64 + 16);
+    assert_eq!(cost.total_bytes, 64 + 4 * 16);
     assert_eq!(cost.work, 16 * 4 + 3 * 16);
+}
+
+#[test]
+fn a_deep_model_is_admitted_by_its_peak_and_runs_within_it() {
+    if verity_core::testing::in_capped_child(
+        "cost::a_deep_model_is_admitted_by_its_peak_and_runs_within_it",
+    ) {
+        return;
+    }
+    // A 11585^2-element input (just under 2^27), then 32 Relus: 4.4 GB of values in all, but
+    // never more than two of them (256 MiB) at once. The interpreter must free each value
+    // after its last reader to run it under the child's 4 GiB cap.
+    let side = 11585;
+    let shape = vec![1, 1, side, side];
+    let model = CanonicalModel {
+        shapes: vec![shape.clone(); 33],
+        inputs: vec![QInput {
+            name: "x".into(),
+            value: 0,
+            inv_scale: 1.0,
+        }],
+        outputs: vec![QOutput {
+            name: "y".into(),
+            value: 32,
+            scale: 1.0,
+        }],
+        ops: (0..32).map(|i| QOp::Relu { x: i, y: i + 1 }).collect(),
+        source_ops: vec![],
+    };
+    let model = CanonicalModel::decode(&model.encode()).unwrap();
+    let cost = model.cost();
+    assert!(cost.total_bytes > 4 << 30, "{cost:?}");
+    assert!(cost.peak_bytes <= MAX_VALUE_BYTES, "{cost:?}");
+    let input = verity_core::Tensor::from_f32(shape.clone(), &vec![0.5; side * side]).unwrap();
+    let inputs = [("x".to_string(), input)].into_iter().collect();
+    let run = verity_engine::Interpreter::new(model).run(&inputs).unwrap();
+    assert_eq!(run.trace.len(), 33);
+    assert_eq!(run.outputs["y"].shape(), shape.as_slice());
 }

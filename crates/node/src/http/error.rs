@@ -77,9 +77,12 @@ impl From<EngineError> for ApiError {
             | EngineError::InputMismatch { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid_input")
             }
-            EngineError::UnsupportedOps(_) | EngineError::Unsupported(_) => {
+            EngineError::UnsupportedOps(_)
+            | EngineError::Unsupported(_)
+            | EngineError::FloatUnsupported(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "unsupported_operator")
             }
+            EngineError::TooCostly(_) => (StatusCode::UNPROCESSABLE_ENTITY, "too_costly"),
             EngineError::Overflow(_) => (StatusCode::UNPROCESSABLE_ENTITY, "accumulator_overflow"),
             EngineError::NotOnnx(_)
             | EngineError::NotCanonical(_)

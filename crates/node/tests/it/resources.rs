@@ -4,6 +4,7 @@
 
 use crate::api::{error_code, start, start_with, TestNode};
 use reqwest::blocking::Client;
+use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -164,13 +165,53 @@ fn the_model_store_has_a_disk_quota_and_a_refusal_leaves_nothing() {
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
+/// Sends a request over a raw socket from another thread (the node may answer and close before
+/// the body is all sent, which an HTTP client reports as an error) and reads the answer.
+fn post_raw(n: &TestNode, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr(n)).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: verity\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut writer = s.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(&body);
+    });
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    drop(s);
+    let _ = sender.join();
+    let text = String::from_utf8_lossy(&answer);
+    let status = text[9..12].parse().unwrap();
+    let json = text.split("\r\n\r\n").nth(1).unwrap_or("");
+    (status, serde_json::from_str(json).unwrap_or(Value::Null))
+}
+
 #[test]
 fn an_oversized_calibration_part_is_refused_before_it_is_held() {
     let n = start();
     let model = crate::api::fixture("digits_mlp.onnx");
     let calibration = vec![b' '; 33 << 20];
     let meta = n.meta("a", "1.0", &model, Some(&calibration));
-    let (status, body) = n.publish_raw(&meta, model, Some(calibration));
+    let mut body = Vec::new();
+    let mut part = |name: &str, bytes: &[u8]| {
+        body.extend_from_slice(
+            format!(
+                "--XX\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"f\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    };
+    part("meta", &serde_json::to_vec(&meta).unwrap());
+    part("model", &model);
+    part("calibration", &calibration);
+    body.extend_from_slice(b"--XX--\r\n");
+    let (status, body) = post_raw(&n, "/v1/models", "multipart/form-data; boundary=XX", body);
     assert_eq!((status, error_code(&body)), (413, "payload_too_large"));
     assert!(
         body["error"]["message"]
@@ -179,4 +220,70 @@ fn an_oversized_calibration_part_is_refused_before_it_is_held() {
             .contains("calibration"),
         "{body}"
     );
+}
+
+/// digits_mlp with its logits plus a ConstantOfShape of [65536, 65536, 16] f32 zeros (256 GiB
+/// asked for by 24 bytes of shape), the kind of float graph rten would run unbounded.
+fn float_model_asking_for_terabytes() -> Vec<u8> {
+    use prost::Message;
+    use verity_engine::proto::*;
+    let mut m = ModelProto::decode(crate::api::fixture("digits_mlp.onnx").as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let out = g.output[0].name.clone();
+    let last = g.node.iter_mut().find(|n| n.output[0] == out).unwrap();
+    last.output[0] = "pre".into();
+    g.initializer.push(TensorProto {
+        name: "huge".into(),
+        dims: vec![3],
+        data_type: data_type::INT64,
+        int64_data: vec![65536, 65536, 16],
+        ..Default::default()
+    });
+    g.node.push(NodeProto {
+        input: vec!["huge".into()],
+        output: vec!["big".into()],
+        op_type: "ConstantOfShape".into(),
+        ..Default::default()
+    });
+    g.node.push(NodeProto {
+        input: vec!["pre".into(), "big".into()],
+        output: vec![out],
+        op_type: "Add".into(),
+        ..Default::default()
+    });
+    m.encode_to_vec()
+}
+
+#[test]
+fn a_float_model_whose_memory_cannot_be_bounded_is_refused_by_name() {
+    let n = start();
+    let bytes = float_model_asking_for_terabytes();
+    let meta = n.meta("huge", "1.0", &bytes, None);
+    let (status, body) = n.publish_raw(&meta, bytes, None);
+    assert_eq!((status, error_code(&body)), (422, "unsupported_operator"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConstantOfShape"),
+        "{body}"
+    );
+    assert_eq!(n.get("/health").0, 200);
+}
+
+#[test]
+fn models_above_the_node_cost_limits_are_refused_naming_the_limit() {
+    // digits_mlp holds about 550 bytes of f32 values at once; this node allows 256.
+    let n = start_with(|c| c.max_inference_bytes = 256);
+    let (status, body) = n.publish("mlp", "digits_mlp.onnx", None);
+    assert_eq!((status, error_code(&body)), (422, "too_costly"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("above the limit of 256"),
+        "{body}"
+    );
+    let (status, body) = n.publish("mlp", "digits_mlp.onnx", Some("digits_calib_mlp.json"));
+    assert_eq!((status, error_code(&body)), (422, "too_costly"));
 }
