@@ -209,27 +209,82 @@ pub fn init(dir: &Path, layout: &Layout, user: &PublicKey) -> Result<Vec<PathBuf
 
 /// Starts `verity node --config` for each config, logging to `node.log` beside it.
 pub fn spawn_nodes(configs: &[PathBuf]) -> Result<Vec<Child>> {
+    configs.iter().map(|c| spawn_node(c)).collect()
+}
+
+fn spawn_node(config: &Path) -> Result<Child> {
     let exe = std::env::current_exe()?;
-    configs
-        .iter()
-        .map(|c| {
-            let log_path = c.with_file_name("node.log");
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log_path)
-                .with_context(|| format!("cannot write {}", log_path.display()))?;
-            Command::new(&exe)
-                .arg("node")
-                .arg("--config")
-                .arg(c)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("cannot start {}", exe.display()))
-        })
-        .collect()
+    let log_path = config.with_file_name("node.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot write {}", log_path.display()))?;
+    Command::new(&exe)
+        .arg("node")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))
+}
+
+fn write_pids(dir: &Path, children: &[Child]) -> Result<()> {
+    let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
+    std::fs::write(dir.join("pids"), pids.join("\n"))?;
+    Ok(())
+}
+
+/// Restarts a node that exits (one node's death never stops the others), unless it exited
+/// [`MAX_RESTARTS`] times within [`RESTART_WINDOW`]: then it is reported and left down.
+const MAX_RESTARTS: usize = 5;
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
+
+/// Watches the nodes until Ctrl-C or SIGTERM, reporting and restarting any that exits.
+async fn supervise(dir: &Path, configs: &[PathBuf], children: &mut [Child]) -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut exits: Vec<Vec<Instant>> = vec![Vec::new(); children.len()];
+    let mut down = vec![false; children.len()];
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = term.recv() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for i in 0..children.len() {
+            if down[i] {
+                continue;
+            }
+            let Ok(Some(status)) = children[i].try_wait() else {
+                continue;
+            };
+            let log = node_dir(dir, i).join("node.log");
+            exits[i].retain(|t| t.elapsed() < RESTART_WINDOW);
+            exits[i].push(Instant::now());
+            if exits[i].len() > MAX_RESTARTS {
+                eprintln!(
+                    "node {i} exited ({status}) {} times within {}s; left down, the others keep \
+                     serving; see {}",
+                    exits[i].len(),
+                    RESTART_WINDOW.as_secs(),
+                    log.display()
+                );
+                down[i] = true;
+                continue;
+            }
+            eprintln!("node {i} exited ({status}); restarting it; see {}", log.display());
+            match spawn_node(&configs[i]) {
+                Ok(new) => children[i] = new,
+                Err(e) => {
+                    eprintln!("node {i} could not be restarted: {e:#}; left down");
+                    down[i] = true;
+                }
+            }
+            write_pids(dir, children)?;
+        }
+    }
 }
 
 pub fn run(
@@ -259,28 +314,16 @@ pub fn run(
         false => None,
     };
     let mut children = spawn_nodes(&configs)?;
-    let pids: Vec<String> = children.iter().map(|c| c.id().to_string()).collect();
-    std::fs::write(dir.join("pids"), pids.join("\n"))?;
-    let result = publish_and_print(dir, layout, &user, &mut children, gguf.as_deref());
+    write_pids(dir, &children)?;
+    let mut result = publish_and_print(dir, layout, &user, &mut children, gguf.as_deref());
     if no_wait && result.is_ok() {
         return Ok(());
     }
     if result.is_ok() {
-        println!("\nServing; press Ctrl-C to stop.");
-        let rt = runtime()?;
-        rt.block_on(async {
-            loop {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => break,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                        if let Some(i) = children.iter_mut().position(|c| matches!(c.try_wait(), Ok(Some(_)))) {
-                            eprintln!("node {i} exited; see {}", node_dir(dir, i).join("node.log").display());
-                            break;
-                        }
-                    }
-                }
-            }
-        });
+        println!("\nServing; press Ctrl-C to stop. A node that exits is restarted.");
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        result = runtime()?.block_on(supervise(dir, &configs, &mut children));
     }
     for c in &mut children {
         let _ = c.kill();

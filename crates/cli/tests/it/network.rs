@@ -134,10 +134,11 @@ impl Net {
     }
 }
 
-fn free_base_port() -> u16 {
-    // Two listeners per node (API at base + i, p2p at base + 100 + i); probe the range.
+/// A base port with every node's two listeners free (API at base + i, p2p at base + 100 + i),
+/// probed from `from` (tests running at once start from different places).
+fn free_base_port(from: u16) -> u16 {
     for attempt in 0..200u16 {
-        let base = 21000 + (std::process::id() as u16 % 50) * 200 + attempt * 7 % 180;
+        let base = from + (std::process::id() as u16 % 50) * 200 + attempt * 7 % 180;
         let all_free = (0..NODES as u16)
             .flat_map(|i| [base + i, base + 100 + i])
             .all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
@@ -151,7 +152,7 @@ fn free_base_port() -> u16 {
 #[test]
 fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_node() {
     let dir = tempfile::tempdir().unwrap();
-    let base = free_base_port();
+    let base = free_base_port(21000);
     let mut net = Net {
         dir,
         base,
@@ -412,4 +413,86 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     let logs = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let log = logs(&net.dir.path().join("node-0.log"));
     assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Waits up to `secs` for `ready`, panicking with `what` otherwise.
+fn wait_until(what: &str, secs: u64, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_devnet_restarts_a_node_that_dies_while_the_others_keep_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = free_base_port(11000);
+    let out = dir.path().join("devnet.out");
+    let err = dir.path().join("devnet.err");
+    let mut devnet = verity()
+        .arg("--key")
+        .arg(dir.path().join("user.key"))
+        .args(["devnet", "--no-llm", "--dir"])
+        .arg(dir.path().join("net"))
+        .args(["--base-port", &base.to_string()])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_until("the devnet to serve", 600, || {
+        assert!(
+            devnet.try_wait().unwrap().is_none(),
+            "{}{}",
+            read(&out),
+            read(&err)
+        );
+        read(&out).contains("Serving;")
+    });
+    let http = reqwest::blocking::Client::new();
+    let healthy = |i: usize| {
+        http.get(format!("http://127.0.0.1:{}/health", base as usize + i))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    };
+    let pids = |d: &Path| -> Vec<String> {
+        read(&d.join("net/pids"))
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let before = pids(dir.path());
+    assert_eq!(before.len(), NODES);
+    // A node dies without warning.
+    let killed = Command::new("kill")
+        .args(["-9", &before[2]])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // The others keep serving ...
+    for i in [0, 1, 3] {
+        assert!(healthy(i), "node {i} stopped when node 2 died");
+    }
+    // ... and the devnet reports the death and brings the node back.
+    wait_until("node 2 to be restarted", 120, || {
+        let now = pids(dir.path());
+        now.len() == NODES && now[2] != before[2] && healthy(2)
+    });
+    assert!(read(&err).contains("node 2 exited"), "{}", read(&err));
+    assert!((0..NODES).all(healthy));
+    // Stopping the devnet stops every node it runs.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &devnet.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    devnet.wait().unwrap();
+    for pid in pids(dir.path()) {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "node process {pid} outlived the devnet"
+        );
+    }
 }
