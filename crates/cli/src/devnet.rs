@@ -274,7 +274,10 @@ async fn supervise(dir: &Path, configs: &[PathBuf], children: &mut [Child]) -> R
                 down[i] = true;
                 continue;
             }
-            eprintln!("node {i} exited ({status}); restarting it; see {}", log.display());
+            eprintln!(
+                "node {i} exited ({status}); restarting it; see {}",
+                log.display()
+            );
             match spawn_node(&configs[i]) {
                 Ok(new) => children[i] = new,
                 Err(e) => {

@@ -118,6 +118,138 @@ impl Net {
         let q = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
         Ok((q, height))
     }
+    fn all_healthy(&self) -> bool {
+        (0..NODES).all(|i| self.children[i].is_none() || self.get(i, "/health").is_some())
+    }
+
+    /// The attacks of issue 12, each against a running network: every node stays up and
+    /// serves, and the network keeps settling.
+    fn survive_attacks(&self) {
+        // Hostile models published to node 0: refused by their cost before anything runs.
+        let hostile = [
+            (
+                "pool-bomb",
+                max_pool_file(1, 1 << 20, 1 << 20, (1 << 20) - 1),
+            ),
+            ("padding-bomb", max_pool_file(1, 1 << 14, 1, (1 << 14) - 1)),
+        ];
+        for (name, bytes) in hostile {
+            let file = self.dir.path().join(format!("{name}.vq8"));
+            std::fs::write(&file, bytes).unwrap();
+            let o = self
+                .cli(0)
+                .args(["model", "publish"])
+                .arg(&file)
+                .args(["--name", name, "--version", "1.0"])
+                .output()
+                .unwrap();
+            assert!(!o.status.success(), "{name} was published");
+            assert!(text(&o).contains("limit"), "{}", text(&o));
+        }
+        assert!(self.all_healthy());
+
+        // Slowloris against node 1: half-sent request heads are cut after the header timeout
+        // while the network keeps serving quorums.
+        let mut held: Vec<std::net::TcpStream> = (0..100)
+            .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", self.base + 1)).ok())
+            .collect();
+        for c in &mut held {
+            let _ = std::io::Write::write_all(c, b"GET /health HTTP/1.1\r\nHost: x\r\n");
+        }
+        self.quorum(0, 100).expect("quorum served during slowloris");
+        for (i, c) in held.iter_mut().enumerate() {
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut sink = Vec::new();
+            let closed = match std::io::Read::read_to_end(c, &mut sink) {
+                Ok(_) => true,
+                Err(e) => !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+            };
+            assert!(closed, "slowloris connection {i} is still open");
+        }
+
+        // Transaction spam at node 2: parked nonce-gap transactions and badly signed ones.
+        let key = std::fs::read_to_string(self.key()).unwrap();
+        let seed: [u8; 32] = hex::decode(key.trim()).unwrap().try_into().unwrap();
+        let user = verity_core::NodeKey::from_seed(seed);
+        let health = self.get(2, "/health").unwrap();
+        let chain = health["chain_id"].as_str().unwrap().to_string();
+        let account = self
+            .get(2, &format!("/v1/accounts/{}", user.public()))
+            .unwrap();
+        let nonce = account["nonce"].as_u64().unwrap();
+        let post = |tx: &verity_core::tx::Transaction| {
+            self.http
+                .post(format!("{}/v1/tx", self.url(2)))
+                .json(tx)
+                .send()
+                .unwrap()
+                .status()
+                .as_u16()
+        };
+        let transfer = |n: u64| {
+            verity_core::tx::Transaction::new(
+                &user,
+                &chain,
+                n,
+                verity_core::tx::Action::Transfer {
+                    to: verity_core::NodeKey::from_seed([3; 32]).public(),
+                    amount: 1,
+                },
+            )
+        };
+        for n in nonce + 2..nonce + 40 {
+            assert_eq!(post(&transfer(n)), 200, "gap transaction {n}");
+        }
+        for n in 0..300 {
+            let mut forged = transfer(nonce + 1000 + n);
+            forged.signature.0[0] ^= 1;
+            assert_eq!(post(&forged), 401);
+        }
+        let h = self.height(2);
+        self.quorum(2, 101)
+            .expect("quorum served after transaction spam");
+        self.wait_for("blocks after the spam", || self.height(2) > h);
+
+        // A model only node 0 has, asked of node 3 by 16 clients at once: node 3 fetches it
+        // from a peer once, and every client gets it.
+        let o = self
+            .cli(0)
+            .args(["model", "publish"])
+            .arg(fixture("digits_cnn.onnx"))
+            .args(["--name", "digits-cnn", "--version", "1.0", "--calibration"])
+            .arg(fixture("digits_calib_cnn.json"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        let id = self.get(0, "/v1/models/digits-cnn.int8@1.0").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let asked: Vec<_> = (0..16)
+            .map(|_| {
+                let url = format!("{}/v1/models/{id}", self.url(3));
+                std::thread::spawn(move || {
+                    reqwest::blocking::get(url)
+                        .map(|r| r.status().as_u16())
+                        .ok()
+                })
+            })
+            .collect();
+        for a in asked {
+            assert_eq!(a.join().unwrap(), Some(200));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("node-3.log")).unwrap();
+        let fetches = log
+            .lines()
+            .filter(|l| l.contains("model fetched from a peer") && l.contains(&id))
+            .count();
+        assert_eq!(fetches, 1, "node 3 fetched {id} {fetches} times");
+        assert!(self.all_healthy());
+    }
+
     /// All running nodes report the same state root at a height every one of them finalized.
     fn assert_same_state(&self) {
         let running: Vec<usize> = (0..NODES).filter(|i| self.children[*i].is_some()).collect();
@@ -288,6 +420,8 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
         "{}",
         text(&o)
     );
+
+    net.survive_attacks();
 
     // Nodes that were never published to fetched the model from a peer, by hash.
     assert!(
@@ -495,4 +629,38 @@ fn the_devnet_restarts_a_node_that_dies_while_the_others_keep_serving() {
             "node process {pid} outlived the devnet"
         );
     }
+}
+
+/// A canonical file: a [1,1,h,h] input through one square MaxPool (issue 12 findings 1, 2).
+fn max_pool_file(h: usize, kernel: usize, stride: usize, pad: usize) -> Vec<u8> {
+    use verity_engine::canonical::{CanonicalModel, QInput, QOp, QOutput};
+    let win = verity_engine::geometry::Window {
+        channels: 1,
+        height: h,
+        width: h,
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride_h: stride,
+        stride_w: stride,
+        pad_top: pad,
+        pad_left: pad,
+        pad_bottom: pad,
+        pad_right: pad,
+    };
+    CanonicalModel {
+        shapes: vec![vec![1, 1, h, h], vec![1, 1, win.out_h(), win.out_w()]],
+        inputs: vec![QInput {
+            name: "x".into(),
+            value: 0,
+            inv_scale: 1.0,
+        }],
+        outputs: vec![QOutput {
+            name: "y".into(),
+            value: 1,
+            scale: 1.0,
+        }],
+        ops: vec![QOp::MaxPool { x: 0, y: 1, win }],
+        source_ops: vec![],
+    }
+    .encode()
 }
