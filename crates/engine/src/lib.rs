@@ -19,6 +19,7 @@ pub mod lower;
 pub mod onnx;
 pub mod proto;
 pub mod quantize;
+pub mod testing;
 
 pub use canonical::{is_canonical_file, CanonicalModel};
 pub use cost::{Cost, CostLimits};

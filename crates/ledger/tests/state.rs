@@ -97,10 +97,12 @@ impl Chain {
     /// Applies in a block of its own; returns the error if the tx was rejected.
     fn run(&mut self, who: u8, action: Action) -> Result<Vec<Hash>, TxError> {
         let tx = self.tx(who, action);
-        let tx = match CheckedTx::check(tx, "test") {
-            Ok(tx) => tx,
-            Err(e) => return Err(e),
-        };
+        let uses_nonce = tx.action.uses_nonce();
+        let tx = CheckedTx::check(tx, "test").inspect_err(|_| {
+            if uses_nonce {
+                *self.nonces.get_mut(&who).unwrap() -= 1;
+            }
+        })?;
         let mut proposal = self.state.propose(vec![tx], key(1).public(), 0);
         let block = proposal.block;
         if let Some((tx, e)) = proposal.rejected.pop() {

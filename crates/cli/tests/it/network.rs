@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use verity_engine::testing::pool_then_relus;
 
 const NODES: usize = 4;
 
@@ -129,9 +130,12 @@ impl Net {
         let hostile = [
             (
                 "pool-bomb",
-                max_pool_file(1, 1 << 20, 1 << 20, (1 << 20) - 1),
+                pool_then_relus(1, 1 << 20, 1 << 20, (1 << 20) - 1, 0),
             ),
-            ("padding-bomb", max_pool_file(1, 1 << 14, 1, (1 << 14) - 1)),
+            (
+                "padding-bomb",
+                pool_then_relus(1, 1 << 14, 1, (1 << 14) - 1, 64),
+            ),
         ];
         for (name, bytes) in hostile {
             let file = self.dir.path().join(format!("{name}.vq8"));
@@ -629,38 +633,4 @@ fn the_devnet_restarts_a_node_that_dies_while_the_others_keep_serving() {
             "node process {pid} outlived the devnet"
         );
     }
-}
-
-/// A canonical file: a [1,1,h,h] input through one square MaxPool (issue 12 findings 1, 2).
-fn max_pool_file(h: usize, kernel: usize, stride: usize, pad: usize) -> Vec<u8> {
-    use verity_engine::canonical::{CanonicalModel, QInput, QOp, QOutput};
-    let win = verity_engine::geometry::Window {
-        channels: 1,
-        height: h,
-        width: h,
-        kernel_h: kernel,
-        kernel_w: kernel,
-        stride_h: stride,
-        stride_w: stride,
-        pad_top: pad,
-        pad_left: pad,
-        pad_bottom: pad,
-        pad_right: pad,
-    };
-    CanonicalModel {
-        shapes: vec![vec![1, 1, h, h], vec![1, 1, win.out_h(), win.out_w()]],
-        inputs: vec![QInput {
-            name: "x".into(),
-            value: 0,
-            inv_scale: 1.0,
-        }],
-        outputs: vec![QOutput {
-            name: "y".into(),
-            value: 1,
-            scale: 1.0,
-        }],
-        ops: vec![QOp::MaxPool { x: 0, y: 1, win }],
-        source_ops: vec![],
-    }
-    .encode()
 }

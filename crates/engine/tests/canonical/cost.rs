@@ -1,55 +1,8 @@
 //! Admission by cost: models whose inference would hold unbounded memory or do unbounded work
 //! are refused when decoded, before anything runs (security review findings 1 and 2).
 
-use verity_engine::canonical::{CanonicalModel, QInput, QOp, QOutput, MAX_VALUE_BYTES, MAX_WORK};
-use verity_engine::geometry::Window;
-
-/// A [1,1,h,h] input through one MaxPool (square kernel, stride, equal pads) and `relus`
-/// Relus, the last one the output.
-pub fn pool_then_relus(
-    h: usize,
-    kernel: usize,
-    stride: usize,
-    pad: usize,
-    relus: usize,
-) -> Vec<u8> {
-    let win = Window {
-        channels: 1,
-        height: h,
-        width: h,
-        kernel_h: kernel,
-        kernel_w: kernel,
-        stride_h: stride,
-        stride_w: stride,
-        pad_top: pad,
-        pad_left: pad,
-        pad_bottom: pad,
-        pad_right: pad,
-    };
-    let out = vec![1, 1, win.out_h(), win.out_w()];
-    let mut shapes = vec![vec![1, 1, h, h], out.clone()];
-    let mut ops = vec![QOp::MaxPool { x: 0, y: 1, win }];
-    for i in 0..relus {
-        shapes.push(out.clone());
-        ops.push(QOp::Relu { x: i + 1, y: i + 2 });
-    }
-    CanonicalModel {
-        inputs: vec![QInput {
-            name: "x".into(),
-            value: 0,
-            inv_scale: 1.0,
-        }],
-        outputs: vec![QOutput {
-            name: "y".into(),
-            value: shapes.len() - 1,
-            scale: 1.0,
-        }],
-        shapes,
-        ops,
-        source_ops: vec![],
-    }
-    .encode()
-}
+use verity_engine::canonical::{CanonicalModel, MAX_VALUE_BYTES, MAX_WORK};
+use verity_engine::testing::{pool_then_relus, relu_chain};
 
 fn refusal(bytes: &[u8]) -> String {
     CanonicalModel::decode(bytes)
@@ -103,21 +56,7 @@ fn a_deep_model_is_admitted_by_its_peak_and_runs_within_it() {
     // after its last reader to run it under the child's 4 GiB cap.
     let side = 11585;
     let shape = vec![1, 1, side, side];
-    let model = CanonicalModel {
-        shapes: vec![shape.clone(); 33],
-        inputs: vec![QInput {
-            name: "x".into(),
-            value: 0,
-            inv_scale: 1.0,
-        }],
-        outputs: vec![QOutput {
-            name: "y".into(),
-            value: 32,
-            scale: 1.0,
-        }],
-        ops: (0..32).map(|i| QOp::Relu { x: i, y: i + 1 }).collect(),
-        source_ops: vec![],
-    };
+    let model = relu_chain(&shape, 32);
     let model = CanonicalModel::decode(&model.encode()).unwrap();
     let cost = model.cost();
     assert!(cost.total_bytes > 4 << 30, "{cost:?}");

@@ -68,11 +68,9 @@ fn slowloris_connections_are_cut_and_others_are_still_served() {
 /// Starts a publish whose body never finishes: an expensive request held in flight.
 fn stalled_upload(n: &TestNode) -> TcpStream {
     let mut s = TcpStream::connect(addr(n)).unwrap();
-    let head = format!(
-        "POST /v1/models HTTP/1.1\r\nHost: verity\r\nContent-Type: multipart/form-data; \
+    let head = "POST /v1/models HTTP/1.1\r\nHost: verity\r\nContent-Type: multipart/form-data; \
          boundary=XX\r\nContent-Length: 100000000\r\n\r\n--XX\r\nContent-Disposition: form-data; \
-         name=\"model\"; filename=\"m\"\r\n\r\n"
-    );
+         name=\"model\"; filename=\"m\"\r\n\r\n";
     s.write_all(head.as_bytes()).unwrap();
     s.write_all(&[7u8; 4096]).unwrap();
     s

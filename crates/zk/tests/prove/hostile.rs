@@ -3,41 +3,12 @@
 //! 16 TiB allocation, taking the node down with it).
 
 use verity_core::testing::in_capped_child;
-use verity_engine::canonical::{CanonicalModel, QInput, QOp, QOutput};
-use verity_engine::geometry::Window;
+use verity_engine::testing::pool_then_relus;
 use verity_zk::{ZkError, ZkModel};
 
 /// A [1,1,h,h] input through one square MaxPool, as a canonical file.
 fn max_pool(h: usize, kernel: usize, stride: usize, pad: usize) -> Vec<u8> {
-    let win = Window {
-        channels: 1,
-        height: h,
-        width: h,
-        kernel_h: kernel,
-        kernel_w: kernel,
-        stride_h: stride,
-        stride_w: stride,
-        pad_top: pad,
-        pad_left: pad,
-        pad_bottom: pad,
-        pad_right: pad,
-    };
-    CanonicalModel {
-        shapes: vec![vec![1, 1, h, h], vec![1, 1, win.out_h(), win.out_w()]],
-        inputs: vec![QInput {
-            name: "x".into(),
-            value: 0,
-            inv_scale: 1.0,
-        }],
-        outputs: vec![QOutput {
-            name: "y".into(),
-            value: 1,
-            scale: 1.0,
-        }],
-        ops: vec![QOp::MaxPool { x: 0, y: 1, win }],
-        source_ops: vec![],
-    }
-    .encode()
+    pool_then_relus(h, kernel, stride, pad, 0)
 }
 
 #[test]
