@@ -232,13 +232,17 @@ impl Net {
             .as_str()
             .unwrap()
             .to_string();
-        let asked: Vec<_> = (0..16)
-            .map(|_| {
+        let asked: Vec<_> = (0..16u8)
+            .map(|i| {
                 let url = format!("{}/v1/models/{id}", self.url(3));
+                // Sixteen clients, each from its own loopback address.
+                let from = std::net::IpAddr::from([127, 0, 0, 10 + i]);
                 std::thread::spawn(move || {
-                    reqwest::blocking::get(url)
-                        .map(|r| r.status().as_u16())
-                        .ok()
+                    let client = reqwest::blocking::Client::builder()
+                        .local_address(from)
+                        .build()
+                        .ok()?;
+                    client.get(url).send().map(|r| r.status().as_u16()).ok()
                 })
             })
             .collect();
