@@ -22,7 +22,7 @@ pub mod domain {
     pub const BLOCK: &str = "verity/block/v1";
     pub const RECEIPTS_NODE: &str = "verity/receipts-node/v1";
     pub const STATE: &str = "verity/state/v1";
-    pub const EXECUTOR_RANK: &str = "verity/executor-rank/v1";
+    pub const EXECUTOR_RANK: &str = "verity/executor-rank/v2";
     pub const CHAT_REQUEST: &str = "verity/chat-request/v1";
     pub const ZK_STATEMENT: &str = "verity/zk-statement/v1";
 }

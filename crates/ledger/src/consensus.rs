@@ -9,7 +9,7 @@
 use crate::block::Block;
 pub use crate::mempool::{CheckedTx, Mempool, SubmitError};
 use crate::state::{Genesis, LedgerState};
-use crate::tx::Transaction;
+use crate::tx::{Action, Transaction};
 use commonware_actor::Feedback;
 use commonware_codec::{Buf, EncodeSize, Error as CodecError, Read, Write};
 use commonware_consensus::marshal::ancestry::Ancestry;
@@ -125,6 +125,14 @@ pub struct Finalized {
     pub state_root: Hash,
     /// Receipt ids settled by the block, in order (the leaves of its receipts root).
     pub receipts: Vec<Hash>,
+}
+
+/// See [`LedgerApp::escrow_progress`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EscrowProgress {
+    Open { height: u64 },
+    Waiting,
+    Refused(String),
 }
 
 /// A block's post-state and the receipts it settled. The state is shared, so handing it out
@@ -291,6 +299,50 @@ impl LedgerApp {
         inner
             .mempool
             .next_nonce(sender, inner.finalized.nonce(sender))
+    }
+
+    /// Where a submitted escrow (`OpenRequest`) stands: open on the finalized ledger (with the
+    /// height of the block that opened it), refused (it can never apply), or still waiting.
+    pub fn escrow_progress(&self, escrow: &Transaction) -> EscrowProgress {
+        let Action::OpenRequest { request, .. } = &escrow.action else {
+            return EscrowProgress::Refused("not an OpenRequest".into());
+        };
+        let inner = self.lock();
+        let s = &inner.finalized;
+        if let Some(e) = s.escrow(request) {
+            return match e.client == escrow.sender {
+                true => EscrowProgress::Open {
+                    height: e.opened_at,
+                },
+                false => EscrowProgress::Refused("another client opened this request".into()),
+            };
+        }
+        if s.closed(request).is_some() {
+            return EscrowProgress::Refused("the request is already closed".into());
+        }
+        // What the escrow would cost can no longer be paid from the finalized balance (another
+        // escrow or a transfer of the client's got there first): it will never apply.
+        let fee = match &escrow.action {
+            Action::OpenRequest {
+                model, executors, ..
+            } => s
+                .model(model)
+                .map(|m| m.price.saturating_mul((*executors).max(1) as u64)),
+            _ => None,
+        };
+        match fee {
+            Some(fee) if s.balance(&escrow.sender) >= fee => {}
+            Some(fee) => {
+                return EscrowProgress::Refused(format!(
+                    "the client's balance {} no longer covers the fee {fee}",
+                    s.balance(&escrow.sender)
+                ))
+            }
+            None => return EscrowProgress::Refused("the model has no price".into()),
+        }
+        // Not in this pool is no refusal: a block that is proposed but not yet finalized may
+        // hold it (proposals drop what their parent already includes).
+        EscrowProgress::Waiting
     }
 
     /// The sender's finalized balance minus what its waiting transactions would spend.

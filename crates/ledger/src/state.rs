@@ -47,7 +47,10 @@ pub struct Escrow {
     pub executors: u32,
     pub amount: u64,
     pub opened_at: u64,
-    /// The nodes allowed to sign for this request, best-ranked first (fixed when opened).
+    /// The nodes allowed to sign for this request, best-ranked first. A signed- or zk-mode
+    /// escrow names its node when opened; a quorum's are drawn when the next block is built,
+    /// from the digest of the block that opened it (unknown to the client when it signed), and
+    /// are empty until then.
     pub eligible: Vec<PublicKey>,
 }
 
@@ -95,6 +98,9 @@ pub struct LedgerState {
     escrows: BTreeMap<Hash, Escrow>,
     closed: BTreeMap<Hash, Closed>,
     disagreements: Vec<Disagreement>,
+    /// Quorum requests opened in the last block, whose executors the next block draws (an
+    /// index of the escrows with no `eligible` yet, so it is not part of the root).
+    undrawn: Vec<Hash>,
 }
 
 impl LedgerState {
@@ -113,6 +119,7 @@ impl LedgerState {
             escrows: BTreeMap::new(),
             closed: BTreeMap::new(),
             disagreements: Vec::new(),
+            undrawn: Vec::new(),
         }
     }
 
@@ -155,17 +162,23 @@ impl LedgerState {
         self.nodes.iter()
     }
 
-    /// The registered nodes with the `quorum` capability, ranked for `request` by the hash of
-    /// the request and the node's key, so nobody (client, entry node or executor) can choose
-    /// who executes.
-    pub fn rank_executors(&self, request: &Hash) -> Vec<PublicKey> {
-        let mut ranked: Vec<(Hash, PublicKey)> = self
-            .nodes
+    /// The registered nodes with the `quorum` capability.
+    pub fn quorum_nodes(&self) -> impl Iterator<Item = &PublicKey> {
+        self.nodes
             .iter()
             .filter(|(_, n)| n.capabilities.iter().any(|c| c == CAPABILITY_QUORUM))
-            .map(|(k, _)| {
+            .map(|(k, _)| k)
+    }
+
+    /// The quorum nodes ranked for `request` by the hash of `seed`, the request and the node's
+    /// key. The seed is the digest of the block that opened the request, which did not exist
+    /// when the client chose its request (docs/economics.md says who can still bias it).
+    pub fn rank_executors(&self, seed: &Hash, request: &Hash) -> Vec<PublicKey> {
+        let mut ranked: Vec<(Hash, PublicKey)> = self
+            .quorum_nodes()
+            .map(|k| {
                 let mut e = Encoder::new();
-                e.fixed32(&request.0).fixed32(&k.0);
+                e.fixed32(&seed.0).fixed32(&request.0).fixed32(&k.0);
                 (Hash::of(domain::EXECUTOR_RANK, &e.finish()), *k)
             })
             .collect();
@@ -173,11 +186,22 @@ impl LedgerState {
         ranked.into_iter().map(|(_, k)| k).collect()
     }
 
-    /// The nodes allowed to sign a quorum of `k` for `request` (the first `k + spares` ranked).
-    pub fn eligible_executors(&self, request: &Hash, k: u32) -> Vec<PublicKey> {
-        let mut ranked = self.rank_executors(request);
+    /// The nodes allowed to sign a quorum of `k` for `request` drawn with `seed` (the first
+    /// `k + spares` ranked).
+    pub fn eligible_executors(&self, seed: &Hash, request: &Hash, k: u32) -> Vec<PublicKey> {
+        let mut ranked = self.rank_executors(seed, request);
         ranked.truncate(k.saturating_add(self.params.quorum_spares) as usize);
         ranked
+    }
+
+    /// The executors of an open request: its `eligible`, or, for a quorum opened in the last
+    /// block (drawn only when the next is built), the draw that block will make.
+    pub fn executors_of(&self, request: &Hash) -> Option<Vec<PublicKey>> {
+        let escrow = self.escrows.get(request)?;
+        if !escrow.eligible.is_empty() {
+            return Some(escrow.eligible.clone());
+        }
+        Some(self.eligible_executors(&self.last_digest, request, escrow.executors))
     }
     pub fn disagreements(&self) -> &[Disagreement] {
         &self.disagreements

@@ -323,21 +323,29 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                     node: None,
                 },
             ),
-            Transaction::new(
-                &client(2),
-                "verity-sim",
-                0,
-                Action::Settle {
-                    request,
-                    receipts: receipts.clone(),
-                },
-            ),
         ];
         for tx in txs {
             nodes
                 .iter()
                 .for_each(|(a, _)| a.submit(tx.clone()).expect("queued"));
         }
+        // Work (and so settlement) comes after the escrow is final, and its executors are
+        // drawn by the block after the one that opened it.
+        while nodes[0].0.read(|s| s.escrow(&request).is_none()) {
+            context.sleep(Duration::from_millis(100)).await;
+        }
+        let settle = Transaction::new(
+            &client(2),
+            "verity-sim",
+            0,
+            Action::Settle {
+                request,
+                receipts: receipts.clone(),
+            },
+        );
+        nodes
+            .iter()
+            .for_each(|(a, _)| a.submit(settle.clone()).expect("queued"));
         let settled_at = loop {
             if let Some(f) = nodes[0]
                 .0

@@ -94,6 +94,11 @@ impl Chain {
         *n += 1;
         tx
     }
+    /// A block with no transactions.
+    fn empty_block(&mut self) {
+        let block = self.state.propose(vec![], key(1).public(), 0).block;
+        self.state.apply_block(&block).unwrap();
+    }
     /// Applies in a block of its own; returns the error if the tx was rejected.
     fn run(&mut self, who: u8, action: Action) -> Result<Vec<Hash>, TxError> {
         let tx = self.tx(who, action);
@@ -434,11 +439,18 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
         },
     )
     .unwrap();
+    // The executors are drawn by the next block, seeded by the digest of the block that
+    // opened the request: nobody knew it when the request was signed.
+    assert!(c.state.escrow(&req).unwrap().eligible.is_empty());
+    let drawn = c.state.executors_of(&req).unwrap();
+    let seed = c.state.last_digest();
+    c.empty_block();
     let escrow = c.state.escrow(&req).unwrap().clone();
     // k = 1 with one spare: the two best-ranked of the four nodes, as anyone can recompute.
-    assert_eq!(escrow.eligible, c.state.eligible_executors(&req, 1));
+    assert_eq!(escrow.eligible, drawn);
+    assert_eq!(escrow.eligible, c.state.eligible_executors(&seed, &req, 1));
     assert_eq!(escrow.eligible.len(), 2);
-    let ranked = c.state.rank_executors(&req);
+    let ranked = c.state.rank_executors(&seed, &req);
     let outsider = (1..=4u8).find(|i| key(*i).public() == ranked[3]).unwrap();
     let sign = |i: u8| quorum_receipt(&key(i), req, MODEL, 0.5, 1);
     assert!(matches!(
@@ -550,7 +562,7 @@ fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
     // A node with the quorum capability is ranked for quorum requests; one without is not.
     assert!(c
         .state
-        .rank_executors(&Hash::of("req", b"any"))
+        .rank_executors(&Hash::default(), &Hash::of("req", b"any"))
         .contains(&key(5).public()));
     assert!(
         matches!(
@@ -639,7 +651,8 @@ fn replicas_agree_and_reject_tampered_blocks() {
         .unwrap();
     assert_eq!(a.state.state_root(), b.state_root());
 
-    let eligible = &a.state.escrow(&req).unwrap().eligible;
+    // Drawn by the next block (which settles), from the digest of the one that opened it.
+    let eligible = &a.state.executors_of(&req).unwrap();
     let signer = |n: usize| (1..=4u8).find(|i| key(*i).public() == eligible[n]).unwrap();
     let receipts = vec![
         quorum_receipt(&key(signer(0)), req, MODEL, 1.0, 2),
@@ -787,4 +800,97 @@ fn signed_mode_escrow_is_settled_only_by_the_named_node() {
     )
     .unwrap();
     assert_eq!(c.state.balance(&key(4).public()), before + 25);
+}
+
+#[test]
+fn a_client_grinding_request_nonces_cannot_choose_its_quorum() {
+    // Four honest quorum nodes and three Sybils run by the client (security review finding 6).
+    let sybils: Vec<NodeKey> = (20..23).map(key).collect();
+    let node = |k: &NodeKey| GenesisNode {
+        key: k.public(),
+        stake: 10_000,
+        endpoint: "http://127.0.0.1:1".into(),
+        capabilities: vec!["quorum".into()],
+    };
+    let g = Genesis {
+        chain_id: "test".into(),
+        accounts: vec![(key(10).public(), 1_000_000), (key(6).public(), 1_000)],
+        nodes: (1..=4)
+            .map(key)
+            .chain((20..23).map(key))
+            .map(|k| node(&k))
+            .collect(),
+        params: Params {
+            min_stake: 1_000,
+            refund_after: 5,
+            quorum_spares: 1,
+        },
+    };
+    let mut state = LedgerState::from_genesis(&g).unwrap();
+    let block = |state: &mut LedgerState, txs: Vec<CheckedTx>| {
+        let p = state.propose(txs, key(1).public(), 0);
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        state.apply_block(&p.block).unwrap();
+    };
+    let price = Transaction::new(
+        &key(6),
+        "test",
+        0,
+        Action::RegisterModel {
+            model: MODEL,
+            price: 1,
+        },
+    );
+    block(&mut state, checked([price]));
+    let captured = |state: &LedgerState, seed: &Hash, request: &Hash| {
+        let eligible = state.eligible_executors(seed, request, 3);
+        eligible
+            .iter()
+            .filter(|k| sybils.iter().any(|s| s.public() == **k))
+            .count()
+            >= 3
+    };
+    // The client grinds request hashes until its Sybils hold three of the four places under
+    // every seed it can know: the digest of the last block.
+    let tip = state.last_digest();
+    let ground: Vec<Hash> = (0u64..)
+        .map(|nonce| Hash::of("req", &nonce.to_le_bytes()))
+        .filter(|r| captured(&state, &tip, r))
+        .take(20)
+        .collect();
+    let opens = ground
+        .iter()
+        .map(|r| {
+            let tx = Transaction::new(
+                &key(10),
+                "test",
+                0,
+                Action::OpenRequest {
+                    request: *r,
+                    model: MODEL,
+                    executors: 3,
+                    node: None,
+                },
+            );
+            CheckedTx::check(tx, "test").unwrap()
+        })
+        .collect();
+    block(&mut state, opens);
+    block(&mut state, vec![]);
+    // The draw used the digest of the block that opened them: the grinding bought nothing
+    // (by chance alone, 3 Sybils of 7 hold 3 of 4 places 4 times in 35).
+    let still = ground
+        .iter()
+        .filter(|r| {
+            let e = &state.escrow(r).unwrap().eligible;
+            e.iter()
+                .filter(|k| sybils.iter().any(|s| s.public() == **k))
+                .count()
+                >= 3
+        })
+        .count();
+    assert!(
+        still <= 6,
+        "{still} of 20 ground requests kept a Sybil quorum"
+    );
 }

@@ -93,6 +93,10 @@ pub async fn serve(
         }
         _ => None,
     };
+    // Payment before work: nothing runs until a finalized block has opened the escrow.
+    if let Some(escrow) = &escrow {
+        settle::open(node, escrow).await?;
+    }
     let receipt = execute(node, request, manifest).await?;
     let zk_proof = match circuit {
         Some((circuit, inputs)) => Some(
@@ -104,12 +108,12 @@ pub async fn serve(
         None => None,
     };
     let settled_height = match escrow {
-        Some(escrow) => {
+        Some(_) => {
             let close = Action::Settle {
                 request: request_hash,
                 receipts: vec![receipt.clone()],
             };
-            settle::settle(node, escrow, close, wait).await?
+            settle::settle(node, request_hash, close, wait).await?
         }
         None => None,
     };

@@ -41,6 +41,9 @@ pub struct Metrics {
     pub chat_prompt_tokens: Counter,
     pub chat_completion_tokens: Counter,
     pub chat_seconds: Histogram,
+    /// Time from submitting a client's escrow until a finalized block opened it (the latency
+    /// payment before work adds).
+    pub escrow_wait: Histogram,
 }
 
 impl Metrics {
@@ -106,8 +109,15 @@ impl Metrics {
             "Generation time per completed chat",
             chat_seconds.clone(),
         );
+        let escrow_wait = Histogram::new(exponential_buckets(1e-3, 2.0, 14));
+        registry.register(
+            "escrow_wait_seconds",
+            "Time from submitting an escrow until it is finalized, before any work",
+            escrow_wait.clone(),
+        );
         Metrics {
             registry,
+            escrow_wait,
             chat_completions,
             chat_prompt_tokens,
             chat_completion_tokens,

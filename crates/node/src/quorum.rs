@@ -25,8 +25,6 @@ pub enum QuorumError {
     NotQuorum,
     #[error("only quorum requests are executed for peers")]
     PeerNotQuorum,
-    #[error("missing the client's escrow")]
-    PeerEscrowMissing,
     #[error("this node is not an eligible executor for request {0}")]
     NotEligible(Hash),
     #[error("{answered} of {k} executors answered; failures: {failures}")]
@@ -77,10 +75,13 @@ pub async fn serve(
     };
     settle::check_escrow(node, req, &escrow)?;
     let request = req.hash();
+    // Payment before work, and executors drawn from the block that opened the escrow.
+    settle::open(node, &escrow).await?;
     let eligible = node
         .chain()?
         .app
-        .read(|s| s.eligible_executors(&request, k));
+        .read(|s| s.executors_of(&request))
+        .ok_or(SettleError::NotOpen(request))?;
     let receipts = collect(node, &signed, &escrow, &eligible, k as usize).await?;
     let agreed = receipts
         .iter()
@@ -96,7 +97,7 @@ pub async fn serve(
             receipts: receipts.clone(),
         }
     };
-    let settled_height = settle::settle(node, escrow, action, wait && agreed).await?;
+    let settled_height = settle::settle(node, request, action, wait && agreed).await?;
     node.metrics.quorum(agreed);
     if !agreed {
         let outputs: Vec<String> = receipts
@@ -186,24 +187,21 @@ async fn ask_one(
     Ok(receipt)
 }
 
-/// Runs a request for another node that chose this one as a quorum executor.
-/// The executor checks the client's escrow itself (signature, funds, request never opened),
-/// so nobody gets work done by calling executors directly without paying.
+/// Runs a request for another node that chose this one as a quorum executor. The executor
+/// works only for a request whose escrow is open on its own finalized ledger (the client has
+/// paid) and that drew it as an executor, so nobody gets work done by calling executors
+/// directly without paying.
 pub async fn execute_for_peer(node: &Arc<Node>, body: InferBody) -> Result<Receipt, QuorumError> {
-    let InferBody { signed, escrow } = body;
+    let InferBody { signed, .. } = body;
     check_client_signature(&signed)?;
-    let Mode::Quorum { k } = signed.request.mode else {
+    if !matches!(signed.request.mode, Mode::Quorum { .. }) {
         return Err(QuorumError::PeerNotQuorum);
-    };
-    let escrow = escrow.ok_or(QuorumError::PeerEscrowMissing)?;
-    settle::check_escrow(node, &signed.request, &escrow)?;
+    }
+    settle::require_open(node, &signed.request).await?;
     let hash = signed.request.hash();
     let me = node.key.public();
-    if !node
-        .chain()?
-        .app
-        .read(|s| s.eligible_executors(&hash, k).contains(&me))
-    {
+    let drawn = node.chain()?.app.read(|s| s.executors_of(&hash));
+    if !drawn.is_some_and(|e| e.contains(&me)) {
         return Err(QuorumError::NotEligible(hash));
     }
     let manifest = hub::by_id(node, &signed.request.model)

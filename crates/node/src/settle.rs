@@ -1,16 +1,19 @@
-//! Payment through the ledger, the same for every mode: check the client's escrow before any
-//! work is done, then gossip it together with the transaction that closes it (a settlement,
-//! or a quorum's disagreement), and optionally wait until that is finalized.
+//! Payment through the ledger, the same for every mode, and always before work: the client's
+//! escrow is checked, submitted and waited for until a finalized block has opened it (the
+//! client's balance is debited there); only then does any node execute. The transaction that
+//! closes it (a settlement, or a quorum's disagreement) follows, optionally waited for too.
 
 use crate::node::{NoLedger, Node};
 use std::time::Duration;
 use verity_core::{Hash, InferenceRequest, Mode, ModelId};
-use verity_ledger::consensus::SubmitError;
+use verity_ledger::consensus::{EscrowProgress, SubmitError};
 use verity_ledger::state::Closed;
 use verity_ledger::{Action, Transaction};
 
 /// How long `wait` waits for the settlement to be finalized.
 const FINALITY_WAIT: Duration = Duration::from_secs(30);
+/// How long an executor waits for its ledger to reach the block that opened a request.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettleError {
@@ -44,6 +47,12 @@ pub enum SettleError {
     NotOpenRequest,
     #[error("{0}")]
     LedgerBusy(SubmitError),
+    #[error("the ledger refused the escrow: {0}")]
+    EscrowRefused(String),
+    #[error("the escrow was not finalized within {}s", FINALITY_WAIT.as_secs())]
+    EscrowTimeout,
+    #[error("request {0} has no open escrow on the finalized ledger")]
+    NotOpen(Hash),
 }
 
 /// Checks the client's escrow for `req`, and refuses early what the ledger would refuse, so no
@@ -82,7 +91,7 @@ pub fn check_escrow(
         (
             s.model(&req.model).map(|m| m.price),
             s.escrow(&request).is_some() || s.closed(&request).is_some(),
-            s.rank_executors(&request).len(),
+            s.quorum_nodes().count(),
         )
     });
     if known {
@@ -102,22 +111,74 @@ pub fn check_escrow(
     Ok(())
 }
 
-/// Gossips the client's escrow together with the transaction that closes it (in one batch,
-/// so every validator sees them in order); with `wait`, returns the settling block's height.
+/// Submits the client's escrow and waits until a finalized block opens it; returns that
+/// block's height. Work starts only after this: a request whose escrow cannot be paid (another
+/// request or a transfer spent the balance first) is refused, never executed.
+pub async fn open(node: &Node, escrow: &Transaction) -> Result<u64, SettleError> {
+    let chain = node.chain()?;
+    if !matches!(escrow.action, Action::OpenRequest { .. }) {
+        return Err(SettleError::NotOpenRequest);
+    }
+    chain
+        .submit(vec![escrow.clone()])
+        .await
+        .map_err(SettleError::LedgerBusy)?;
+    let start = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + FINALITY_WAIT;
+    loop {
+        match chain.app.escrow_progress(escrow) {
+            EscrowProgress::Open { height } => {
+                node.metrics
+                    .escrow_wait
+                    .observe(start.elapsed().as_secs_f64());
+                return Ok(height);
+            }
+            EscrowProgress::Refused(why) => return Err(SettleError::EscrowRefused(why)),
+            EscrowProgress::Waiting if tokio::time::Instant::now() > deadline => {
+                return Err(SettleError::EscrowTimeout)
+            }
+            EscrowProgress::Waiting => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
+/// Checks that `request` is open on the finalized ledger for this client, model and quorum
+/// size (what an executor asks before it works for another node), waiting briefly for this
+/// node's ledger to catch up with the block that opened it.
+pub async fn require_open(node: &Node, req: &InferenceRequest) -> Result<(), SettleError> {
+    let chain = node.chain()?;
+    let request = req.hash();
+    let deadline = tokio::time::Instant::now() + CATCH_UP_WAIT;
+    loop {
+        let open = chain.app.read(|s| {
+            s.escrow(&request).is_some_and(|e| {
+                e.client == req.client
+                    && e.model == req.model
+                    && e.executors == req.mode.executors()
+            })
+        });
+        if open {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(SettleError::NotOpen(request));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Gossips the transaction that closes an open request; with `wait`, returns the settling
+/// block's height.
 pub async fn settle(
     node: &Node,
-    escrow: Transaction,
+    request: Hash,
     close: Action,
     wait: bool,
 ) -> Result<Option<u64>, SettleError> {
     let chain = node.chain()?;
-    let request = match &escrow.action {
-        Action::OpenRequest { request, .. } => *request,
-        _ => return Err(SettleError::NotOpenRequest),
-    };
     let close = Transaction::new(&node.key, &chain.validators.chain_id, 0, close);
     chain
-        .submit(vec![escrow, close])
+        .submit(vec![close])
         .await
         .map_err(SettleError::LedgerBusy)?;
     Ok(if wait {

@@ -258,6 +258,106 @@ impl Net {
         assert!(self.all_healthy());
     }
 
+    /// The user's key, from the file the CLI uses.
+    fn user(&self) -> verity_core::NodeKey {
+        let key = std::fs::read_to_string(self.key()).unwrap();
+        let seed: [u8; 32] = hex::decode(key.trim()).unwrap().try_into().unwrap();
+        verity_core::NodeKey::from_seed(seed)
+    }
+
+    fn balance_of(&self, i: usize, key: &verity_core::PublicKey) -> u64 {
+        self.get(i, &format!("/v1/accounts/{key}"))
+            .and_then(|a| a["balance"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Rational cheaters against payment (issue 13 findings 1 and 2): spending one price on
+    /// four requests at four entry nodes at once, and asking executors directly with an escrow
+    /// that was never submitted. Neither gets work without paying for it.
+    fn cheaters_get_no_unpaid_work(&self, model: &str) {
+        // A client funded with exactly one price (10).
+        let poor = verity_core::NodeKey::from_seed([42; 32]);
+        let poor_file = self.dir.path().join("poor.key");
+        std::fs::write(&poor_file, hex::encode([42u8; 32])).unwrap();
+        let o = self
+            .cli(0)
+            .args(["ledger", "transfer", &poor.public().to_string(), "10"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        self.wait_for("the transfer", || self.balance_of(0, &poor.public()) == 10);
+        let runs: Vec<_> = (0..NODES)
+            .map(|i| {
+                let mut c = verity();
+                c.arg("--node")
+                    .arg(self.url(i))
+                    .arg("--key")
+                    .arg(&poor_file)
+                    .args(["infer", "digits-mlp.int8@1.0", "--wait", "--input"])
+                    .arg(fixture("digit_input_mlp.json"));
+                std::thread::spawn(move || c.output().unwrap())
+            })
+            .collect();
+        let outputs: Vec<_> = runs.into_iter().map(|r| r.join().unwrap()).collect();
+        let served = outputs.iter().filter(|o| o.status.success()).count();
+        let all: Vec<String> = outputs.iter().map(text).collect();
+        assert_eq!(served, 1, "one price bought {served} results: {all:#?}");
+        self.wait_for("the one payment to settle", || {
+            self.balance_of(0, &poor.public()) == 0
+        });
+
+        // Executors asked directly with a valid escrow that never reached the ledger.
+        let user = self.user();
+        let health = self.get(0, "/health").unwrap();
+        let chain = health["chain_id"].as_str().unwrap().to_string();
+        let before = self.balance_of(0, &user.public());
+        let inputs: verity_core::TensorMap =
+            serde_json::from_slice(&std::fs::read(fixture("digit_input_mlp.json")).unwrap())
+                .unwrap();
+        let request = verity_core::InferenceRequest {
+            model: model.parse().unwrap(),
+            inputs,
+            mode: verity_core::Mode::Quorum { k: 3 },
+            params: Default::default(),
+            nonce: 777_777,
+            client: user.public(),
+        };
+        let escrow = verity_core::tx::Transaction::new(
+            &user,
+            &chain,
+            0,
+            verity_core::tx::Action::OpenRequest {
+                request: request.hash(),
+                model: request.model,
+                executors: 3,
+                node: None,
+            },
+        );
+        let body = verity_core::wire::InferBody {
+            signed: request.sign(&user),
+            escrow: Some(escrow),
+        };
+        let asked: Vec<_> = (0..NODES)
+            .map(|i| {
+                let url = format!("{}/v1/execute", self.url(i));
+                let body = serde_json::to_vec(&body).unwrap();
+                std::thread::spawn(move || {
+                    reqwest::blocking::Client::new()
+                        .post(url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .map(|r| r.status().as_u16())
+                        .ok()
+                })
+            })
+            .collect();
+        for a in asked {
+            assert_eq!(a.join().unwrap(), Some(402), "an executor worked unpaid");
+        }
+        assert_eq!(self.balance_of(0, &user.public()), before);
+    }
+
     /// All running nodes report the same state root at a height every one of them finalized.
     fn assert_same_state(&self) {
         let running: Vec<usize> = (0..NODES).filter(|i| self.children[*i].is_some()).collect();
@@ -430,6 +530,7 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     );
 
     net.survive_attacks();
+    net.cheaters_get_no_unpaid_work(&model);
 
     // Nodes that were never published to fetched the model from a peer, by hash.
     assert!(

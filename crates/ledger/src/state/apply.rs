@@ -57,6 +57,7 @@ impl LedgerState {
         timestamp_ms: u64,
     ) -> Proposal {
         let mut next = self.clone();
+        next.draw_executors();
         let height = self.height + 1;
         let timestamp_ms = timestamp_ms.max(self.last_timestamp_ms);
         let mut txs = Vec::new();
@@ -127,6 +128,7 @@ impl LedgerState {
             return Err(BlockError::Root("transactions"));
         }
         let mut next = self.clone();
+        next.draw_executors();
         let mut receipt_ids = Vec::new();
         for (index, tx) in block.txs.iter().enumerate() {
             let applied = if checked.get(index).copied().unwrap_or(false) {
@@ -148,6 +150,21 @@ impl LedgerState {
         next.last_timestamp_ms = h.timestamp_ms;
         *self = next;
         Ok(receipt_ids)
+    }
+
+    /// Draws the executors of the quorum requests the last block opened, seeded by that
+    /// block's digest (the first thing every block does, before its transactions).
+    fn draw_executors(&mut self) {
+        let seed = self.last_digest;
+        for request in std::mem::take(&mut self.undrawn) {
+            let Some(k) = self.escrows.get(&request).map(|e| e.executors) else {
+                continue;
+            };
+            let eligible = self.eligible_executors(&seed, &request, k);
+            if let Some(e) = self.escrows.get_mut(&request) {
+                e.eligible = eligible;
+            }
+        }
     }
 
     /// Applies one transaction at `height`. On error nothing changes. Returns the ids of the
@@ -312,6 +329,7 @@ impl LedgerState {
         let amount = price
             .checked_mul(signers(executors) as u64)
             .ok_or_else(|| TxError::Invalid("fee overflows".into()))?;
+        // A named node is eligible at once; a quorum is drawn by the next block.
         let eligible = match (executors, node) {
             (0, Some(n)) if self.nodes.contains_key(n) => vec![*n],
             (0, _) => {
@@ -319,19 +337,22 @@ impl LedgerState {
                     "a signed-mode request names one registered node".into(),
                 ))
             }
-            (k, None) => self.eligible_executors(request, k),
+            (k, None) => {
+                let available = self.quorum_nodes().count();
+                if available < k as usize {
+                    return Err(TxError::Invalid(format!(
+                        "{k} executors asked, {available} quorum nodes registered"
+                    )));
+                }
+                vec![]
+            }
             (_, Some(_)) => {
                 return Err(TxError::Invalid(
                     "a quorum request cannot name its executors".into(),
                 ))
             }
         };
-        if eligible.len() < executors as usize {
-            return Err(TxError::Invalid(format!(
-                "{executors} executors asked, {} nodes registered",
-                eligible.len()
-            )));
-        }
+
         self.debit(client, amount)?;
         self.escrows.insert(
             *request,
@@ -344,6 +365,9 @@ impl LedgerState {
                 eligible,
             },
         );
+        if executors > 0 {
+            self.undrawn.push(*request);
+        }
         Ok(())
     }
 
@@ -362,6 +386,11 @@ impl LedgerState {
         escrow: &Escrow,
         receipts: &[Receipt],
     ) -> Result<Vec<Hash>, TxError> {
+        if escrow.eligible.is_empty() {
+            return Err(TxError::Invalid(
+                "the request's executors are drawn when the block after its escrow is built".into(),
+            ));
+        }
         let mut seen = BTreeSet::new();
         receipts
             .iter()

@@ -237,6 +237,9 @@ impl From<SettleError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "quorum_too_large")
             }
             SettleError::LedgerBusy(_) => (StatusCode::SERVICE_UNAVAILABLE, "ledger_busy"),
+            SettleError::EscrowRefused(_) => (StatusCode::PAYMENT_REQUIRED, "escrow_refused"),
+            SettleError::EscrowTimeout => (StatusCode::SERVICE_UNAVAILABLE, "escrow_timeout"),
+            SettleError::NotOpen(_) => (StatusCode::PAYMENT_REQUIRED, "escrow_not_open"),
         };
         with(status, code, e)
     }
@@ -274,10 +277,9 @@ impl From<InferError> for ApiError {
 impl From<QuorumError> for ApiError {
     fn from(e: QuorumError) -> ApiError {
         match e {
-            QuorumError::EscrowRequired
-            | QuorumError::NotQuorum
-            | QuorumError::PeerNotQuorum
-            | QuorumError::PeerEscrowMissing => ApiError::bad_request(e.to_string()),
+            QuorumError::EscrowRequired | QuorumError::NotQuorum | QuorumError::PeerNotQuorum => {
+                ApiError::bad_request(e.to_string())
+            }
             QuorumError::NotEligible(_) => with(StatusCode::FORBIDDEN, "not_eligible", e),
             QuorumError::Unavailable { .. } => {
                 with(StatusCode::SERVICE_UNAVAILABLE, "quorum_unavailable", e)
