@@ -151,7 +151,9 @@ pub fn init(dir: &Path, layout: &Layout, user: &PublicKey) -> Result<Vec<PathBuf
     }
     if !genesis_path.exists() {
         let genesis = Genesis {
-            chain_id: "verity-devnet".into(),
+            // Every devnet is its own chain: a transaction signed for one never applies on
+            // another, even though they fund the same client key.
+            chain_id: format!("verity-devnet-{:016x}", verity_core::random_nonce()?),
             accounts: vec![(*user, USER_FUNDS)],
             nodes: keys
                 .iter()

@@ -131,13 +131,20 @@ impl NodeKey {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
+                // Created private and new (never through an existing file or symlink), then
+                // renamed into place, so the secret is never readable by others, even briefly.
                 let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, hex::encode(key.0.to_bytes()))?;
+                let _ = std::fs::remove_file(&tmp);
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
                 #[cfg(unix)]
                 {
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
                 }
+                let mut file = options.open(&tmp)?;
+                std::io::Write::write_all(&mut file, hex::encode(key.0.to_bytes()).as_bytes())?;
+                file.sync_all()?;
                 std::fs::rename(&tmp, path)?;
                 Ok(key)
             }
@@ -170,6 +177,24 @@ mod tests {
         let a = NodeKey::load_or_create(&path).unwrap();
         let b = NodeKey::load_or_create(&path).unwrap();
         assert_eq!(a.public(), b.public());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_key_file_is_private_and_never_written_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("verity-key-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "untouched").unwrap();
+        // Someone plants the temporary name as a link to another file.
+        std::os::unix::fs::symlink(&victim, dir.join("node.tmp")).unwrap();
+        let path = dir.join("node.key");
+        NodeKey::load_or_create(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

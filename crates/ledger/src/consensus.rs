@@ -127,6 +127,53 @@ pub struct Finalized {
     pub receipts: Vec<Hash>,
 }
 
+/// How far ahead of a validator's clock a proposed block's time may be. Block times only move
+/// forward (the state machine checks that), so without this bound one leader could set the
+/// clock to `u64::MAX` for every later block.
+pub const MAX_CLOCK_DRIFT_MS: u64 = 5_000;
+
+/// Why a validator votes against a proposal before running its transactions.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeaderError {
+    #[error("the block names {claimed} as its proposer, but the view's leader is {leader}")]
+    Proposer {
+        claimed: PublicKey,
+        leader: PublicKey,
+    },
+    #[error("the block's time {block_ms} is ahead of this validator's clock {now_ms}")]
+    Future { block_ms: u64, now_ms: u64 },
+}
+
+/// The checks of a proposed header that depend on the view (its leader) and on the local
+/// clock, so they live beside the state machine rather than in it.
+pub fn check_header(
+    header: &crate::block::BlockHeader,
+    leader: &PublicKey,
+    now_ms: u64,
+) -> Result<(), HeaderError> {
+    if header.proposer != *leader {
+        return Err(HeaderError::Proposer {
+            claimed: header.proposer,
+            leader: *leader,
+        });
+    }
+    if header.timestamp_ms > now_ms.saturating_add(MAX_CLOCK_DRIFT_MS) {
+        return Err(HeaderError::Future {
+            block_ms: header.timestamp_ms,
+            now_ms,
+        });
+    }
+    Ok(())
+}
+
+fn now_ms(runtime: &impl Clock) -> u64 {
+    runtime
+        .current()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// See [`LedgerApp::escrow_progress`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EscrowProgress {
@@ -438,11 +485,7 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
             }
             runtime.sleep(std::time::Duration::from_millis(10)).await;
         }
-        let now = runtime
-            .current()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = now_ms(&runtime);
         let candidates = {
             let inner = self.lock();
             inner
@@ -472,12 +515,16 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
 
     async fn verify(
         &mut self,
-        _context: (E, Self::Context),
+        (runtime, context): (E, Self::Context),
         mut ancestry: impl Ancestry<ChainBlock>,
     ) -> bool {
         let Some(block) = ancestry.next().await else {
             return false;
         };
+        let leader = crate::validator::verity_public(&context.leader);
+        if check_header(&block.inner().block().header, &leader, now_ms(&runtime)).is_err() {
+            return false;
+        }
         let Some(parent) = self.state_after(ancestry).await else {
             return false;
         };
@@ -551,5 +598,44 @@ impl Reporter for LedgerApp {
         drop(inner);
         ack.acknowledge();
         Feedback::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockHeader;
+    use verity_core::NodeKey;
+
+    fn header(proposer: PublicKey, timestamp_ms: u64) -> BlockHeader {
+        BlockHeader {
+            height: 1,
+            parent: Hash::default(),
+            timestamp_ms,
+            proposer,
+            txs_root: Hash::default(),
+            receipts_root: Hash::default(),
+            state_root: Hash::default(),
+        }
+    }
+
+    #[test]
+    fn a_header_must_name_the_leader_and_keep_near_the_clock() {
+        let leader = NodeKey::from_seed([1; 32]).public();
+        let other = NodeKey::from_seed([2; 32]).public();
+        let now = 1_000_000;
+        assert_eq!(
+            check_header(&header(leader, now + 4_000), &leader, now),
+            Ok(())
+        );
+        assert!(matches!(
+            check_header(&header(other, now), &leader, now),
+            Err(HeaderError::Proposer { .. })
+        ));
+        // A leader freezing the chain's clock far in the future is voted down.
+        assert!(matches!(
+            check_header(&header(leader, u64::MAX), &leader, now),
+            Err(HeaderError::Future { .. })
+        ));
     }
 }
