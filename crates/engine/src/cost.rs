@@ -4,7 +4,9 @@
 //! by it; the limits are a node's configuration, and the offline commands use the defaults.
 
 use crate::error::{EngineError, Result};
-use crate::ir::ValueId;
+
+/// Index of a value in a graph (the same index the float IR and the canonical model use).
+type ValueId = usize;
 
 /// Most bytes of values one inference may hold at once, and the format's ceiling for it.
 pub const MAX_VALUE_BYTES: u64 = 1 << 28;

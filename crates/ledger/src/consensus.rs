@@ -166,6 +166,13 @@ pub fn check_header(
     Ok(())
 }
 
+/// The Verity public key of a consensus key.
+pub fn verity_public(key: &ed25519::PublicKey) -> PublicKey {
+    let mut bytes = [0u8; 32];
+    bytes.copy_from_slice(key.as_ref());
+    PublicKey(bytes)
+}
+
 fn now_ms(runtime: &impl Clock) -> u64 {
     runtime
         .current()
@@ -521,7 +528,7 @@ impl<E: Clock + Send + 'static> Application<E> for LedgerApp {
         let Some(block) = ancestry.next().await else {
             return false;
         };
-        let leader = crate::validator::verity_public(&context.leader);
+        let leader = verity_public(&context.leader);
         if check_header(&block.inner().block().header, &leader, now_ms(&runtime)).is_err() {
             return false;
         }

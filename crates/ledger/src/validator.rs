@@ -30,7 +30,6 @@ use commonware_utils::ordered::Set;
 use commonware_utils::{NZDuration, NZUsize, NZU16, NZU64};
 use rand_core::CryptoRng;
 use std::time::Duration;
-use verity_core::PublicKey;
 
 /// Marshal's handle: finalized blocks and their certificates by height.
 pub type MarshalMailbox = Mailbox<Scheme, Standard<ChainBlock>>;
@@ -88,12 +87,7 @@ pub fn consensus_key(seed: [u8; 32]) -> ed25519::PrivateKey {
         .expect("32-byte Ed25519 secret")
 }
 
-/// The Verity public key of a consensus key.
-pub fn verity_public(key: &ed25519::PublicKey) -> PublicKey {
-    let mut bytes = [0u8; 32];
-    bytes.copy_from_slice(key.as_ref());
-    PublicKey(bytes)
-}
+pub use crate::consensus::verity_public;
 
 /// A running validator.
 pub struct Validator {

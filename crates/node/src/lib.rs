@@ -69,7 +69,6 @@ pub fn router(node: Arc<Node>) -> Router {
             post(http::chat::completions).layer(DefaultBodyLimit::max(MAX_CHAT_BODY_BYTES)),
         )
         .route("/v1/infer", post(infer::infer))
-        .route("/v1/execute", post(infer::execute_for_peer))
         .route_layer(axum::middleware::from_fn_with_state(
             node.clone(),
             limits::client_share,
@@ -78,6 +77,9 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/health", get(models::health))
         .route("/metrics", get(models::metrics))
         .route("/v1/models", get(models::list_models))
+        // Paid work only (its escrow is open on the ledger) and bounded by the inference lane;
+        // entry nodes forward many clients' quorums from one address, so no per-client share.
+        .route("/v1/execute", post(infer::execute_for_peer))
         .route("/v1/receipts/{id}", get(infer::get_receipt))
         .route("/v1/receipts/{id}/proof", get(ledger::receipt_proof))
         .route("/v1/tx", post(ledger::submit_tx))
