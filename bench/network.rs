@@ -210,15 +210,17 @@ fn main() {
 
     // Offline verification of a receipt's inclusion proof and of a quorum.
     let q = last.expect("a settled quorum");
-    let proof: InclusionProof = http
-        .get(format!(
-            "{}/v1/receipts/{}/proof",
-            net.url(1),
-            q.receipts[0].id()
-        ))
-        .send()
-        .and_then(|r| r.json())
-        .expect("proof");
+    // Node 1 may not have finalized the settling block yet: ask until it has.
+    let proof_url = format!("{}/v1/receipts/{}/proof", net.url(1), q.receipts[0].id());
+    let t = Instant::now();
+    let proof: InclusionProof = loop {
+        let resp = http.get(&proof_url).send().expect("node reachable");
+        if resp.status().is_success() {
+            break resp.json().expect("proof");
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no proof: {}", resp.status());
+        std::thread::sleep(Duration::from_millis(10));
+    };
     let set: ValidatorSet =
         serde_json::from_slice(&std::fs::read(dir.join("validators.json")).expect("set"))
             .expect("set json");
