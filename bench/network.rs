@@ -218,7 +218,11 @@ fn main() {
         if resp.status().is_success() {
             break resp.json().expect("proof");
         }
-        assert!(t.elapsed() < Duration::from_secs(30), "no proof: {}", resp.status());
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no proof: {}",
+            resp.status()
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     let set: ValidatorSet =

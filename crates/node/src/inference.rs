@@ -93,8 +93,10 @@ pub async fn serve(
         }
         _ => None,
     };
-    // Payment before work: nothing runs until a finalized block has opened the escrow.
+    // Payment before work: nothing runs until a finalized block has opened the escrow, and
+    // nothing is paid for that could not run.
     if let Some(escrow) = &escrow {
+        check_servable(node, &request, &manifest)?;
         settle::open(node, escrow).await?;
     }
     let receipt = execute(node, request, manifest).await?;
@@ -133,6 +135,22 @@ pub async fn execute(
     req: InferenceRequest,
     manifest: ModelManifest,
 ) -> Result<Receipt, InferError> {
+    check_servable(node, &req, &manifest)?;
+    let worker = node.clone();
+    node.scheduler
+        .infer
+        .run(move || run_and_sign(&worker, req, &manifest))
+        .await?
+}
+
+/// What makes a request unservable by this node: a spent nonce, a language model, or a
+/// non-canonical model in quorum mode. Checked before the client's escrow is opened (so
+/// nobody pays for a request that cannot run) and again when it runs.
+pub fn check_servable(
+    node: &Node,
+    req: &InferenceRequest,
+    manifest: &ModelManifest,
+) -> Result<(), InferError> {
     if node.store.nonce_used(&req.client, req.nonce)? {
         return Err(InferError::ReplayedNonce(req.nonce));
     }
@@ -145,11 +163,7 @@ pub async fn execute(
             format: manifest.format,
         });
     }
-    let worker = node.clone();
-    node.scheduler
-        .infer
-        .run(move || run_and_sign(&worker, req, &manifest))
-        .await?
+    Ok(())
 }
 
 /// Blocking: runs the model, counts the outcome, and issues the receipt.

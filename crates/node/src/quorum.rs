@@ -75,7 +75,18 @@ pub async fn serve(
     };
     settle::check_escrow(node, req, &escrow)?;
     let request = req.hash();
-    // Payment before work, and executors drawn from the block that opened the escrow.
+    // Nothing is paid for that could not run (a model that is not canonical), then payment
+    // before work, and executors drawn from the block that opened the escrow.
+    let manifest = hub::by_id(node, &req.model)
+        .await
+        .map_err(InferError::from)?;
+    if manifest.format != verity_core::ModelFormat::VerityInt8 {
+        return Err(InferError::NotCanonical {
+            id: manifest.id,
+            format: manifest.format,
+        }
+        .into());
+    }
     settle::open(node, &escrow).await?;
     let eligible = node
         .chain()?

@@ -334,7 +334,7 @@ impl Net {
             },
         );
         let body = verity_core::wire::InferBody {
-            signed: request.sign(&user),
+            signed: request.clone().sign(&user),
             escrow: Some(escrow),
         };
         let asked: Vec<_> = (0..NODES)
@@ -356,6 +356,54 @@ impl Net {
             assert_eq!(a.join().unwrap(), Some(402), "an executor worked unpaid");
         }
         assert_eq!(self.balance_of(0, &user.public()), before);
+
+        // A request that cannot run (its nonce is spent at that node) is refused before its
+        // escrow is opened, so the client pays nothing for it.
+        let node0 = verity_core::PublicKey::from_hex(health["node"].as_str().unwrap()).unwrap();
+        let signed_request = |params: &[(&str, &str)]| {
+            let mut r = request.clone();
+            r.mode = verity_core::Mode::Signed;
+            r.params = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let escrow = verity_core::tx::Transaction::new(
+                &user,
+                &chain,
+                0,
+                verity_core::tx::Action::OpenRequest {
+                    request: r.hash(),
+                    model: r.model,
+                    executors: 0,
+                    node: Some(node0),
+                },
+            );
+            serde_json::to_vec(&verity_core::wire::InferBody {
+                signed: r.sign(&user),
+                escrow: Some(escrow),
+            })
+            .unwrap()
+        };
+        let post = |body: Vec<u8>| {
+            let r = self
+                .http
+                .post(format!("{}/v1/infer?wait=true", self.url(0)))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.text().unwrap_or_default())
+        };
+        let (status, body) = post(signed_request(&[]));
+        assert_eq!(status, 200, "{body}");
+        self.wait_for("the paid request to settle", || {
+            self.balance_of(0, &user.public()) == before - 10
+        });
+        let (status, body) = post(signed_request(&[("again", "1")]));
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("replayed_nonce"), "{body}");
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(self.balance_of(0, &user.public()), before - 10);
     }
 
     /// All running nodes report the same state root at a height every one of them finalized.
