@@ -1,8 +1,9 @@
-//! Quorum mode, as the entry node runs it: the ledger ranks the executors for the request
-//! hash; the first k eligible nodes that answer each run the canonical engine and sign; equal
-//! outputs are settled on the ledger together with the client's escrow, unequal ones are
-//! recorded as a disagreement (and the client gets an error, never the output). An executor
-//! asked by another node runs its share through [`execute_for_peer`].
+//! Quorum mode, as the entry node runs it: the client's escrow is opened on the ledger first
+//! (payment before work); the block after it draws the executors from the opening block's
+//! digest; the first k drawn nodes that answer each run the canonical engine and sign; equal
+//! outputs are settled on the ledger, unequal ones are recorded as a disagreement (and the
+//! client gets an error, never the output). An executor asked by another node runs its share
+//! through [`execute_for_peer`], only for a paid request that drew it.
 
 use crate::hub::{self, HubError};
 use crate::inference::{self, check_client_signature, InferError};
