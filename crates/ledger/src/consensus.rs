@@ -379,9 +379,7 @@ impl LedgerApp {
         let fee = match &escrow.action {
             Action::OpenRequest {
                 model, executors, ..
-            } => s
-                .model(model)
-                .map(|m| m.price.saturating_mul((*executors).max(1) as u64)),
+            } => s.fee(model, *executors),
             _ => None,
         };
         match fee {

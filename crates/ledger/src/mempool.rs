@@ -314,9 +314,7 @@ impl Mempool {
                 Action::RegisterNode { stake, .. } => *stake,
                 Action::OpenRequest {
                     model, executors, ..
-                } => state
-                    .model(model)
-                    .map_or(0, |m| m.price.saturating_mul((*executors).max(1) as u64)),
+                } => state.fee(model, *executors).unwrap_or(0),
                 _ => 0,
             })
             .fold(0u64, u64::saturating_add)

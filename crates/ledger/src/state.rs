@@ -162,6 +162,14 @@ impl LedgerState {
         self.nodes.iter()
     }
 
+    /// What an escrow for `model` with `executors` (0 for signed mode) holds from the client:
+    /// the price per executor times max(k, 1). None for a model without a price.
+    pub fn fee(&self, model: &ModelId, executors: u32) -> Option<u64> {
+        self.models
+            .get(model)
+            .map(|m| m.price.saturating_mul(executors.max(1) as u64))
+    }
+
     /// The registered nodes with the `quorum` capability.
     pub fn quorum_nodes(&self) -> impl Iterator<Item = &PublicKey> {
         self.nodes

@@ -10,7 +10,6 @@ use std::time::Duration;
 use verity_core::wire::InferBody;
 use verity_core::{ModelId, ModelManifest, PublicKey, Receipt, SignedRequest};
 use verity_ledger::proof::{verify_inclusion, InclusionProof};
-use verity_ledger::Transaction;
 
 const EXECUTE_TIMEOUT: Duration = Duration::from_secs(20);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -69,16 +68,16 @@ pub async fn execute(
     node: &Node,
     executor: &PublicKey,
     signed: &SignedRequest,
-    escrow: &Transaction,
 ) -> Result<Receipt, PeerError> {
     let url = format!("{}/v1/execute", endpoint_of(node, executor)?);
     let failed = |reason: String| PeerError::Failed {
         url: url.clone(),
         reason,
     };
+    // The executor reads the escrow from its own ledger, not from us.
     let body = InferBody {
         signed: signed.clone(),
-        escrow: Some(escrow.clone()),
+        escrow: None,
     };
     let resp = node
         .http

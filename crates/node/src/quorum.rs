@@ -16,7 +16,7 @@ use verity_core::wire::{InferBody, InferResponse, QuorumResult};
 use verity_core::{
     verify_receipt, Expectations, Hash, Mode, PublicKey, Receipt, SignedRequest, VerifyError,
 };
-use verity_ledger::{Action, Transaction};
+use verity_ledger::Action;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuorumError {
@@ -94,7 +94,7 @@ pub async fn serve(
         .app
         .read(|s| s.executors_of(&request))
         .ok_or(SettleError::NotOpen(request))?;
-    let receipts = collect(node, &signed, &escrow, &eligible, k as usize).await?;
+    let receipts = collect(node, &signed, &eligible, k as usize).await?;
     let agreed = receipts
         .iter()
         .all(|r| r.output_hash == receipts[0].output_hash);
@@ -132,7 +132,6 @@ pub async fn serve(
 async fn collect(
     node: &Arc<Node>,
     signed: &SignedRequest,
-    escrow: &Transaction,
     eligible: &[PublicKey],
     k: usize,
 ) -> Result<Vec<Receipt>, QuorumError> {
@@ -141,9 +140,8 @@ async fn collect(
     let ask = |executor: PublicKey| {
         let node = node.clone();
         let signed = signed.clone();
-        let escrow = escrow.clone();
         async move {
-            let result = ask_one(&node, &signed, &escrow, executor).await;
+            let result = ask_one(&node, &signed, executor).await;
             (executor, result)
         }
     };
@@ -180,14 +178,13 @@ async fn collect(
 async fn ask_one(
     node: &Arc<Node>,
     signed: &SignedRequest,
-    escrow: &Transaction,
     executor: PublicKey,
 ) -> Result<Receipt, ExecutorFailure> {
     let receipt = if executor == node.key.public() {
         let manifest = hub::by_id(node, &signed.request.model).await?;
         inference::execute(node, signed.request.clone(), manifest).await?
     } else {
-        peers::execute(node, &executor, signed, escrow).await?
+        peers::execute(node, &executor, signed).await?
     };
     verify_receipt(
         &receipt,

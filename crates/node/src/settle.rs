@@ -87,9 +87,9 @@ pub fn check_escrow(
         return Err(SettleError::EscrowSignature);
     }
     let balance = chain.app.spendable(&req.client);
-    let (price, known, nodes) = chain.app.read(|s| {
+    let (fee, known, nodes) = chain.app.read(|s| {
         (
-            s.model(&req.model).map(|m| m.price),
+            s.fee(&req.model, k),
             s.escrow(&request).is_some() || s.closed(&request).is_some(),
             s.quorum_nodes().count(),
         )
@@ -97,8 +97,7 @@ pub fn check_escrow(
     if known {
         return Err(SettleError::AlreadyEscrowed(request));
     }
-    let price = price.ok_or(SettleError::ModelNotRegistered(req.model))?;
-    let fee = price.saturating_mul(k.max(1) as u64);
+    let fee = fee.ok_or(SettleError::ModelNotRegistered(req.model))?;
     if balance < fee {
         return Err(SettleError::InsufficientFunds { fee, balance });
     }
