@@ -17,14 +17,15 @@ pub mod domain {
     pub const TRACE_NODE: &str = "verity/trace-node/v1";
     pub const CALIBRATION: &str = "verity/calibration/v1";
     pub const PUBLISH: &str = "verity/publish/v1";
-    pub const TX: &str = "verity/tx/v1";
+    pub const TX: &str = "verity/tx/v2";
     pub const TX_SIGNATURE: &str = "verity/tx-signature/v1";
     pub const BLOCK: &str = "verity/block/v1";
     pub const RECEIPTS_NODE: &str = "verity/receipts-node/v1";
-    pub const STATE: &str = "verity/state/v1";
+    pub const STATE: &str = "verity/state/v2";
     pub const EXECUTOR_RANK: &str = "verity/executor-rank/v2";
     pub const CHAT_REQUEST: &str = "verity/chat-request/v1";
     pub const ZK_STATEMENT: &str = "verity/zk-statement/v1";
+    pub const ZK_PROOF: &str = "verity/zk-proof/v1";
 }
 
 /// A 32-byte digest, shown as lowercase hex.

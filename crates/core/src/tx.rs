@@ -3,6 +3,8 @@
 use crate::encode::{Decoder, Encoder};
 use crate::hash::domain;
 use crate::keys::Signature;
+use crate::request::Mode;
+use crate::tensor::{Tensor, TensorMap};
 use crate::{CoreError, Hash, ModelId, NodeKey, PublicKey, Receipt};
 use serde::{Deserialize, Serialize};
 
@@ -21,29 +23,39 @@ pub enum Action {
     },
     /// Register a model (by id) with a price per execution, paid to each executor.
     RegisterModel { model: ModelId, price: u64 },
-    /// Open an inference request: escrows `price * executors` from the client's balance.
-    /// `executors: 0` is a `signed`-mode request (one receipt, from the node the client
-    /// chose, paid `price`); k >= 1 is a quorum of k ranked executors.
+    /// Open an inference request in `mode`: escrows `price * max(k, 1)` from the client's
+    /// balance. `signed` and `zk` requests name the one node the client chose (paid `price`);
+    /// `quorum:k` is served by k ranked executors.
     OpenRequest {
         request: Hash,
         model: ModelId,
-        executors: u32,
-        /// Signed mode (`executors: 0`): the node the client asked, the only one that may
-        /// settle it. Must be absent for quorum requests (the ledger ranks those).
+        mode: Mode,
+        /// Signed and zk mode: the node the client asked, the only one that may settle it.
+        /// Must be absent for quorum requests (the ledger ranks those).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         node: Option<PublicKey>,
     },
-    /// Settle an open request with its receipts: `executors` receipts by distinct registered
-    /// nodes, for this request and model, with equal output hashes. Pays each executor.
+    /// Settle an open request with its receipts: k receipts by distinct eligible nodes, for
+    /// this request, model and mode, with equal output hashes. Pays each executor, except in
+    /// zk mode: there `proof` is the hash of the proof the executor serves, and the request
+    /// waits for the validators' verdicts on it.
     Settle {
         request: Hash,
         receipts: Vec<Receipt>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        proof: Option<Hash>,
     },
-    /// Record receipts for one request that disagree on the output; refunds the client.
+    /// Opens a dispute over a quorum whose receipts disagree, filed by one of its eligible
+    /// executors with the request's inputs, so that every validator can re-execute it.
     Disagree {
         request: Hash,
+        inputs: TensorMap,
         receipts: Vec<Receipt>,
     },
+    /// A validator's verdict on a disputed request: the output hash it computed (quorum), or
+    /// for a zk settlement the receipt's output hash if the proof verifies and the zero hash
+    /// if it does not.
+    Verdict { request: Hash, output: Hash },
     /// Take back the escrow of a request nobody settled within the timeout.
     Refund { request: Hash },
 }
@@ -66,6 +78,15 @@ fn put_receipts(e: &mut Encoder, receipts: &[Receipt]) {
 fn get_receipts(d: &mut Decoder<'_>) -> Result<Vec<Receipt>, CoreError> {
     let n = d.count(200)?;
     (0..n).map(|_| Receipt::decode_from(d)).collect()
+}
+
+/// An optional 32-byte value: tag 0 (absent) or tag 1 and the bytes.
+fn get_option(d: &mut Decoder<'_>) -> Result<Option<[u8; 32]>, CoreError> {
+    match d.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(d.fixed32()?)),
+        t => Err(CoreError::Malformed(format!("option tag {t}"))),
+    }
 }
 
 impl Action {
@@ -104,25 +125,44 @@ impl Action {
             Action::OpenRequest {
                 request,
                 model,
-                executors,
+                mode,
                 node,
             } => {
                 e.u8(4)
                     .fixed32(&request.0)
                     .fixed32(&model.0)
-                    .u32(*executors);
+                    .str(&mode.name());
                 match node {
                     None => e.u8(0),
                     Some(k) => e.u8(1).fixed32(&k.0),
                 };
             }
-            Action::Settle { request, receipts } => {
+            Action::Settle {
+                request,
+                receipts,
+                proof,
+            } => {
                 e.u8(5).fixed32(&request.0);
                 put_receipts(e, receipts);
+                match proof {
+                    None => e.u8(0),
+                    Some(p) => e.u8(1).fixed32(&p.0),
+                };
             }
-            Action::Disagree { request, receipts } => {
-                e.u8(6).fixed32(&request.0);
+            Action::Disagree {
+                request,
+                inputs,
+                receipts,
+            } => {
+                e.u8(6).fixed32(&request.0).u64(inputs.len() as u64);
+                for (name, t) in inputs {
+                    e.str(name);
+                    t.encode_into(e);
+                }
                 put_receipts(e, receipts);
+            }
+            Action::Verdict { request, output } => {
+                e.u8(8).fixed32(&request.0).fixed32(&output.0);
             }
             Action::Refund { request } => {
                 e.u8(7).fixed32(&request.0);
@@ -150,30 +190,39 @@ impl Action {
             4 => Action::OpenRequest {
                 request: Hash(d.fixed32()?),
                 model: ModelId(d.fixed32()?),
-                executors: d.u32()?,
-                node: match d.u8()? {
-                    0 => None,
-                    1 => Some(PublicKey(d.fixed32()?)),
-                    t => return Err(CoreError::Malformed(format!("option tag {t}"))),
-                },
+                mode: Mode::parse(d.str()?)?,
+                node: get_option(d)?.map(PublicKey),
             },
             5 => Action::Settle {
                 request: Hash(d.fixed32()?),
                 receipts: get_receipts(d)?,
+                proof: get_option(d)?.map(Hash),
             },
             6 => Action::Disagree {
                 request: Hash(d.fixed32()?),
+                inputs: {
+                    let mut inputs = TensorMap::new();
+                    for _ in 0..d.count(16)? {
+                        let name = d.str()?.to_string();
+                        inputs.insert(name, Tensor::decode_from(d)?);
+                    }
+                    inputs
+                },
                 receipts: get_receipts(d)?,
             },
             7 => Action::Refund {
                 request: Hash(d.fixed32()?),
+            },
+            8 => Action::Verdict {
+                request: Hash(d.fixed32()?),
+                output: Hash(d.fixed32()?),
             },
             t => return Err(CoreError::Malformed(format!("unknown action tag {t}"))),
         })
     }
 }
 
-/// The transaction's content id: sender, nonce and action, in the `verity/tx/v1` domain.
+/// The transaction's content id: sender, nonce and action, in the `verity/tx/v2` domain.
 fn content_id(sender: &PublicKey, nonce: u64, action: &Action) -> Hash {
     let mut e = Encoder::new();
     e.fixed32(&sender.0).u64(nonce);

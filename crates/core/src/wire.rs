@@ -8,6 +8,7 @@ use crate::keys::{PublicKey, Signature};
 use crate::manifest::ModelManifest;
 use crate::receipt::Receipt;
 use crate::request::SignedRequest;
+use crate::tensor::TensorMap;
 use crate::tx::Transaction;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -114,6 +115,14 @@ pub struct InferBody {
     pub escrow: Option<Transaction>,
 }
 
+/// `POST /v1/disputes`: an entry node asks one of a quorum's eligible executors (the only nodes
+/// the ledger lets file a disagreement) to put receipts that disagree before the validators.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DisputeBody {
+    pub signed: SignedRequest,
+    pub receipts: Vec<Receipt>,
+}
+
 /// `?wait=true` on `/v1/infer`.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct InferQuery {
@@ -137,6 +146,24 @@ pub struct InferResponse {
     /// `verity verify` checks it offline against the model file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zk_proof: Option<String>,
+}
+
+/// `GET /v1/proofs/{hash}`: a zk proof as its executor stores and serves it, with the inputs
+/// it proves (the receipt states only their hash). `hash` is [`ProofBundle::hash_of`] of the
+/// proof's bytes; a zk settlement records it on the ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProofBundle {
+    pub inputs: TensorMap,
+    /// The proof, base64.
+    pub proof: String,
+}
+
+impl ProofBundle {
+    /// The hash a zk settlement records for a proof: BLAKE3 of its bytes (not of its base64
+    /// text, so one proof has one hash), in the `verity/zk-proof/v1` domain.
+    pub fn hash_of(proof: &[u8]) -> Hash {
+        Hash::of(crate::hash::domain::ZK_PROOF, proof)
+    }
 }
 
 /// A quorum's receipts; also the file `verity infer --mode quorum` saves.
@@ -195,10 +222,16 @@ pub enum RequestStatus {
         amount: u64,
         eligible: Vec<PublicKey>,
     },
+    /// Before the validators: a quorum that disagreed, or a zk proof being checked.
+    Judging {
+        verdicts: usize,
+        needed: usize,
+    },
     Settled {
         height: u64,
     },
-    Disagreed {
+    /// A dispute decided by the validators' verdicts (or expired): see `GET /v1/disputes`.
+    Judged {
         height: u64,
     },
     Refunded {
@@ -214,12 +247,24 @@ pub struct ModelPrice {
     pub price: u64,
 }
 
-/// A recorded disagreement: which nodes signed which output for the request.
+/// `GET /v1/disputes`: a request before the validators (a quorum that disagreed, or a zk
+/// proof), open or decided.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct DisagreementInfo {
+pub struct DisputeInfo {
     pub request: Hash,
-    pub height: u64,
+    /// `quorum` (re-executed by the validators) or `proof` (a zk proof they verify).
+    pub kind: String,
+    /// Which node signed which output.
     pub signed: Vec<(PublicKey, Hash)>,
+    /// The verdicts given so far (open disputes).
+    pub verdicts: Vec<(PublicKey, Hash)>,
+    /// The height that decided it (None while open).
+    pub decided_at: Option<u64>,
+    /// The output 2f+1 validators agreed on (the zero hash: no valid proof); None while open
+    /// or when the verdict window closed without agreement.
+    pub verdict: Option<Hash>,
+    /// Stake taken from the losing executors and validators.
+    pub slashed: Vec<(PublicKey, u64)>,
 }
 
 /// The `verity` member of every chat answer, and the file `verity chat --receipt-out` writes:

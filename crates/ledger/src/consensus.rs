@@ -377,9 +377,7 @@ impl LedgerApp {
         // What the escrow would cost can no longer be paid from the finalized balance (another
         // escrow or a transfer of the client's got there first): it will never apply.
         let fee = match &escrow.action {
-            Action::OpenRequest {
-                model, executors, ..
-            } => s.fee(model, *executors),
+            Action::OpenRequest { model, mode, .. } => s.fee(model, *mode),
             _ => None,
         };
         match fee {

@@ -3,7 +3,7 @@ use verity_core::{Hash, ModelId, PublicKey};
 
 /// Why a transaction was rejected. A rejected transaction changes nothing (not even the
 /// sender's nonce).
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum TxError {
     #[error("bad signature")]
     Signature,
@@ -29,6 +29,10 @@ pub enum TxError {
     RequestExists(Hash),
     #[error("request {0} is not open")]
     UnknownRequest(Hash),
+    #[error("request {0} is being judged by the validators")]
+    Disputed(Hash),
+    #[error("request {0} is not being judged")]
+    NotDisputed(Hash),
     #[error("quorum size {0} is above 16")]
     QuorumSize(u32),
     #[error("receipt {index}: {reason}")]

@@ -312,9 +312,7 @@ impl Mempool {
             .map(|t| match &t.action {
                 Action::Transfer { amount, .. } => *amount,
                 Action::RegisterNode { stake, .. } => *stake,
-                Action::OpenRequest {
-                    model, executors, ..
-                } => state.fee(model, *executors).unwrap_or(0),
+                Action::OpenRequest { model, mode, .. } => state.fee(model, *mode).unwrap_or(0),
                 _ => 0,
             })
             .fold(0u64, u64::saturating_add)

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use verity_core::encode::Encoder;
 use verity_core::hash::domain;
-use verity_core::{Hash, ModelId, PublicKey, Receipt};
+use verity_core::{Hash, Mode, ModelId, PublicKey, Receipt, TensorMap};
 
 pub use apply::{BlockError, Proposal};
 pub use genesis::{Genesis, GenesisNode, Params};
@@ -44,7 +44,7 @@ pub struct ModelEntry {
 pub struct Escrow {
     pub client: PublicKey,
     pub model: ModelId,
-    pub executors: u32,
+    pub mode: Mode,
     pub amount: u64,
     pub opened_at: u64,
     /// The nodes allowed to sign for this request, best-ranked first. A signed- or zk-mode
@@ -60,7 +60,8 @@ pub struct Escrow {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Closed {
     Settled { height: u64 },
-    Disagreed { height: u64 },
+    /// A dispute was decided by the validators' verdicts (see [`Judgement`]), or expired.
+    Judged { height: u64 },
     Refunded { height: u64 },
 }
 
@@ -68,18 +69,47 @@ impl Closed {
     fn tag(self) -> (u8, u64) {
         match self {
             Closed::Settled { height } => (1, height),
-            Closed::Disagreed { height } => (2, height),
+            Closed::Judged { height } => (2, height),
             Closed::Refunded { height } => (3, height),
         }
     }
 }
 
-/// Conflicting signed receipts for one request, kept as evidence.
+/// What the validators are asked to judge.
 #[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Disagreement {
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Question {
+    /// Quorum receipts that disagree: each validator re-executes the model on `inputs`.
+    Quorum { inputs: TensorMap },
+    /// A zk settlement: each validator fetches the proof with this hash from the executor and
+    /// verifies it against the receipt.
+    Proof { proof: Hash },
+}
+
+/// A request the validators are judging: its escrow stays locked until 2f+1 verdicts agree or
+/// the window closes.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Dispute {
+    pub question: Question,
+    /// Block time (ms) when it was opened; the verdict window runs from here.
+    pub opened_ms: u64,
+    pub receipts: Vec<Receipt>,
+    /// Each validator's verdict so far: the output hash it found correct.
+    pub verdicts: BTreeMap<PublicKey, Hash>,
+}
+
+/// How a dispute ended, kept as evidence: the receipts, the verdict and who lost stake.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Judgement {
     pub request: Hash,
     pub height: u64,
+    pub question: Question,
     pub receipts: Vec<Receipt>,
+    /// The output 2f+1 validators agreed on (the zero hash: no valid proof); None when the
+    /// window closed without agreement (the client is refunded, nobody slashed).
+    pub verdict: Option<Hash>,
+    /// Executors and validators whose stake was slashed, with the amounts.
+    pub slashed: Vec<(PublicKey, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -97,7 +127,10 @@ pub struct LedgerState {
     models: BTreeMap<ModelId, ModelEntry>,
     escrows: BTreeMap<Hash, Escrow>,
     closed: BTreeMap<Hash, Closed>,
-    disagreements: Vec<Disagreement>,
+    /// The consensus validators (the genesis nodes), who judge disputes.
+    validators: Vec<PublicKey>,
+    disputes: BTreeMap<Hash, Dispute>,
+    judgements: Vec<Judgement>,
     /// Quorum requests opened in the last block, whose executors the next block draws (an
     /// index of the escrows with no `eligible` yet, so it is not part of the root).
     undrawn: Vec<Hash>,
@@ -118,7 +151,9 @@ impl LedgerState {
             models: BTreeMap::new(),
             escrows: BTreeMap::new(),
             closed: BTreeMap::new(),
-            disagreements: Vec::new(),
+            validators: Vec::new(),
+            disputes: BTreeMap::new(),
+            judgements: Vec::new(),
             undrawn: Vec::new(),
         }
     }
@@ -162,12 +197,12 @@ impl LedgerState {
         self.nodes.iter()
     }
 
-    /// What an escrow for `model` with `executors` (0 for signed mode) holds from the client:
-    /// the price per executor times max(k, 1). None for a model without a price.
-    pub fn fee(&self, model: &ModelId, executors: u32) -> Option<u64> {
+    /// What an escrow for `model` in `mode` holds from the client: the price per executor
+    /// times max(k, 1). None for a model without a price.
+    pub fn fee(&self, model: &ModelId, mode: Mode) -> Option<u64> {
         self.models
             .get(model)
-            .map(|m| m.price.saturating_mul(executors.max(1) as u64))
+            .map(|m| m.price.saturating_mul(mode.executors().max(1) as u64))
     }
 
     /// The registered nodes with the `quorum` capability.
@@ -209,13 +244,33 @@ impl LedgerState {
         if !escrow.eligible.is_empty() {
             return Some(escrow.eligible.clone());
         }
-        Some(self.eligible_executors(&self.last_digest, request, escrow.executors))
-    }
-    pub fn disagreements(&self) -> &[Disagreement] {
-        &self.disagreements
+        Some(self.eligible_executors(&self.last_digest, request, escrow.mode.executors()))
     }
 
-    /// Total of balances, stakes and escrows: constant under every transaction.
+    /// The validators, who judge disputes with their verdicts.
+    pub fn validators(&self) -> &[PublicKey] {
+        &self.validators
+    }
+
+    /// Agreeing verdicts that decide a dispute: 2f+1 of n = 3f+1 validators (n - f in
+    /// general, so any two deciding sets share an honest validator).
+    pub fn verdict_threshold(&self) -> usize {
+        let n = self.validators.len();
+        n - n.saturating_sub(1) / 3
+    }
+
+    /// The requests the validators are judging.
+    pub fn disputes(&self) -> &BTreeMap<Hash, Dispute> {
+        &self.disputes
+    }
+
+    /// Decided (and expired) disputes, oldest first.
+    pub fn judgements(&self) -> &[Judgement] {
+        &self.judgements
+    }
+
+    /// Total of balances, stakes and escrows: constant under every transaction (slashed stake
+    /// is paid out, never destroyed).
     pub fn total_supply(&self) -> u128 {
         let b: u128 = self.accounts.values().map(|a| a.balance as u128).sum();
         let s: u128 = self.nodes.values().map(|n| n.stake as u128).sum();
@@ -252,7 +307,7 @@ impl LedgerState {
             e.fixed32(&k.0)
                 .fixed32(&x.client.0)
                 .fixed32(&x.model.0)
-                .u32(x.executors)
+                .str(&x.mode.name())
                 .u64(x.amount)
                 .u64(x.opened_at)
                 .u64(x.eligible.len() as u64);
@@ -265,15 +320,48 @@ impl LedgerState {
             let (tag, height) = c.tag();
             e.fixed32(&k.0).u8(tag).u64(height);
         }
-        e.u64(self.disagreements.len() as u64);
-        for d in &self.disagreements {
-            e.fixed32(&d.request.0)
-                .u64(d.height)
-                .u64(d.receipts.len() as u64);
+        e.u64(self.validators.len() as u64);
+        for v in &self.validators {
+            e.fixed32(&v.0);
+        }
+        e.u64(self.disputes.len() as u64);
+        for (k, d) in &self.disputes {
+            e.fixed32(&k.0);
+            encode_question(&mut e, &d.question);
+            e.u64(d.opened_ms).u64(d.receipts.len() as u64);
             for r in &d.receipts {
                 e.fixed32(&r.id().0);
+            }
+            e.u64(d.verdicts.len() as u64);
+            for (v, output) in &d.verdicts {
+                e.fixed32(&v.0).fixed32(&output.0);
+            }
+        }
+        e.u64(self.judgements.len() as u64);
+        for j in &self.judgements {
+            e.fixed32(&j.request.0).u64(j.height);
+            encode_question(&mut e, &j.question);
+            e.u64(j.receipts.len() as u64);
+            for r in &j.receipts {
+                e.fixed32(&r.id().0);
+            }
+            match &j.verdict {
+                None => e.u8(0),
+                Some(h) => e.u8(1).fixed32(&h.0),
+            };
+            e.u64(j.slashed.len() as u64);
+            for (k, amount) in &j.slashed {
+                e.fixed32(&k.0).u64(*amount);
             }
         }
         Hash::of(domain::STATE, &e.finish())
     }
+}
+
+/// A dispute's question in the state root: the inputs' hash, or the proof's.
+fn encode_question(e: &mut Encoder, q: &Question) {
+    match q {
+        Question::Quorum { inputs } => e.u8(1).fixed32(&verity_core::tensor::hash_map(inputs).0),
+        Question::Proof { proof } => e.u8(2).fixed32(&proof.0),
+    };
 }

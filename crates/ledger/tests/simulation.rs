@@ -319,7 +319,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                 Action::OpenRequest {
                     request,
                     model,
-                    executors: 3,
+                    mode: Mode::Quorum { k: 3 },
                     node: None,
                 },
             ),
@@ -341,6 +341,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             Action::Settle {
                 request,
                 receipts: receipts.clone(),
+                proof: None,
             },
         );
         nodes

@@ -12,6 +12,8 @@ use verity_ledger::{
 
 #[path = "state/golden.rs"]
 mod golden;
+#[path = "state/judgement.rs"]
+mod judgement;
 #[path = "state/mempool.rs"]
 mod mempool;
 
@@ -35,6 +37,7 @@ fn genesis() -> Genesis {
             min_stake: 1_000,
             refund_after: 5,
             quorum_spares: 1,
+            ..Params::default()
         },
     }
 }
@@ -73,15 +76,18 @@ fn checked<const N: usize>(txs: [Transaction; N]) -> Vec<CheckedTx> {
         .collect()
 }
 
-struct Chain {
+pub(crate) struct Chain {
     state: LedgerState,
     nonces: BTreeMap<u8, u64>,
 }
 
 impl Chain {
     fn new() -> Chain {
+        Chain::from(genesis())
+    }
+    fn from(g: Genesis) -> Chain {
         Chain {
-            state: LedgerState::from_genesis(&genesis()).unwrap(),
+            state: LedgerState::from_genesis(&g).unwrap(),
             nonces: BTreeMap::new(),
         }
     }
@@ -221,7 +227,7 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
-            executors: 3,
+            mode: Mode::Quorum { k: 3 },
             node: None,
         },
     )
@@ -235,7 +241,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             6,
             Action::Settle {
                 request: req,
-                receipts: receipts[..2].to_vec()
+                receipts: receipts[..2].to_vec(),
+                proof: None,
             }
         )
         .is_err());
@@ -249,7 +256,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             6,
             Action::Settle {
                 request: req,
-                receipts: dup
+                receipts: dup,
+                proof: None,
             }
         ),
         Err(TxError::Receipt { index: 1, .. })
@@ -264,7 +272,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             6,
             Action::Settle {
                 request: req,
-                receipts: stranger
+                receipts: stranger,
+                proof: None,
             }
         ),
         Err(TxError::Receipt { index: 2, .. })
@@ -279,7 +288,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             6,
             Action::Settle {
                 request: req,
-                receipts: other
+                receipts: other,
+                proof: None,
             }
         ),
         Err(TxError::Receipt { index: 2, .. })
@@ -291,7 +301,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             6,
             Action::Settle {
                 request: req,
-                receipts: tampered
+                receipts: tampered,
+                proof: None,
             }
         ),
         Err(TxError::Receipt { index: 1, .. })
@@ -304,6 +315,7 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             Action::Settle {
                 request: req,
                 receipts: receipts.clone(),
+                proof: None,
             },
         )
         .unwrap();
@@ -325,7 +337,8 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             6,
             Action::Settle {
                 request: req,
-                receipts
+                receipts,
+                proof: None,
             }
         )
         .is_err());
@@ -335,86 +348,13 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             Action::OpenRequest {
                 request: req,
                 model: MODEL,
-                executors: 1,
+                mode: Mode::Quorum { k: 1 },
                 node: None
             }
         ),
         Err(TxError::RequestExists(req))
     );
     assert_eq!(c.state.total_supply(), supply);
-}
-
-#[test]
-fn disagreement_is_recorded_with_evidence_and_client_refunded() {
-    let mut c = Chain::new();
-    c.run(
-        6,
-        Action::RegisterModel {
-            model: MODEL,
-            price: 10,
-        },
-    )
-    .unwrap();
-    let req = Hash::of("req", b"d");
-    c.run(
-        5,
-        Action::OpenRequest {
-            request: req,
-            model: MODEL,
-            executors: 3,
-            node: None,
-        },
-    )
-    .unwrap();
-    let receipts = vec![
-        receipt(&key(1), req, MODEL, 0.5),
-        receipt(&key(2), req, MODEL, 0.5),
-        receipt(&key(3), req, MODEL, 0.9),
-    ];
-    assert_eq!(
-        c.run(
-            6,
-            Action::Settle {
-                request: req,
-                receipts: receipts.clone()
-            }
-        ),
-        Err(TxError::Disagreement)
-    );
-    assert_eq!(
-        c.run(
-            6,
-            Action::Disagree {
-                request: req,
-                receipts: receipts[..2].to_vec()
-            }
-        ),
-        Err(TxError::NoDisagreement)
-    );
-    c.run(
-        6,
-        Action::Disagree {
-            request: req,
-            receipts: receipts.clone(),
-        },
-    )
-    .unwrap();
-    assert_eq!(c.state.balance(&key(5).public()), 1_000_000);
-    let d = &c.state.disagreements()[0];
-    assert_eq!((d.request, d.receipts.len()), (req, 3));
-    // The closed request cannot be escrowed again by replaying the client's transaction.
-    assert_eq!(
-        c.run(
-            5,
-            Action::OpenRequest {
-                request: req,
-                model: MODEL,
-                executors: 3,
-                node: None
-            }
-        ),
-        Err(TxError::RequestExists(req))
-    );
 }
 
 #[test]
@@ -434,7 +374,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
-            executors: 1,
+            mode: Mode::Quorum { k: 1 },
             node: None,
         },
     )
@@ -458,7 +398,8 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
             6,
             Action::Settle {
                 request: req,
-                receipts: vec![sign(outsider)]
+                receipts: vec![sign(outsider)],
+                proof: None,
             }
         ),
         Err(TxError::Receipt { index: 0, .. })
@@ -471,7 +412,8 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
             6,
             Action::Settle {
                 request: req,
-                receipts: vec![wrong_mode]
+                receipts: vec![wrong_mode],
+                proof: None,
             }
         )
         .is_err());
@@ -482,6 +424,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
         Action::Settle {
             request: req,
             receipts: vec![sign(second)],
+            proof: None,
         },
     )
     .unwrap();
@@ -511,7 +454,7 @@ fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
-            executors: 1,
+            mode: Mode::Quorum { k: 1 },
             node: None,
         },
     )
@@ -622,7 +565,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
-            executors: 2,
+            mode: Mode::Quorum { k: 2 },
             node: None,
         },
     );
@@ -663,6 +606,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
         Action::Settle {
             request: req,
             receipts: receipts.clone(),
+            proof: None,
         },
     );
     let block2 = a.state.propose(checked([t3]), key(3).public(), 20).block;
@@ -748,7 +692,7 @@ fn signed_mode_escrow_is_settled_only_by_the_named_node() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
-            executors: 0,
+            mode: Mode::Signed,
             node: Some(key(4).public()),
         },
     )
@@ -775,6 +719,7 @@ fn signed_mode_escrow_is_settled_only_by_the_named_node() {
             6,
             Action::Disagree {
                 request: req,
+                inputs: TensorMap::new(),
                 receipts: vec![signed(4), signed(1)],
             }
         )
@@ -785,7 +730,8 @@ fn signed_mode_escrow_is_settled_only_by_the_named_node() {
                 6,
                 Action::Settle {
                     request: req,
-                    receipts
+                    receipts,
+                    proof: None,
                 }
             )
             .is_err());
@@ -796,6 +742,7 @@ fn signed_mode_escrow_is_settled_only_by_the_named_node() {
         Action::Settle {
             request: req,
             receipts: vec![signed(4)],
+            proof: None,
         },
     )
     .unwrap();
@@ -824,6 +771,7 @@ fn a_client_grinding_request_nonces_cannot_choose_its_quorum() {
             min_stake: 1_000,
             refund_after: 5,
             quorum_spares: 1,
+            ..Params::default()
         },
     };
     let mut state = LedgerState::from_genesis(&g).unwrap();
@@ -868,7 +816,7 @@ fn a_client_grinding_request_nonces_cannot_choose_its_quorum() {
                 Action::OpenRequest {
                     request: *r,
                     model: MODEL,
-                    executors: 3,
+                    mode: Mode::Quorum { k: 3 },
                     node: None,
                 },
             );

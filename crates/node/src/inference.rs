@@ -100,20 +100,28 @@ pub async fn serve(
         settle::open(node, escrow).await?;
     }
     let receipt = execute(node, request, manifest).await?;
-    let zk_proof = match circuit {
-        Some((circuit, inputs)) => Some(
-            node.scheduler
+    // A proof is kept and served under its hash: a zk settlement records only the hash, and
+    // the validators fetch the proof to judge it before the node is paid.
+    let proof = match circuit {
+        Some((circuit, inputs)) => {
+            let (hash, bundle) = node
+                .scheduler
                 .prove
-                .run(move || zk::prove(&circuit, &inputs))
-                .await??,
-        ),
+                .run(move || zk::prove(&circuit, inputs))
+                .await??;
+            node.store.put_proof(&hash, &bundle)?;
+            Some((hash, bundle.proof))
+        }
         None => None,
     };
+    let proof_hash = proof.as_ref().map(|(hash, _)| *hash);
+    let zk_proof = proof.map(|(_, proof)| proof);
     let settled_height = match escrow {
         Some(_) => {
             let close = Action::Settle {
                 request: request_hash,
                 receipts: vec![receipt.clone()],
+                proof: proof_hash,
             };
             settle::settle(node, request_hash, close, wait).await?
         }

@@ -14,6 +14,7 @@ pub mod executor;
 pub mod http;
 pub mod hub;
 pub mod inference;
+pub mod judge;
 pub mod metrics;
 pub mod node;
 pub mod peers;
@@ -82,11 +83,15 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/execute", post(infer::execute_for_peer))
         .route("/v1/receipts/{id}", get(infer::get_receipt))
         .route("/v1/receipts/{id}/proof", get(ledger::receipt_proof))
+        .route("/v1/proofs/{hash}", get(infer::get_proof))
         .route("/v1/tx", post(ledger::submit_tx))
         .route("/v1/ledger", get(ledger::status))
         .route("/v1/prices/{model}", get(ledger::price))
         .route("/v1/blocks/{height}", get(ledger::block))
-        .route("/v1/disagreements", get(ledger::disagreements))
+        .route(
+            "/v1/disputes",
+            get(ledger::disputes).post(infer::file_dispute),
+        )
         .route("/v1/accounts/{key}", get(ledger::account))
         .route("/v1/requests/{hash}", get(ledger::request_status))
         .merge(expensive)
@@ -141,5 +146,8 @@ async fn serve(node: Arc<Node>) -> anyhow::Result<RunningNode> {
         header_timeout: std::time::Duration::from_secs(node.config.header_timeout_secs),
     };
     let task = tokio::spawn(http::server::serve(listener, app, limits));
+    if node.chain.is_some() {
+        tokio::spawn(judge::run(node.clone()));
+    }
     Ok(RunningNode { addr, node, task })
 }

@@ -7,7 +7,7 @@ use crate::node::{NoLedger, Node};
 use crate::store::StoreError;
 use std::sync::Arc;
 use std::time::Duration;
-use verity_core::wire::InferBody;
+use verity_core::wire::{DisputeBody, InferBody, ProofBundle};
 use verity_core::{ModelId, ModelManifest, PublicKey, Receipt, SignedRequest};
 use verity_ledger::proof::{verify_inclusion, InclusionProof};
 
@@ -62,28 +62,42 @@ fn endpoint_of(node: &Node, key: &PublicKey) -> Result<String, PeerError> {
         .ok_or(PeerError::Unregistered(*key))
 }
 
-/// Asks `executor` to run a quorum request (with the client's escrow, which it checks).
-/// The receipt it returns is not checked here.
+/// Asks `executor` to run a quorum request (it checks the escrow on its own ledger). The
+/// receipt it returns is not checked here.
 pub async fn execute(
     node: &Node,
     executor: &PublicKey,
     signed: &SignedRequest,
 ) -> Result<Receipt, PeerError> {
-    let url = format!("{}/v1/execute", endpoint_of(node, executor)?);
-    let failed = |reason: String| PeerError::Failed {
-        url: url.clone(),
-        reason,
-    };
     // The executor reads the escrow from its own ledger, not from us.
     let body = InferBody {
         signed: signed.clone(),
         escrow: None,
     };
+    let bytes = post_to(node, executor, "/v1/execute", &body).await?;
+    serde_json::from_slice(&bytes).map_err(|e| PeerError::Failed {
+        url: format!("{executor}/v1/execute"),
+        reason: e.to_string(),
+    })
+}
+
+/// POSTs `body` as JSON to `path` on `peer` and returns the reply's bytes (capped).
+async fn post_to(
+    node: &Node,
+    peer: &PublicKey,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> Result<Vec<u8>, PeerError> {
+    let url = format!("{}{path}", endpoint_of(node, peer)?);
+    let failed = |reason: String| PeerError::Failed {
+        url: url.clone(),
+        reason,
+    };
     let resp = node
         .http
         .post(&url)
         .timeout(EXECUTE_TIMEOUT)
-        .json(&body)
+        .json(body)
         .send()
         .await
         .map_err(|e| failed(e.to_string()))?;
@@ -92,7 +106,54 @@ pub async fn execute(
     if !status.is_success() {
         return Err(failed(format!("{status} {}", excerpt(&bytes))));
     }
-    serde_json::from_slice(&bytes).map_err(|e| failed(e.to_string()))
+    Ok(bytes)
+}
+
+/// Asks `executor`, an eligible executor of the request, to file the disagreement.
+pub async fn file_dispute(
+    node: &Node,
+    executor: &PublicKey,
+    body: &DisputeBody,
+) -> Result<(), PeerError> {
+    post_to(node, executor, "/v1/disputes", body).await.map(drop)
+}
+
+/// What fetching a zk proof from its executor gave.
+pub enum ServedProof {
+    Served(ProofBundle),
+    /// The executor answered that it has no such proof (it settled with a hash it cannot
+    /// back).
+    Missing,
+}
+
+/// The zk proof `executor` settled with, fetched by its hash. The bundle is not checked here.
+pub async fn zk_proof(
+    node: &Node,
+    executor: &PublicKey,
+    hash: &verity_core::Hash,
+) -> Result<ServedProof, PeerError> {
+    let url = format!("{}/v1/proofs/{hash}", endpoint_of(node, executor)?);
+    let failed = |reason: String| PeerError::Failed {
+        url: url.clone(),
+        reason,
+    };
+    let resp = node
+        .http
+        .get(&url)
+        .timeout(FETCH_TIMEOUT)
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+        return Ok(ServedProof::Missing);
+    }
+    let status = resp.status();
+    let bytes = read_capped(resp, MAX_REPLY_BYTES).await.map_err(failed)?;
+    if !status.is_success() {
+        return Err(failed(format!("{status} {}", excerpt(&bytes))));
+    }
+    let bundle = serde_json::from_slice(&bytes).map_err(|e| failed(e.to_string()))?;
+    Ok(ServedProof::Served(bundle))
 }
 
 /// The API endpoints of the other registered nodes.

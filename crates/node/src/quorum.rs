@@ -12,7 +12,7 @@ use crate::peers::{self, PeerError};
 use crate::settle::{self, SettleError};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
-use verity_core::wire::{InferBody, InferResponse, QuorumResult};
+use verity_core::wire::{DisputeBody, InferBody, InferResponse, QuorumResult};
 use verity_core::{
     verify_receipt, Expectations, Hash, Mode, PublicKey, Receipt, SignedRequest, VerifyError,
 };
@@ -35,10 +35,16 @@ pub enum QuorumError {
         failures: String,
     },
     #[error(
-        "executors disagree ({0}); the signed receipts are recorded on the ledger as a \
-         disagreement and the escrow is refunded"
+        "executors disagree ({0}); the validators re-execute the request, slash the executors \
+         they contradict and refund the escrow (GET /v1/requests/<hash>)"
     )]
     Disagreement(String),
+    #[error("executors disagree ({outputs}), and no eligible executor filed the dispute: {why}")]
+    DisputeNotFiled { outputs: String, why: String },
+    #[error("the receipts agree: there is nothing to dispute")]
+    NoDisagreement,
+    #[error(transparent)]
+    Receipt(#[from] VerifyError),
     #[error(transparent)]
     NoLedger(#[from] NoLedger),
     #[error(transparent)]
@@ -98,26 +104,27 @@ pub async fn serve(
     let agreed = receipts
         .iter()
         .all(|r| r.output_hash == receipts[0].output_hash);
-    let action = if agreed {
-        Action::Settle {
-            request,
-            receipts: receipts.clone(),
-        }
-    } else {
-        Action::Disagree {
-            request,
-            receipts: receipts.clone(),
-        }
-    };
-    let settled_height = settle::settle(node, request, action, wait && agreed).await?;
     node.metrics.quorum(agreed);
     if !agreed {
         let outputs: Vec<String> = receipts
             .iter()
             .map(|r| format!("{} -> {}", r.node, r.output_hash))
             .collect();
-        return Err(QuorumError::Disagreement(outputs.join(", ")));
+        let body = DisputeBody { signed, receipts };
+        return Err(match dispute(node, &eligible, &body).await {
+            Ok(()) => QuorumError::Disagreement(outputs.join(", ")),
+            Err(why) => QuorumError::DisputeNotFiled {
+                outputs: outputs.join(", "),
+                why,
+            },
+        });
     }
+    let action = Action::Settle {
+        request,
+        receipts: receipts.clone(),
+        proof: None,
+    };
+    let settled_height = settle::settle(node, request, action, wait).await?;
     Ok(InferResponse {
         receipt_id: receipts[0].id(),
         receipt: receipts[0].clone(),
@@ -125,6 +132,60 @@ pub async fn serve(
         quorum: Some(QuorumResult { request, receipts }),
         zk_proof: None,
     })
+}
+
+/// Puts disagreeing receipts before the validators. The ledger takes a disagreement only from
+/// an eligible executor: this node files it if it is one, else it asks the executors that
+/// signed, in turn, until one accepts.
+async fn dispute(
+    node: &Arc<Node>,
+    eligible: &[PublicKey],
+    body: &DisputeBody,
+) -> Result<(), String> {
+    let me = node.key.public();
+    if eligible.contains(&me) {
+        return file_dispute(node, body).await.map_err(|e| e.to_string());
+    }
+    let mut failures = Vec::new();
+    for executor in body.receipts.iter().map(|r| r.node) {
+        match peers::file_dispute(node, &executor, body).await {
+            Ok(()) => return Ok(()),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    Err(failures.join("; "))
+}
+
+/// Files a disagreement as one of the request's eligible executors (`POST /v1/disputes`):
+/// the receipts must disagree and be signed by the request's executors; the ledger checks it
+/// all again.
+pub async fn file_dispute(node: &Arc<Node>, body: &DisputeBody) -> Result<(), QuorumError> {
+    check_client_signature(&body.signed)?;
+    let req = &body.signed.request;
+    if !matches!(req.mode, Mode::Quorum { .. }) {
+        return Err(QuorumError::NotQuorum);
+    }
+    settle::require_open(node, req).await?;
+    let request = req.hash();
+    let me = node.key.public();
+    let drawn = node.chain()?.app.read(|s| s.executors_of(&request));
+    if !drawn.is_some_and(|e| e.contains(&me)) {
+        return Err(QuorumError::NotEligible(request));
+    }
+    let first = body.receipts.first().map(|r| r.output_hash);
+    if body.receipts.iter().all(|r| Some(r.output_hash) == first) {
+        return Err(QuorumError::NoDisagreement);
+    }
+    for r in &body.receipts {
+        verify_receipt(r, &Expectations::answering(req))?;
+    }
+    let action = Action::Disagree {
+        request,
+        inputs: req.inputs.clone(),
+        receipts: body.receipts.clone(),
+    };
+    settle::settle(node, request, action, false).await?;
+    Ok(())
 }
 
 /// Asks eligible nodes, best-ranked first, until `k` valid receipts are in; a node that fails

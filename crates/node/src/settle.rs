@@ -21,12 +21,12 @@ pub enum SettleError {
     NoLedger(#[from] NoLedger),
     #[error(
         "escrow must be the client's OpenRequest {{request: {request}, model: {model}, \
-         executors: {executors}{node}}} with nonce 0"
+         mode: {mode}{node}}} with nonce 0"
     )]
     NotTheEscrow {
         request: Hash,
         model: ModelId,
-        executors: u32,
+        mode: Mode,
         /// `, node: <key>` when the escrow must name this node.
         node: String,
     },
@@ -72,14 +72,14 @@ pub fn check_escrow(
     };
     let opens_this = matches!(
         &escrow.action,
-        Action::OpenRequest { request: r, model, executors, node: n }
-            if *r == request && *model == req.model && *executors == k && *n == named
+        Action::OpenRequest { request: r, model, mode, node: n }
+            if *r == request && *model == req.model && *mode == req.mode && *n == named
     );
     if !opens_this || escrow.sender != req.client || escrow.nonce != 0 {
         return Err(SettleError::NotTheEscrow {
             request,
             model: req.model,
-            executors: k,
+            mode: req.mode,
             node: named.map(|n| format!(", node: {n}")).unwrap_or_default(),
         });
     }
@@ -89,7 +89,7 @@ pub fn check_escrow(
     let balance = chain.app.spendable(&req.client);
     let (fee, known, nodes) = chain.app.read(|s| {
         (
-            s.fee(&req.model, k),
+            s.fee(&req.model, req.mode),
             s.escrow(&request).is_some() || s.closed(&request).is_some(),
             s.quorum_nodes().count(),
         )
@@ -151,9 +151,7 @@ pub async fn require_open(node: &Node, req: &InferenceRequest) -> Result<(), Set
     loop {
         let open = chain.app.read(|s| {
             s.escrow(&request).is_some_and(|e| {
-                e.client == req.client
-                    && e.model == req.model
-                    && e.executors == req.mode.executors()
+                e.client == req.client && e.model == req.model && e.mode == req.mode
             })
         });
         if open {

@@ -10,12 +10,14 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
+use verity_core::wire::ProofBundle;
 use verity_core::{Hash, ModelId, ModelManifest, PublicKey, Receipt};
 
 const MODELS: TableDefinition<&str, &[u8]> = TableDefinition::new("models");
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 const RECEIPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("receipts");
 const NONCES: TableDefinition<&[u8], u64> = TableDefinition::new("nonces");
+const PROOFS: TableDefinition<&str, &[u8]> = TableDefinition::new("proofs");
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -124,6 +126,7 @@ impl Store {
         txn.open_table(NAMES)?;
         txn.open_table(RECEIPTS)?;
         txn.open_table(NONCES)?;
+        txn.open_table(PROOFS)?;
         txn.commit()?;
         let mut used = 0;
         for entry in std::fs::read_dir(&blobs)? {
@@ -332,6 +335,21 @@ impl Store {
 
     pub fn receipt(&self, id: &Hash) -> Result<Option<Receipt>> {
         self.get_json(RECEIPTS, &id.to_hex())
+    }
+
+    /// Keeps a zk proof (and the inputs it proves) under its hash, to serve to the validators
+    /// who judge its settlement and to anyone holding the receipt.
+    pub fn put_proof(&self, hash: &Hash, bundle: &ProofBundle) -> Result<()> {
+        let json = serde_json::to_vec(bundle).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(PROOFS)?
+            .insert(hash.to_hex().as_str(), json.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn proof(&self, hash: &Hash) -> Result<Option<ProofBundle>> {
+        self.get_json(PROOFS, &hash.to_hex())
     }
 
     pub fn receipt_count(&self) -> Result<u64> {

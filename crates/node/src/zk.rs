@@ -5,7 +5,8 @@
 use crate::cache::{BlobError, ModelCache};
 use base64::Engine;
 use std::sync::Arc;
-use verity_core::{ModelFormat, ModelId, ModelManifest, TensorMap};
+use verity_core::wire::ProofBundle;
+use verity_core::{Hash, ModelFormat, ModelId, ModelManifest, TensorMap};
 use verity_zk::{ZkError, ZkModel};
 
 /// Estimated memory of a compiled circuit per row of its tables (the preprocessed columns,
@@ -54,10 +55,15 @@ pub fn circuit(models: &ModelCache, m: &ModelManifest) -> Result<Arc<ZkModel>, P
     models.load(m, setup, footprint)
 }
 
-/// Proves the model's run on `inputs`; the proof, base64-encoded. Blocking.
-pub fn prove(zk: &ZkModel, inputs: &TensorMap) -> Result<String, ProvingError> {
-    let (_, _, proof) = zk.prove(inputs).map_err(ProvingError::Prove)?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(proof))
+/// Proves the model's run on `inputs`: the proof's hash and the proof with its inputs, as the
+/// node serves it. Blocking.
+pub fn prove(zk: &ZkModel, inputs: TensorMap) -> Result<(Hash, ProofBundle), ProvingError> {
+    let (_, _, proof) = zk.prove(&inputs).map_err(ProvingError::Prove)?;
+    let bundle = ProofBundle {
+        inputs,
+        proof: base64::engine::general_purpose::STANDARD.encode(&proof),
+    };
+    Ok((ProofBundle::hash_of(&proof), bundle))
 }
 
 #[cfg(test)]

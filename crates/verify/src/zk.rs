@@ -38,12 +38,8 @@ pub fn check_proof(
     let start = Instant::now();
     let zk = setup(bytes)?;
     let setup_s = start.elapsed().as_secs_f64();
-    let statement = zk
-        .statement(inputs, outputs)
-        .map_err(|e| Failure::new(Check::ZkProof, format!("statement: {e}")))?;
     let start = Instant::now();
-    zk.verify(&statement, &proof)
-        .map_err(|e| Failure::new(Check::ZkProof, format!("the proof does not verify: {e}")))?;
+    check_compiled(&zk, inputs, outputs, &proof)?;
     report.ok(
         Check::ZkProof,
         format!(
@@ -55,4 +51,20 @@ pub fn check_proof(
         ),
     );
     Ok(())
+}
+
+/// Checks that the raw `proof` proves that the model whose circuit is `zk` (compiled from the
+/// model's own file) maps `inputs` to `outputs`. The one zk check: `verity verify` and the
+/// validators judging a zk settlement both call it.
+pub fn check_compiled(
+    zk: &ZkModel,
+    inputs: &TensorMap,
+    outputs: &TensorMap,
+    proof: &[u8],
+) -> Result<(), Failure> {
+    let statement = zk
+        .statement(inputs, outputs)
+        .map_err(|e| Failure::new(Check::ZkProof, format!("statement: {e}")))?;
+    zk.verify(&statement, proof)
+        .map_err(|e| Failure::new(Check::ZkProof, format!("the proof does not verify: {e}")))
 }

@@ -47,14 +47,14 @@ impl InferArgs {
         // Quorum requests always pay through the ledger; signed and zk ones when the node has
         // one (the escrow then names that node, the only one that may settle it).
         let health = client.health()?;
-        let executors = match (mode, &health.chain_id) {
+        let named = match (mode, &health.chain_id) {
             (Mode::Signed | Mode::Zk, None) => None,
-            (Mode::Signed | Mode::Zk, Some(_)) => Some((0, Some(health.node))),
-            (Mode::Quorum { k }, _) => Some((k, None)),
+            (Mode::Signed | Mode::Zk, Some(_)) => Some(Some(health.node)),
+            (Mode::Quorum { .. }, _) => Some(None),
         };
-        let escrow = match executors {
+        let escrow = match named {
             None => None,
-            Some((executors, node)) => Some(Transaction::new(
+            Some(node) => Some(Transaction::new(
                 &key,
                 health
                     .chain_id
@@ -64,7 +64,7 @@ impl InferArgs {
                 Action::OpenRequest {
                     request: request.hash(),
                     model: manifest.id,
-                    executors,
+                    mode,
                     node,
                 },
             )),

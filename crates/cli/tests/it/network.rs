@@ -7,6 +7,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use verity_core::Mode;
 use verity_engine::testing::pool_then_relus;
 
 const NODES: usize = 4;
@@ -329,7 +330,7 @@ impl Net {
             verity_core::tx::Action::OpenRequest {
                 request: request.hash(),
                 model: request.model,
-                executors: 3,
+                mode: Mode::Quorum { k: 3 },
                 node: None,
             },
         );
@@ -374,7 +375,7 @@ impl Net {
                 verity_core::tx::Action::OpenRequest {
                     request: r.hash(),
                     model: r.model,
-                    executors: 0,
+                    mode: Mode::Signed,
                     node: Some(node0),
                 },
             );

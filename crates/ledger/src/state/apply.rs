@@ -4,13 +4,16 @@
 //! a block is applied to a copy and kept only if every transaction applies and every root
 //! matches. docs/economics.md states the rules each action enforces.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use verity_core::tensor::hash_map;
 use verity_core::verify::{verify_receipt, Expectations};
-use verity_core::{Hash, ModelId, PublicKey, Receipt};
+use verity_core::{Hash, Mode, ModelId, PublicKey, Receipt, TensorMap};
 
 use super::genesis::{check_capabilities, check_endpoint};
-use super::{Closed, Disagreement, Escrow, LedgerState, ModelEntry, NodeEntry};
+use super::{
+    Closed, Dispute, Escrow, Judgement, LedgerState, ModelEntry, NodeEntry, Question,
+};
 use crate::block::{receipts_root, txs_root, Block, BlockHeader};
 use crate::error::TxError;
 use crate::mempool::CheckedTx;
@@ -57,9 +60,9 @@ impl LedgerState {
         timestamp_ms: u64,
     ) -> Proposal {
         let mut next = self.clone();
-        next.draw_executors();
         let height = self.height + 1;
         let timestamp_ms = timestamp_ms.max(self.last_timestamp_ms);
+        next.begin_block(height, timestamp_ms);
         let mut txs = Vec::new();
         let mut rejected = Vec::new();
         let mut receipt_ids = Vec::new();
@@ -128,7 +131,7 @@ impl LedgerState {
             return Err(BlockError::Root("transactions"));
         }
         let mut next = self.clone();
-        next.draw_executors();
+        next.begin_block(h.height, h.timestamp_ms);
         let mut receipt_ids = Vec::new();
         for (index, tx) in block.txs.iter().enumerate() {
             let applied = if checked.get(index).copied().unwrap_or(false) {
@@ -152,12 +155,30 @@ impl LedgerState {
         Ok(receipt_ids)
     }
 
+    /// What every block does before its transactions: draws the executors of the quorum
+    /// requests the last block opened, and closes the disputes whose verdict window has
+    /// passed at this block's time.
+    fn begin_block(&mut self, height: u64, timestamp_ms: u64) {
+        self.last_timestamp_ms = timestamp_ms;
+        self.draw_executors();
+        let window = self.params.verdict_window_ms;
+        let expired: Vec<Hash> = self
+            .disputes
+            .iter()
+            .filter(|(_, d)| d.opened_ms.saturating_add(window) <= timestamp_ms)
+            .map(|(r, _)| *r)
+            .collect();
+        for request in expired {
+            self.judge(&request, None, height);
+        }
+    }
+
     /// Draws the executors of the quorum requests the last block opened, seeded by that
-    /// block's digest (the first thing every block does, before its transactions).
+    /// block's digest.
     fn draw_executors(&mut self) {
         let seed = self.last_digest;
         for request in std::mem::take(&mut self.undrawn) {
-            let Some(k) = self.escrows.get(&request).map(|e| e.executors) else {
+            let Some(k) = self.escrows.get(&request).map(|e| e.mode.executors()) else {
                 continue;
             };
             let eligible = self.eligible_executors(&seed, &request, k);
@@ -214,11 +235,22 @@ impl LedgerState {
             Action::OpenRequest {
                 request,
                 model,
-                executors,
+                mode,
                 node,
-            } => self.open_request(sender, request, model, *executors, node.as_ref(), height)?,
-            Action::Settle { request, receipts } => return self.settle(request, receipts, height),
-            Action::Disagree { request, receipts } => self.disagree(request, receipts, height)?,
+            } => self.open_request(sender, request, model, *mode, node.as_ref(), height)?,
+            Action::Settle {
+                request,
+                receipts,
+                proof,
+            } => return self.settle(sender, request, receipts, *proof, height),
+            Action::Disagree {
+                request,
+                inputs,
+                receipts,
+            } => self.disagree(sender, request, inputs, receipts)?,
+            Action::Verdict { request, output } => {
+                return self.verdict(sender, request, *output, height)
+            }
             Action::Refund { request } => self.refund(sender, request, height)?,
         }
         Ok(vec![])
@@ -302,19 +334,20 @@ impl LedgerState {
         Ok(())
     }
 
-    // Requests: escrowed when opened, then settled, disagreed on or refunded.
+    // Requests: escrowed when opened, then settled, judged or refunded.
 
-    /// Holds `price * max(executors, 1)` from the client and fixes who may sign for the
-    /// request: the named node in signed mode, the first ranked executors for a quorum.
+    /// Holds `price * max(k, 1)` from the client and fixes who may sign for the request: the
+    /// named node in signed and zk mode, the first ranked executors for a quorum.
     fn open_request(
         &mut self,
         client: &PublicKey,
         request: &Hash,
         model: &ModelId,
-        executors: u32,
+        mode: Mode,
         node: Option<&PublicKey>,
         height: u64,
     ) -> Result<(), TxError> {
+        let executors = mode.executors();
         if executors > verity_core::request::MAX_QUORUM {
             return Err(TxError::QuorumSize(executors));
         }
@@ -334,7 +367,7 @@ impl LedgerState {
             (0, Some(n)) if self.nodes.contains_key(n) => vec![*n],
             (0, _) => {
                 return Err(TxError::Invalid(
-                    "a signed-mode request names one registered node".into(),
+                    "a signed- or zk-mode request names one registered node".into(),
                 ))
             }
             (k, None) => {
@@ -359,7 +392,7 @@ impl LedgerState {
             Escrow {
                 client: *client,
                 model: *model,
-                executors,
+                mode,
                 amount,
                 opened_at: height,
                 eligible,
@@ -371,14 +404,18 @@ impl LedgerState {
         Ok(())
     }
 
+    /// The escrow of a request that is open and not under judgement.
     fn open_escrow(&self, request: &Hash) -> Result<Escrow, TxError> {
+        if self.disputes.contains_key(request) {
+            return Err(TxError::Disputed(*request));
+        }
         self.escrows
             .get(request)
             .cloned()
             .ok_or(TxError::UnknownRequest(*request))
     }
 
-    /// Checks receipts for `request`: valid signatures, the escrowed model, distinct
+    /// Checks receipts for `request`: valid signatures, the escrowed model and mode, distinct
     /// eligible executors. Returns their output hashes.
     fn check_receipts(
         &self,
@@ -403,11 +440,10 @@ impl LedgerState {
                     ..Default::default()
                 };
                 verify_receipt(r, &expect).map_err(|e| bad(e.to_string()))?;
-                // One named node (signed or zk mode), or a quorum of k.
-                if r.mode.executors() != escrow.executors {
+                if r.mode != escrow.mode {
                     return Err(bad(format!(
-                        "mode {} does not match the escrow's {} executors",
-                        r.mode, escrow.executors
+                        "mode {} does not match the escrow's {}",
+                        r.mode, escrow.mode
                     )));
                 }
                 if !escrow.eligible.contains(&r.node) {
@@ -424,16 +460,19 @@ impl LedgerState {
             .collect()
     }
 
-    /// Pays each of the k agreeing executors its share of the escrow. Returns the ids of the
-    /// receipts settled.
+    /// Pays each of the k agreeing executors its share of the escrow and returns the ids of
+    /// the receipts settled. A zk receipt is not paid yet: its executor names the proof it
+    /// serves, and the validators judge that proof first.
     fn settle(
         &mut self,
+        sender: &PublicKey,
         request: &Hash,
         receipts: &[Receipt],
+        proof: Option<Hash>,
         height: u64,
     ) -> Result<Vec<Hash>, TxError> {
         let escrow = self.open_escrow(request)?;
-        let k = signers(escrow.executors);
+        let k = signers(escrow.mode.executors());
         if receipts.len() != k as usize {
             return Err(TxError::Invalid(format!(
                 "{} receipts for a request that needs {k}",
@@ -443,6 +482,29 @@ impl LedgerState {
         let outputs = self.check_receipts(request, &escrow, receipts)?;
         if outputs.iter().any(|o| *o != outputs[0]) {
             return Err(TxError::Disagreement);
+        }
+        match (escrow.mode, proof) {
+            (Mode::Zk, Some(proof)) => {
+                // The proof hash is the executor's own statement (it serves that proof).
+                if *sender != receipts[0].node {
+                    return Err(TxError::Invalid(
+                        "a zk settlement is sent by the executor that serves the proof".into(),
+                    ));
+                }
+                self.open_dispute(request, Question::Proof { proof }, receipts);
+                return Ok(vec![]);
+            }
+            (Mode::Zk, None) => {
+                return Err(TxError::Invalid(
+                    "a zk settlement names the hash of its proof".into(),
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(TxError::Invalid(
+                    "only a zk settlement carries a proof".into(),
+                ))
+            }
+            (_, None) => {}
         }
         let share = escrow.amount / k as u64;
         for r in receipts {
@@ -455,32 +517,180 @@ impl LedgerState {
         Ok(receipts.iter().map(Receipt::id).collect())
     }
 
-    /// Records conflicting receipts of a quorum as evidence and refunds the client.
+    /// Puts a quorum whose receipts disagree before the validators, who re-execute it on
+    /// `inputs`. Only one of the request's eligible executors may file it (it is the party
+    /// whose payment the disagreement holds up).
     fn disagree(
         &mut self,
+        sender: &PublicKey,
         request: &Hash,
+        inputs: &TensorMap,
         receipts: &[Receipt],
-        height: u64,
     ) -> Result<(), TxError> {
         let escrow = self.open_escrow(request)?;
-        if escrow.executors < 2 || receipts.len() < 2 || receipts.len() > 16 {
+        if escrow.mode.executors() < 2 || receipts.len() < 2 || receipts.len() > 16 {
             return Err(TxError::Invalid(
-                "a disagreement needs 2 to 16 receipts".into(),
+                "a disagreement needs 2 to 16 receipts of a quorum".into(),
+            ));
+        }
+        if !escrow.eligible.contains(sender) {
+            return Err(TxError::Invalid(
+                "only an eligible executor of the request may file a disagreement".into(),
             ));
         }
         let outputs = self.check_receipts(request, &escrow, receipts)?;
         if outputs.iter().all(|o| *o == outputs[0]) {
             return Err(TxError::NoDisagreement);
         }
-        self.credit(&escrow.client, escrow.amount);
-        self.escrows.remove(request);
-        self.closed.insert(*request, Closed::Disagreed { height });
-        self.disagreements.push(Disagreement {
+        let input_hash = hash_map(inputs);
+        if let Some(index) = receipts.iter().position(|r| r.input_hash != input_hash) {
+            return Err(TxError::Receipt {
+                index,
+                reason: "its input hash is not the hash of the filed inputs".into(),
+            });
+        }
+        let question = Question::Quorum {
+            inputs: inputs.clone(),
+        };
+        self.open_dispute(request, question, receipts);
+        Ok(())
+    }
+
+    fn open_dispute(&mut self, request: &Hash, question: Question, receipts: &[Receipt]) {
+        self.disputes.insert(
+            *request,
+            Dispute {
+                question,
+                opened_ms: self.last_timestamp_ms,
+                receipts: receipts.to_vec(),
+                verdicts: BTreeMap::new(),
+            },
+        );
+    }
+
+    /// Records a validator's verdict; once `verdict_threshold` verdicts name the same output,
+    /// the dispute is decided. Returns the receipts settled by the decision (a zk receipt
+    /// whose proof holds).
+    fn verdict(
+        &mut self,
+        validator: &PublicKey,
+        request: &Hash,
+        output: Hash,
+        height: u64,
+    ) -> Result<Vec<Hash>, TxError> {
+        if !self.validators.contains(validator) {
+            return Err(TxError::Invalid("only a validator may submit a verdict".into()));
+        }
+        let threshold = self.verdict_threshold();
+        let dispute = self
+            .disputes
+            .get_mut(request)
+            .ok_or(TxError::NotDisputed(*request))?;
+        if dispute.verdicts.contains_key(validator) {
+            return Err(TxError::Invalid(format!(
+                "validator {validator} already gave its verdict on {request}"
+            )));
+        }
+        dispute.verdicts.insert(*validator, output);
+        let agreeing = dispute.verdicts.values().filter(|o| **o == output).count();
+        if agreeing < threshold {
+            return Ok(vec![]);
+        }
+        Ok(self.judge(request, Some(output), height))
+    }
+
+    /// Closes a dispute. With a verdict: executors whose receipts it contradicts and
+    /// validators whose verdicts it contradicts lose `slash` of their stake each; the pool
+    /// pays the executors it confirms their share, then the agreeing validators (for their
+    /// re-execution). A quorum's client is refunded in full (it got no answer); a zk escrow
+    /// pays its executor if the proof held and is refunded if it did not. Without a verdict
+    /// (the window closed), the client is refunded and nobody gains or loses stake.
+    fn judge(&mut self, request: &Hash, verdict: Option<Hash>, height: u64) -> Vec<Hash> {
+        let (Some(dispute), Some(escrow)) =
+            (self.disputes.remove(request), self.escrows.remove(request))
+        else {
+            return vec![];
+        };
+        let mut slashed = Vec::new();
+        let mut settled = vec![];
+        let mut client_refund = escrow.amount;
+        if let Some(verdict) = verdict {
+            let mut pool = 0u64;
+            let mut confirmed = Vec::new();
+            for r in &dispute.receipts {
+                if r.output_hash == verdict {
+                    confirmed.push(r.node);
+                } else {
+                    let taken = self.slash(&r.node);
+                    pool += taken;
+                    slashed.push((r.node, taken));
+                }
+            }
+            let mut agreeing = Vec::new();
+            for (v, output) in &dispute.verdicts {
+                if *output == verdict {
+                    agreeing.push(*v);
+                } else {
+                    let taken = self.slash(v);
+                    pool += taken;
+                    slashed.push((*v, taken));
+                }
+            }
+            let k = signers(escrow.mode.executors()) as u64;
+            let share = escrow.amount / k;
+            if escrow.mode == Mode::Zk && !confirmed.is_empty() {
+                // The proof held: the executor is paid from the escrow, as if settled.
+                self.credit(&confirmed[0], escrow.amount);
+                client_refund = 0;
+                settled = dispute.receipts.iter().map(Receipt::id).collect();
+            } else {
+                for node in &confirmed {
+                    let paid = share.min(pool);
+                    self.credit(node, paid);
+                    pool -= paid;
+                }
+            }
+            let each = pool / agreeing.len().max(1) as u64;
+            for v in &agreeing {
+                self.credit(v, each);
+                pool -= each;
+            }
+            client_refund += pool;
+        }
+        self.credit(&escrow.client, client_refund);
+        let height_closed = if settled.is_empty() {
+            Closed::Judged { height }
+        } else {
+            Closed::Settled { height }
+        };
+        self.closed.insert(*request, height_closed);
+        self.judgements.push(Judgement {
             request: *request,
             height,
-            receipts: receipts.to_vec(),
+            question: dispute.question,
+            receipts: dispute.receipts,
+            verdict,
+            slashed,
         });
-        Ok(())
+        settled
+    }
+
+    /// Takes up to `slash` from a node's stake and returns what was taken. A node left below
+    /// the minimum stake is deregistered (no longer drawn), and the rest returns to its
+    /// balance.
+    fn slash(&mut self, key: &PublicKey) -> u64 {
+        let (min, amount) = (self.params.min_stake, self.params.slash);
+        let Some(node) = self.nodes.get_mut(key) else {
+            return 0;
+        };
+        let taken = node.stake.min(amount);
+        node.stake -= taken;
+        if node.stake < min {
+            let rest = node.stake;
+            self.nodes.remove(key);
+            self.credit(key, rest);
+        }
+        taken
     }
 
     /// Returns an escrow nobody settled to its client, once `refund_after` blocks have passed.

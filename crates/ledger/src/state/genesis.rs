@@ -22,10 +22,25 @@ pub struct Params {
     /// `k + quorum_spares` nodes in its ranking.
     #[serde(default = "default_spares")]
     pub quorum_spares: u32,
+    /// Stake taken from an executor whose receipt the validators' verdict contradicts, and
+    /// from a validator whose verdict contradicts the deciding 2f+1 (docs/economics.md says
+    /// why this figure makes lying unprofitable).
+    #[serde(default = "default_slash")]
+    pub slash: u64,
+    /// How long (block time, ms) the validators have to decide a dispute; after it the client
+    /// is refunded and nobody is paid or slashed.
+    #[serde(default = "default_verdict_window_ms")]
+    pub verdict_window_ms: u64,
 }
 
 fn default_spares() -> u32 {
     1
+}
+fn default_slash() -> u64 {
+    1_000
+}
+fn default_verdict_window_ms() -> u64 {
+    120_000
 }
 
 impl Default for Params {
@@ -34,6 +49,8 @@ impl Default for Params {
             min_stake: 1_000,
             refund_after: 100,
             quorum_spares: default_spares(),
+            slash: default_slash(),
+            verdict_window_ms: default_verdict_window_ms(),
         }
     }
 }
@@ -123,6 +140,8 @@ impl LedgerState {
                 return Err(TxError::NodeExists(n.key));
             }
         }
+        s.validators = g.nodes.iter().map(|n| n.key).collect();
+        s.validators.sort();
         let genesis = s.genesis_block();
         s.last_digest = genesis.digest();
         s.committed_root = genesis.header.state_root;

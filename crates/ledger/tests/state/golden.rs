@@ -114,7 +114,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 Action::OpenRequest {
                     request: REQUEST,
                     model: MODEL,
-                    executors: 2,
+                    mode: Mode::Quorum { k: 2 },
                     node: None,
                 },
             ),
@@ -127,7 +127,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 Action::OpenRequest {
                     request: REQUEST,
                     model: MODEL,
-                    executors: 0,
+                    mode: Mode::Signed,
                     node: Some(node_a.public()),
                 },
             ),
@@ -140,6 +140,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 Action::Settle {
                     request: REQUEST,
                     receipts: agreeing,
+                    proof: None,
                 },
             ),
         ),
@@ -151,17 +152,45 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 Action::Settle {
                     request: REQUEST,
                     receipts: vec![receipt(&node_a, 1.25, Mode::Signed, None)],
+                    proof: None,
+                },
+            ),
+        ),
+        (
+            "settle_zk",
+            signed_by(
+                &node_a,
+                0,
+                Action::Settle {
+                    request: REQUEST,
+                    receipts: vec![receipt(&node_a, 1.25, Mode::Zk, None)],
+                    proof: Some(Hash([0x50; 32])),
                 },
             ),
         ),
         (
             "disagree",
             signed_by(
-                &client,
+                &node_b,
                 0,
                 Action::Disagree {
                     request: REQUEST,
+                    inputs: BTreeMap::from([(
+                        "x".to_string(),
+                        Tensor::from_f32(vec![2], &[0.5, -1.0]).unwrap(),
+                    )]),
                     receipts: disagreeing,
+                },
+            ),
+        ),
+        (
+            "verdict",
+            signed_by(
+                &node_a,
+                0,
+                Action::Verdict {
+                    request: REQUEST,
+                    output: Hash([0x4f; 32]),
                 },
             ),
         ),
@@ -177,7 +206,11 @@ fn header(txs: &[Transaction]) -> BlockHeader {
     let settled: Vec<Hash> = txs
         .iter()
         .filter_map(|tx| match &tx.action {
-            Action::Settle { receipts, .. } => Some(receipts.iter().map(Receipt::id)),
+            Action::Settle {
+                receipts,
+                proof: None,
+                ..
+            } => Some(receipts.iter().map(Receipt::id)),
             _ => None,
         })
         .flatten()

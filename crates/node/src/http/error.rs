@@ -284,7 +284,11 @@ impl From<QuorumError> for ApiError {
             QuorumError::Unavailable { .. } => {
                 with(StatusCode::SERVICE_UNAVAILABLE, "quorum_unavailable", e)
             }
-            QuorumError::Disagreement(_) => with(StatusCode::BAD_GATEWAY, "quorum_disagreement", e),
+            QuorumError::Disagreement(_) | QuorumError::DisputeNotFiled { .. } => {
+                with(StatusCode::BAD_GATEWAY, "quorum_disagreement", e)
+            }
+            QuorumError::NoDisagreement => ApiError::bad_request(e.to_string()),
+            QuorumError::Receipt(_) => with(StatusCode::UNPROCESSABLE_ENTITY, "invalid_receipt", e),
             QuorumError::NoLedger(e) => e.into(),
             QuorumError::Settle(e) => e.into(),
             QuorumError::Infer(e) => e.into(),

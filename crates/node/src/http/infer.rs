@@ -8,7 +8,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::Json;
 use std::sync::Arc;
-use verity_core::wire::{InferBody, InferQuery, InferResponse};
+use axum::http::StatusCode;
+use verity_core::wire::{DisputeBody, InferBody, InferQuery, InferResponse, ProofBundle};
 use verity_core::{Hash, Mode, Receipt};
 
 pub async fn infer(
@@ -30,6 +31,29 @@ pub async fn execute_for_peer(
 ) -> Result<Json<Receipt>, ApiError> {
     let Json(body) = body?;
     Ok(Json(quorum::execute_for_peer(&node, body).await?))
+}
+
+/// Files a quorum's disagreement as one of its eligible executors.
+pub async fn file_dispute(
+    State(node): State<Arc<Node>>,
+    body: Result<Json<DisputeBody>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(body) = body?;
+    quorum::file_dispute(&node, &body).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// A zk proof this node made, with the inputs it proves, by the hash its settlement records.
+pub async fn get_proof(
+    State(node): State<Arc<Node>>,
+    Path(hash): Path<String>,
+) -> Result<Json<ProofBundle>, ApiError> {
+    let hash =
+        Hash::from_hex(&hash).map_err(|e| ApiError::bad_request(format!("proof hash: {e}")))?;
+    node.store
+        .proof(&hash)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("unknown proof {hash}")))
 }
 
 pub async fn get_receipt(

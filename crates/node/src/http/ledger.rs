@@ -11,13 +11,13 @@ use axum::http::StatusCode;
 use axum::Json;
 use std::sync::Arc;
 use verity_core::wire::{
-    Account, DisagreementInfo, LedgerStatus, ModelPrice, NodeInfo, RequestStatus, ShowQuery,
+    Account, DisputeInfo, LedgerStatus, ModelPrice, NodeInfo, RequestStatus, ShowQuery,
     Submitted,
 };
 use verity_core::{Hash, ModelId, PublicKey};
 use verity_ledger::consensus::{Finalized, SubmitError};
 use verity_ledger::proof::InclusionProof;
-use verity_ledger::state::Closed;
+use verity_ledger::state::{Closed, Question};
 use verity_ledger::Transaction;
 
 pub async fn submit_tx(
@@ -86,8 +86,12 @@ pub async fn request_status(
         .app
         .read(|s| match (s.escrow(&hash), s.closed(&hash)) {
             (_, Some(Closed::Settled { height })) => RequestStatus::Settled { height },
-            (_, Some(Closed::Disagreed { height })) => RequestStatus::Disagreed { height },
+            (_, Some(Closed::Judged { height })) => RequestStatus::Judged { height },
             (_, Some(Closed::Refunded { height })) => RequestStatus::Refunded { height },
+            (Some(_), None) if s.disputes().contains_key(&hash) => RequestStatus::Judging {
+                verdicts: s.disputes()[&hash].verdicts.len(),
+                needed: s.verdict_threshold(),
+            },
             (Some(e), None) => RequestStatus::Open {
                 amount: e.amount,
                 eligible: e.eligible.clone(),
@@ -150,17 +154,34 @@ pub async fn block(
         .ok_or_else(|| ApiError::not_found(format!("no finalized block at height {height}")))
 }
 
-pub async fn disagreements(
-    State(node): State<Arc<Node>>,
-) -> Result<Json<Vec<DisagreementInfo>>, ApiError> {
+/// Open disputes first, then decided ones, oldest first.
+pub async fn disputes(State(node): State<Arc<Node>>) -> Result<Json<Vec<DisputeInfo>>, ApiError> {
+    let signed = |receipts: &[verity_core::Receipt]| -> Vec<(PublicKey, Hash)> {
+        receipts.iter().map(|r| (r.node, r.output_hash)).collect()
+    };
+    let kind = |q: &Question| match q {
+        Question::Quorum { .. } => "quorum".to_string(),
+        Question::Proof { .. } => "proof".to_string(),
+    };
     Ok(Json(node.chain()?.app.read(|s| {
-        s.disagreements()
-            .iter()
-            .map(|d| DisagreementInfo {
-                request: d.request,
-                height: d.height,
-                signed: d.receipts.iter().map(|r| (r.node, r.output_hash)).collect(),
-            })
-            .collect()
+        let open = s.disputes().iter().map(|(request, d)| DisputeInfo {
+            request: *request,
+            kind: kind(&d.question),
+            signed: signed(&d.receipts),
+            verdicts: d.verdicts.iter().map(|(k, v)| (*k, *v)).collect(),
+            decided_at: None,
+            verdict: None,
+            slashed: vec![],
+        });
+        let decided = s.judgements().iter().map(|j| DisputeInfo {
+            request: j.request,
+            kind: kind(&j.question),
+            signed: signed(&j.receipts),
+            verdicts: vec![],
+            decided_at: Some(j.height),
+            verdict: j.verdict,
+            slashed: j.slashed.clone(),
+        });
+        open.chain(decided).collect()
     })))
 }
