@@ -63,10 +63,15 @@ const SAMPLE_INPUTS: &[(&str, &[u8])] = &[
 
 /// Price per executor registered for each sample model.
 const SAMPLE_PRICE: u64 = 10;
-/// Balance of the devnet user's account at genesis.
-const USER_FUNDS: u64 = 1_000_000_000;
+/// Balance of the devnet user's account at genesis: 3.3 million quorum:3 requests.
+const USER_FUNDS: u64 = 100_000_000;
 /// Stake each devnet validator locks at genesis.
-const NODE_STAKE: u64 = 10_000;
+const NODE_STAKE: u64 = 100_000_000;
+/// The smallest stake a node may register with, and what a judged lie costs. Above half the
+/// user's funds, so the user can register at most one node and never holds a quorum of two
+/// or more by itself (docs/economics.md, "Stake sizing"); a node caught lying once falls
+/// below it and is no longer drawn.
+const MIN_STAKE: u64 = 60_000_000;
 
 /// How many nodes, and where they listen.
 pub struct Layout {
@@ -167,7 +172,11 @@ pub fn init(dir: &Path, layout: &Layout, user: &PublicKey) -> Result<Vec<PathBuf
                     })
                 })
                 .collect::<Result<_>>()?,
-            params: Params::default(),
+            params: Params {
+                min_stake: MIN_STAKE,
+                slash: MIN_STAKE,
+                ..Params::default()
+            },
         };
         std::fs::write(&genesis_path, serde_json::to_vec_pretty(&genesis)?)?;
         let set = ValidatorSet {

@@ -564,6 +564,16 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("settled  request") && text(&o).contains("zk proof"));
     assert_eq!(balance(1), before - 10, "the zk request cost one price");
+    // It settled only once the validators had fetched the proof and verified it.
+    let disputes = net.get(1, "/v1/disputes").unwrap();
+    let proof = disputes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["kind"] == "proof")
+        .unwrap_or_else(|| panic!("no proof judged: {disputes}"));
+    assert_eq!(proof["verdict"], proof["signed"][0][1], "{proof}");
+    assert_eq!(proof["slashed"], serde_json::json!([]), "{proof}");
     let o = net
         .cli(1)
         .arg("verify")
@@ -645,8 +655,9 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
         assert!(o.status.success(), "{}", text(&o));
     }
 
-    // Make validator 3 a liar: it signs corrupted outputs. Requests that reach it end in a
-    // recorded disagreement; the client gets an error, never the output as verified.
+    // Make node 3 a liar: it signs corrupted outputs. The first quorum that reaches it goes
+    // before the validators, who re-execute it: the liar is slashed, the client refunded, the
+    // honest executors paid; the client gets an error, never the output as verified.
     net.kill(3);
     let config = net.config(3);
     let mut c: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
@@ -657,10 +668,22 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
         .as_str()
         .unwrap()
         .to_string();
-    let mut caught = 0;
+    let stake_of = |key: &str| {
+        net.get(0, "/v1/ledger").unwrap()["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["key"] == key)
+            .map(|n| n["stake"].as_u64().unwrap())
+    };
+    let liar_stake = stake_of(&liar).unwrap();
+    let user = net.user().public();
+    let start_balance = net.balance_of(0, &user);
+    let (mut caught, mut paid) = (0, 0u64);
     for n in 7..20 {
         match net.quorum(0, n) {
             Ok((q, _)) => {
+                paid += 1;
                 let signers: Vec<&str> = q["receipts"]
                     .as_array()
                     .unwrap()
@@ -675,32 +698,43 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
             Err(e) => {
                 assert!(e.contains("quorum_disagreement"), "{e}");
                 caught += 1;
-                if caught == 2 {
-                    break;
-                }
+                break;
             }
         }
     }
     assert!(caught > 0, "the tampering node was never asked");
-    net.wait_for("the disagreements to be finalized", || {
-        net.get(1, "/v1/disagreements")
-            .and_then(|d| d.as_array().map(|a| a.len()))
+    let judged = |d: &Value| d["kind"] == "quorum" && d["decided_at"].is_u64();
+    net.wait_for("the validators to judge the disagreements", || {
+        net.get(1, "/v1/disputes")
+            .and_then(|d| d.as_array().map(|a| a.iter().filter(|d| judged(d)).count()))
             .unwrap_or(0)
             >= caught
     });
-    let recorded = net.get(2, "/v1/disagreements").unwrap();
-    for d in recorded.as_array().unwrap() {
-        let signers: Vec<&str> = d["signed"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s[0].as_str().unwrap())
-            .collect();
-        assert!(
-            signers.contains(&liar.as_str()),
-            "evidence names the liar: {d}"
-        );
+    let slash = 60_000_000;
+    for d in net.get(2, "/v1/disputes").unwrap().as_array().unwrap() {
+        if !judged(d) {
+            continue;
+        }
+        let signed = d["signed"].as_array().unwrap();
+        let (lies, honest): (Vec<&Value>, Vec<&Value>) =
+            signed.iter().partition(|s| s[0] == liar.as_str());
+        assert_eq!(lies.len(), 1, "evidence names the liar: {d}");
+        // The verdict is the honest executors' output, and only the liar lost stake.
+        assert!(honest.iter().all(|s| s[1] == d["verdict"]), "{d}");
+        assert_eq!(d["slashed"], serde_json::json!([[liar, slash]]), "{d}");
     }
+    // The devnet's slash is its minimum stake: a liar is slashed below it and no longer drawn.
+    assert!(liar_stake - slash < 60_000_000);
+    net.wait_for("node 0 to see the liar slashed and deregistered", || {
+        stake_of(&liar).is_none()
+    });
+    // Every disputed request was refunded: the client paid for the settled quorums only.
+    let expected = start_balance - paid * 3 * 10;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while net.balance_of(0, &user) != expected && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(net.balance_of(0, &user), expected, "{paid} settled, {caught} refunded");
     net.assert_same_state();
     let logs = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let log = logs(&net.dir.path().join("node-0.log"));

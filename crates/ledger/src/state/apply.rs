@@ -626,10 +626,14 @@ impl LedgerState {
                     slashed.push((r.node, taken));
                 }
             }
+            // A validator whose receipt was judged wrong gets nothing back from its own slash.
+            let liars: Vec<PublicKey> = slashed.iter().map(|(k, _)| *k).collect();
             let mut agreeing = Vec::new();
             for (v, output) in &dispute.verdicts {
                 if *output == verdict {
-                    agreeing.push(*v);
+                    if !liars.contains(v) {
+                        agreeing.push(*v);
+                    }
                 } else {
                     let taken = self.slash(v);
                     pool += taken;
