@@ -13,7 +13,7 @@ pub mod domain {
     pub const TENSOR: &str = "verity/tensor/v1";
     pub const TENSOR_MAP: &str = "verity/tensors/v1";
     pub const REQUEST: &str = "verity/request/v1";
-    pub const RECEIPT: &str = "verity/receipt/v1";
+    pub const RECEIPT: &str = "verity/receipt/v2";
     pub const TRACE_NODE: &str = "verity/trace-node/v1";
     pub const CALIBRATION: &str = "verity/calibration/v1";
     pub const PUBLISH: &str = "verity/publish/v1";

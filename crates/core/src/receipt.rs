@@ -10,7 +10,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-pub const RECEIPT_VERSION: u32 = 1;
+/// 2: receipts name the chain (network) they were signed for.
+pub const RECEIPT_VERSION: u32 = 2;
 
 /// Which engine produced the outputs: the canonical interpreter, or a float engine whose bits
 /// are only reproducible on the same engine, version and CPU class.
@@ -24,6 +25,9 @@ pub struct EngineId {
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
     pub version: u32,
+    /// The network the node signed for (its ledger's chain id); empty from a standalone node.
+    /// A receipt cannot be passed off on another network.
+    pub chain_id: String,
     pub request_hash: Hash,
     pub model: ModelId,
     pub input_hash: Hash,
@@ -40,6 +44,7 @@ pub struct Receipt {
 
 /// Everything a receipt states, before it is signed.
 pub struct ReceiptBody {
+    pub chain_id: String,
     pub request_hash: Hash,
     pub model: ModelId,
     pub input_hash: Hash,
@@ -65,6 +70,7 @@ impl ReceiptBody {
         mode: Mode,
     ) -> ReceiptBody {
         ReceiptBody {
+            chain_id: String::new(),
             request_hash,
             model,
             input_hash: hash_map(inputs),
@@ -80,6 +86,7 @@ impl ReceiptBody {
     pub fn sign(self, key: &NodeKey) -> Receipt {
         let mut r = Receipt {
             version: RECEIPT_VERSION,
+            chain_id: self.chain_id,
             request_hash: self.request_hash,
             model: self.model,
             input_hash: self.input_hash,
@@ -102,6 +109,7 @@ impl ReceiptBody {
 impl From<Receipt> for ReceiptBody {
     fn from(r: Receipt) -> ReceiptBody {
         ReceiptBody {
+            chain_id: r.chain_id,
             request_hash: r.request_hash,
             model: r.model,
             input_hash: r.input_hash,
@@ -127,6 +135,7 @@ impl Receipt {
     /// The signed fields, in signing order (everything but the outputs and the signature).
     fn encode_signed_fields(&self, e: &mut Encoder) {
         e.u32(self.version)
+            .str(&self.chain_id)
             .fixed32(&self.request_hash.0)
             .fixed32(&self.model.0)
             .fixed32(&self.input_hash.0)
@@ -172,6 +181,7 @@ impl Receipt {
     /// The signed fields, read back into a receipt with no outputs and a zero signature.
     fn decode_signed_fields(d: &mut Decoder<'_>) -> Result<Receipt, CoreError> {
         let version = d.u32()?;
+        let chain_id = d.str()?.to_string();
         let request_hash = Hash(d.fixed32()?);
         let model = ModelId(d.fixed32()?);
         let input_hash = Hash(d.fixed32()?);
@@ -190,6 +200,7 @@ impl Receipt {
         let timestamp_ms = d.u64()?;
         Ok(Receipt {
             version,
+            chain_id,
             request_hash,
             model,
             input_hash,

@@ -30,6 +30,8 @@ pub enum VerifyError {
     Request { expected: Hash, claimed: Hash },
     #[error("mode mismatch: the receipt is in {claimed} mode, not {expected}")]
     Mode { expected: Mode, claimed: Mode },
+    #[error("network mismatch: the receipt was signed for chain {claimed:?}, not {expected:?}")]
+    Chain { expected: String, claimed: String },
     #[error("model mismatch: the receipt names model {claimed}, not {expected}")]
     Model { expected: ModelId, claimed: ModelId },
     #[error("re-execution mismatch: {0}")]
@@ -51,6 +53,8 @@ pub struct Expectations<'a> {
     pub mode: Option<Mode>,
     /// The model the request named.
     pub model: Option<ModelId>,
+    /// The network (chain id) the receipt must be signed for; "" for a standalone node.
+    pub chain: Option<&'a str>,
 }
 
 impl<'a> Expectations<'a> {
@@ -62,6 +66,7 @@ impl<'a> Expectations<'a> {
             request: Some(request.hash()),
             mode: Some(request.mode),
             model: Some(request.model),
+            chain: None,
         }
     }
 }
@@ -115,6 +120,14 @@ pub fn verify_receipt(receipt: &Receipt, expect: &Expectations<'_>) -> Result<()
             return Err(VerifyError::Mode {
                 expected,
                 claimed: receipt.mode,
+            });
+        }
+    }
+    if let Some(expected) = expect.chain {
+        if expected != receipt.chain_id {
+            return Err(VerifyError::Chain {
+                expected: expected.to_string(),
+                claimed: receipt.chain_id.clone(),
             });
         }
     }

@@ -35,6 +35,7 @@ fn vectors() -> Value {
     };
     let signed = request.clone().sign(&client);
     let receipt = ReceiptBody {
+        chain_id: "verity-golden".into(),
         request_hash: request.hash(),
         model: request.model,
         input_hash: hash_map(&inputs),

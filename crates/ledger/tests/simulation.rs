@@ -301,8 +301,11 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                     version: "semantics-v1".into(),
                 };
                 let (inputs, mode) = (TensorMap::new(), Mode::Quorum { k: 3 });
-                ReceiptBody::new(request, model, &inputs, outputs.clone(), engine, None, mode)
-                    .sign(&verity_key(k))
+                ReceiptBody {
+                    chain_id: "verity-sim".into(),
+                    ..ReceiptBody::new(request, model, &inputs, outputs.clone(), engine, None, mode)
+                }
+                .sign(&verity_key(k))
             })
             .collect();
         let txs = [

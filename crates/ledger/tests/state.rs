@@ -57,15 +57,18 @@ fn quorum_receipt(node: &NodeKey, request: Hash, model: ModelId, value: f32, k: 
     };
     let inputs = TensorMap::new();
     let trace_root = Some(Hash::of("trace", b"t"));
-    ReceiptBody::new(
-        request,
-        model,
-        &inputs,
-        outputs,
-        engine,
-        trace_root,
-        Mode::Quorum { k },
-    )
+    ReceiptBody {
+        chain_id: "test".into(),
+        ..ReceiptBody::new(
+            request,
+            model,
+            &inputs,
+            outputs,
+            engine,
+            trace_root,
+            Mode::Quorum { k },
+        )
+    }
     .sign(node)
 }
 

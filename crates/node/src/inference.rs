@@ -228,7 +228,13 @@ pub fn issue_receipt(
     body: ReceiptBody,
     nonce: Option<(&PublicKey, u64)>,
 ) -> Result<Receipt, StoreError> {
-    let receipt = body.sign(&node.key);
+    // Bound to this node's network, so it cannot be passed off on another.
+    let chain_id = node.chain.as_ref().map(|c| c.validators.chain_id.clone());
+    let receipt = ReceiptBody {
+        chain_id: chain_id.unwrap_or_default(),
+        ..body
+    }
+    .sign(&node.key);
     match nonce {
         Some((client, nonce)) => node.store.commit_receipt(&receipt, client, nonce)?,
         None => node.store.put_receipt(&receipt)?,

@@ -73,6 +73,7 @@ impl Context<'_> {
         Expectations {
             inputs: self.inputs,
             node: self.node,
+            chain: self.validators.map(|set| set.chain_id.as_str()),
             ..Default::default()
         }
     }

@@ -18,9 +18,10 @@ fn check_of(e: &VerifyError) -> Check {
         | VerifyError::Signature(_) => Check::Signature,
         VerifyError::InputHash { .. } => Check::InputHash,
         VerifyError::NodeKey { .. } => Check::NodeKey,
-        VerifyError::Request { .. } | VerifyError::Mode { .. } | VerifyError::Model { .. } => {
-            Check::Request
-        }
+        VerifyError::Request { .. }
+        | VerifyError::Mode { .. }
+        | VerifyError::Model { .. }
+        | VerifyError::Chain { .. } => Check::Request,
         VerifyError::Reexecution(_) => Check::Reexecution,
         VerifyError::Quorum(_) => Check::Quorum,
     }

@@ -437,6 +437,7 @@ impl LedgerState {
                 let expect = Expectations {
                     request: Some(*request),
                     model: Some(escrow.model),
+                    chain: Some(&self.chain_id),
                     ..Default::default()
                 };
                 verify_receipt(r, &expect).map_err(|e| bad(e.to_string()))?;

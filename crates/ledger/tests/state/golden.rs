@@ -42,6 +42,7 @@ fn receipt(node: &NodeKey, logit: f32, mode: Mode, trace_root: Option<Hash>) -> 
         Tensor::from_f32(vec![1, 2], &[logit, -0.5]).unwrap(),
     )]);
     ReceiptBody {
+        chain_id: CHAIN_ID.into(),
         request_hash: REQUEST,
         model: MODEL,
         input_hash: Hash([0x49; 32]),

@@ -329,3 +329,29 @@ fn a_dispute_the_validators_do_not_decide_expires_with_a_refund_and_no_slashing(
     assert!((1..=4).all(|n| stake(&c, n) == Some(STAKE)));
     assert_eq!(c.state.judgements()[0].verdict, None);
 }
+
+#[test]
+fn a_receipt_signed_for_another_network_settles_nothing() {
+    // Issue 13 finding 9: receipts name their chain, so one signed on a devnet (or any other
+    // network) is no evidence on this one.
+    let req = Hash::of("req", b"other chain");
+    let mut c = quorum_escrow(genesis(), req, 1);
+    let executor = c.state.escrow(&req).unwrap().eligible[0];
+    let signer = (1..=4).find(|i| key(*i).public() == executor).unwrap();
+    let ours = quorum_receipt(&key(signer), req, MODEL, 0.5, 1);
+    let theirs = ReceiptBody {
+        chain_id: "another-devnet".into(),
+        ..ReceiptBody::from(ours.clone())
+    }
+    .sign(&key(signer));
+    let settle = |r: &Receipt| Action::Settle {
+        request: req,
+        receipts: vec![r.clone()],
+        proof: None,
+    };
+    assert!(matches!(
+        c.run(6, settle(&theirs)),
+        Err(TxError::Receipt { reason, .. }) if reason.contains("another-devnet")
+    ));
+    assert_eq!(c.run(6, settle(&ours)), Ok(vec![ours.id()]));
+}
