@@ -22,5 +22,6 @@ cargo test -p verity-zk --test prove golden
 # Ledger transactions and block header: fixtures/golden/ledger.json
 cargo test -p verity-ledger --test state golden
 
-# The inclusion proof fixture (a seeded consensus simulation): fixtures/inclusion/
+# The inclusion proof and settled quorum fixtures (a seeded consensus simulation):
+# fixtures/inclusion/
 VERITY_WRITE_FIXTURES="$PWD/fixtures/inclusion" cargo test -p verity-ledger --test simulation settled

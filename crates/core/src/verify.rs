@@ -170,17 +170,23 @@ pub fn verify_quorum(
                 ..Default::default()
             },
         )?;
-        if (r.request_hash, r.model, r.input_hash, &r.engine, r.mode)
-            != (
-                first.request_hash,
-                first.model,
-                first.input_hash,
-                &first.engine,
-                first.mode,
-            )
-        {
+        if (
+            r.request_hash,
+            r.model,
+            r.input_hash,
+            &r.engine,
+            r.mode,
+            &r.chain_id,
+        ) != (
+            first.request_hash,
+            first.model,
+            first.input_hash,
+            &first.engine,
+            first.mode,
+            &first.chain_id,
+        ) {
             return bad(format!(
-                "receipt by {} is for another request, model, input, engine or mode",
+                "receipt by {} is for another request, model, input, engine, mode or chain",
                 r.node
             ));
         }

@@ -394,6 +394,24 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                 serde_json::to_vec_pretty(&set).expect("json"),
             )
             .expect("write");
+            // The whole quorum with every receipt's inclusion proof (`verity infer --wait`
+            // saves this): the signers are the executors the ledger accepted.
+            let inclusion: Vec<InclusionProof> = (0..receipts.len())
+                .map(|i| InclusionProof {
+                    receipt: receipts[i].clone(),
+                    path: ReceiptProof::new(&settled_at.receipts, i).expect("leaf"),
+                    ..proof.clone()
+                })
+                .collect();
+            let settled = serde_json::json!({
+                "quorum": {"request": request, "receipts": receipts},
+                "inclusion": inclusion,
+            });
+            std::fs::write(
+                dir.join("settled_quorum.json"),
+                serde_json::to_vec_pretty(&settled).expect("json"),
+            )
+            .expect("write");
         }
         // Executors were paid through the ledger.
         let state = nodes[0].0.finalized_state();

@@ -18,6 +18,18 @@ pub struct ZkReceipt {
     pub zk_proof: String,
 }
 
+/// A quorum with the inclusion proof of each of its receipts, as `verity infer --mode quorum
+/// --wait` saves it. The ledger settles a quorum only with receipts signed by executors it drew
+/// for the request, so receipts settled in a finalized block show, offline, that the signers
+/// are exactly the request's ledger-chosen executors (a quorum file alone shows only k
+/// signatures).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettledQuorum {
+    pub quorum: QuorumResult,
+    pub inclusion: Vec<InclusionProof>,
+}
+
 /// What `verity prove` writes: a self-contained claim and its proof, no node involved.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +68,8 @@ pub enum Evidence {
     Chat(Box<ChatReceipt>),
     /// A whole `chat.completion` answer holding a chat receipt.
     Completion(Box<Completion>),
+    /// A quorum's receipts with their inclusion proofs.
+    SettledQuorum(Box<SettledQuorum>),
     /// A quorum's receipts.
     Quorum(QuorumResult),
     /// A receipt with its inclusion proof.
@@ -84,6 +98,7 @@ impl Evidence {
         match self {
             Evidence::Chat(_) => "chat receipt",
             Evidence::Completion(_) => "chat completion",
+            Evidence::SettledQuorum(_) => "settled quorum",
             Evidence::Quorum(_) => "quorum",
             Evidence::Inclusion(_) => "inclusion proof",
             Evidence::Zk(_) => "zk receipt",

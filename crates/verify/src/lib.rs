@@ -17,7 +17,7 @@ pub mod report;
 mod tensor;
 pub mod zk;
 
-pub use evidence::{Completion, Evidence, ProofFile, ZkReceipt};
+pub use evidence::{Completion, Evidence, ProofFile, SettledQuorum, ZkReceipt};
 pub use receipt::infer_answer;
 pub use report::{Check, Established, Failure, Report};
 pub use verity_core::wire::{ChatReceipt, QuorumResult, ValidatorSet};
@@ -125,8 +125,24 @@ fn run(evidence: &Evidence, ctx: &Context<'_>, report: &mut Report) -> Result<()
             tensor::maybe_reexecute(r, ctx, report)?;
         }
         Evidence::Quorum(q) => {
-            receipt::quorum(q, ctx.inputs, ctx.node, ctx.validators, report)?;
+            if ctx.validators.is_some() {
+                return fail(
+                    Check::Signers,
+                    "a quorum file shows k signatures, not that the ledger drew their signers: \
+                     check the settled quorum `verity infer --mode quorum --wait` saves, or each \
+                     receipt's `verity ledger proof`",
+                );
+            }
+            receipt::quorum(q, ctx.inputs, ctx.node, report)?;
             tensor::maybe_reexecute(&q.receipts[0], ctx, report)?;
+        }
+        Evidence::SettledQuorum(s) => {
+            let Some(set) = ctx.validators else {
+                return needs("against a validator set: give one");
+            };
+            receipt::quorum(&s.quorum, ctx.inputs, ctx.node, report)?;
+            receipt::settled_signers(s, set, &ctx.expectations(), report)?;
+            tensor::maybe_reexecute(&s.quorum.receipts[0], ctx, report)?;
         }
         Evidence::Inclusion(p) => {
             let Some(set) = ctx.validators else {

@@ -1,7 +1,7 @@
 //! Receipts of tensor models: one node's, a quorum's, an inclusion proof's, and the answer
 //! to a request a client just sent.
 
-use crate::evidence::{Evidence, ZkReceipt};
+use crate::evidence::{Evidence, SettledQuorum, ZkReceipt};
 use crate::report::{fail, Check, Failure, Report};
 use verity_core::wire::{InferResponse, QuorumResult, ValidatorSet};
 use verity_core::{
@@ -62,31 +62,15 @@ pub(crate) fn receipt(
     Ok(())
 }
 
-/// A quorum's receipts: k distinct signers, one output; with a validator set, every signer
-/// in it; with an expected node, that node among the signers.
+/// A quorum's receipts: k distinct signers, one output; with an expected node, that node among
+/// the signers.
 pub(crate) fn quorum(
     q: &QuorumResult,
     inputs: Option<&TensorMap>,
     node: Option<PublicKey>,
-    validators: Option<&ValidatorSet>,
     report: &mut Report,
 ) -> Result<(), Failure> {
     verify_quorum(&q.receipts, inputs, None)?;
-    if let Some(set) = validators {
-        if let Some(r) = q
-            .receipts
-            .iter()
-            .find(|r| !set.validators.contains(&r.node))
-        {
-            return fail(
-                Check::Signers,
-                format!(
-                    "signer {} is not a validator of chain {}",
-                    r.node, set.chain_id
-                ),
-            );
-        }
-    }
     let first = &q.receipts[0];
     if first.request_hash != q.request {
         return fail(
@@ -110,12 +94,6 @@ pub(crate) fn quorum(
     if inputs.is_some() {
         report.ok(Check::InputHash, format!("input hash {}", first.input_hash));
     }
-    if let Some(set) = validators {
-        report.ok(
-            Check::Signers,
-            format!("every signer is a validator of chain {}", set.chain_id),
-        );
-    }
     if let Some(k) = node {
         if !q.receipts.iter().any(|r| r.node == k) {
             return fail(
@@ -125,6 +103,52 @@ pub(crate) fn quorum(
         }
         report.ok(Check::NodeKey, format!("node {k} is among the signers"));
     }
+    Ok(())
+}
+
+/// Every receipt of a settled quorum has an inclusion proof under a block the validators
+/// finalized: the ledger, which accepts only the executors it drew for the request, settled
+/// exactly these signers.
+pub(crate) fn settled_signers(
+    s: &SettledQuorum,
+    set: &ValidatorSet,
+    expect: &Expectations<'_>,
+    report: &mut Report,
+) -> Result<(), Failure> {
+    let mut heights = std::collections::BTreeSet::new();
+    let mut inclusion = Report::default();
+    for r in &s.quorum.receipts {
+        let Some(p) = s.inclusion.iter().find(|p| p.receipt == *r) else {
+            return fail(
+                Check::Signers,
+                format!(
+                    "receipt {} by {} has no inclusion proof: nothing shows the ledger drew its \
+                     signer",
+                    r.id(),
+                    r.node
+                ),
+            );
+        };
+        self::inclusion(p, set, expect, &mut inclusion)?;
+        heights.insert(p.header.height);
+    }
+    report.ok(
+        Check::Inclusion,
+        format!(
+            "every receipt is settled in a block finalized by a quorum of the {} validators of \
+             chain {} (height {heights:?})",
+            set.validators.len(),
+            set.chain_id
+        ),
+    );
+    report.ok(
+        Check::Signers,
+        format!(
+            "the {} signers are executors the ledger drew for request {}",
+            s.quorum.receipts.len(),
+            s.quorum.request
+        ),
+    );
     Ok(())
 }
 
@@ -160,16 +184,21 @@ pub(crate) fn inclusion(
 
 /// Checks a node's answer to `/v1/infer` against the request the client signed, before
 /// anything from it is shown: every receipt holds on its own and answers exactly that request
-/// (hash, mode, model, inputs). Returns the evidence to keep.
+/// (hash, mode, model, inputs) on the network it was sent to (`chain`: the node's chain id, ""
+/// for a standalone node). Returns the evidence to keep.
 pub fn infer_answer(
     own: &InferenceRequest,
+    chain: &str,
     resp: &InferResponse,
 ) -> Result<(Evidence, Report), Failure> {
     let mut report = Report::default();
-    let expect = Expectations::answering(own);
+    let expect = Expectations {
+        chain: Some(chain),
+        ..Expectations::answering(own)
+    };
     let evidence = match (&resp.quorum, own.mode) {
         (Some(q), Mode::Quorum { .. }) => {
-            quorum(q, Some(&own.inputs), None, None, &mut report)?;
+            quorum(q, Some(&own.inputs), None, &mut report)?;
             // The quorum check made every receipt agree with the first on request, model,
             // inputs, engine and mode: the first answering our request covers them all.
             verify_receipt(&q.receipts[0], &expect)?;

@@ -188,27 +188,21 @@ fn a_quorum_and_its_signers() {
         request: receipts[0].request_hash,
         receipts: receipts.clone(),
     };
+    let ctx = Context::default();
+    let report = verify(&Evidence::Quorum(q.clone()), &ctx).unwrap();
+    assert!(report.has(Check::Quorum) && !report.has(Check::Signers));
+    // Issue 13 finding 6: a quorum file used to "check its signers" by membership of the
+    // validator set. It cannot show who the ledger drew, so with a set it is refused.
     let set = ValidatorSet {
         chain_id: "test".into(),
         validators: receipts.iter().map(|r| r.node).collect(),
     };
-    let ctx = Context {
+    let with_set = Context {
         validators: Some(&set),
         ..Default::default()
     };
-    let report = verify(&Evidence::Quorum(q.clone()), &ctx).unwrap();
-    assert!(report.has(Check::Quorum) && report.has(Check::Signers));
-
-    let small = ValidatorSet {
-        chain_id: "test".into(),
-        validators: set.validators[..2].to_vec(),
-    };
-    let ctx_small = Context {
-        validators: Some(&small),
-        ..Default::default()
-    };
     assert_eq!(
-        check(verify(&Evidence::Quorum(q.clone()), &ctx_small)),
+        check(verify(&Evidence::Quorum(q.clone()), &with_set)),
         Check::Signers
     );
     let mut twice = q.clone();
@@ -228,6 +222,61 @@ fn a_quorum_and_its_signers() {
         check(verify(&Evidence::Quorum(q), &outsider)),
         Check::NodeKey
     );
+}
+
+#[test]
+fn a_settled_quorum_shows_its_signers_are_the_executors_the_ledger_drew() {
+    let bytes = std::fs::read(fixture("inclusion/settled_quorum.json")).unwrap();
+    let set: ValidatorSet =
+        serde_json::from_slice(&std::fs::read(fixture("inclusion/validators.json")).unwrap())
+            .unwrap();
+    let Evidence::SettledQuorum(s) = Evidence::parse(&bytes).unwrap() else {
+        panic!("not a settled quorum")
+    };
+    let ctx = Context {
+        validators: Some(&set),
+        ..Default::default()
+    };
+    let report = verify(&Evidence::SettledQuorum(s.clone()), &ctx).unwrap();
+    assert!(report.has(Check::Signers) && report.has(Check::Inclusion));
+    assert_eq!(
+        check(verify(&Evidence::SettledQuorum(s.clone()), &Context::default())),
+        Check::Evidence
+    );
+    let tampered = |f: &dyn Fn(&mut verity_verify::SettledQuorum)| {
+        let mut t = s.clone();
+        f(&mut t);
+        check(verify(&Evidence::SettledQuorum(t), &ctx))
+    };
+    // A receipt without its proof, or a proof that belongs to another receipt.
+    assert_eq!(tampered(&|t| drop(t.inclusion.pop())), Check::Signers);
+    assert_eq!(
+        tampered(&|t| t.inclusion[0].receipt = t.inclusion[1].receipt.clone()),
+        Check::Signers
+    );
+    assert_eq!(
+        tampered(&|t| t.inclusion[0].path = t.inclusion[1].path.clone()),
+        Check::Inclusion
+    );
+    // A signer the ledger never drew: a receipt (validly signed) replaced by a stranger's.
+    assert_eq!(
+        tampered(&|t| {
+            let stranger = NodeKey::from_seed([77; 32]);
+            t.quorum.receipts[2] =
+                verity_core::ReceiptBody::from(t.quorum.receipts[2].clone()).sign(&stranger);
+        }),
+        Check::Signers
+    );
+    // Proofs under another network's validators.
+    let other = ValidatorSet {
+        chain_id: "another".into(),
+        ..set.clone()
+    };
+    let ctx_other = Context {
+        validators: Some(&other),
+        ..Default::default()
+    };
+    assert!(verify(&Evidence::SettledQuorum(s), &ctx_other).is_err());
 }
 
 #[test]
@@ -507,33 +556,33 @@ fn an_answer_must_answer_the_request_sent() {
         quorum: None,
         zk_proof: None,
     };
-    let (evidence, report) = infer_answer(&own, &answer(&r)).unwrap();
+    let (evidence, report) = infer_answer(&own, "", &answer(&r)).unwrap();
     assert!(matches!(evidence, Evidence::Single(_)) && report.has(Check::Request));
 
     // The same model and inputs, but another request (another nonce): refused.
     let mut other = request(Mode::Signed);
     other.nonce += 1;
     assert_eq!(
-        infer_answer(&other, &answer(&r)).unwrap_err().check,
+        infer_answer(&other, "", &answer(&r)).unwrap_err().check,
         Check::Request
     );
     // Another mode than asked.
     let zk = request(Mode::Zk);
     assert_eq!(
-        infer_answer(&zk, &answer(&r)).unwrap_err().check,
+        infer_answer(&zk, "", &answer(&r)).unwrap_err().check,
         Check::Request
     );
     // A zk answer without its proof.
     let zr = honest(Mode::Zk, 1);
     assert_eq!(
-        infer_answer(&zk, &answer(&zr)).unwrap_err().check,
+        infer_answer(&zk, "", &answer(&zr)).unwrap_err().check,
         Check::ZkProof
     );
     // A quorum request answered by one node.
     let quorum = request(Mode::Quorum { k: 2 });
     let qr = honest(Mode::Quorum { k: 2 }, 1);
     assert_eq!(
-        infer_answer(&quorum, &answer(&qr)).unwrap_err().check,
+        infer_answer(&quorum, "", &answer(&qr)).unwrap_err().check,
         Check::Quorum
     );
     let receipts = vec![qr.clone(), honest(Mode::Quorum { k: 2 }, 2)];
@@ -542,14 +591,14 @@ fn an_answer_must_answer_the_request_sent() {
         request: quorum.hash(),
         receipts,
     });
-    let (evidence, _) = infer_answer(&quorum, &full).unwrap();
+    let (evidence, _) = infer_answer(&quorum, "", &full).unwrap();
     assert!(matches!(evidence, Evidence::Quorum(_)));
     // The headline receipt must be one of the quorum's.
     let mut stray = full;
     stray.receipt = honest(Mode::Quorum { k: 2 }, 3);
     stray.receipt_id = stray.receipt.id();
     assert_eq!(
-        infer_answer(&quorum, &stray).unwrap_err().check,
+        infer_answer(&quorum, "", &stray).unwrap_err().check,
         Check::Request
     );
 }

@@ -1,14 +1,15 @@
 //! `verity infer`: sign a request (and, on a network, its escrow), send it, check the answer
 //! against the request before showing anything, and save the evidence.
 
+use super::verify::validator_set;
 use super::{failed, print_outputs, read_inputs, write_file, Ctx};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use std::path::PathBuf;
 use verity_core::wire::InferBody;
 use verity_core::{InferenceRequest, Mode};
 use verity_ledger::{Action, Transaction};
-use verity_verify::Evidence;
+use verity_verify::{Context, Evidence, SettledQuorum};
 
 /// Ask the node to run a model and save the signed receipt.
 #[derive(Args)]
@@ -25,9 +26,15 @@ pub struct InferArgs {
     /// succinct proof of the canonical execution).
     #[arg(long, default_value = "signed")]
     mode: String,
-    /// Return once the settlement is finalized on the ledger.
+    /// Return once the settlement is finalized on the ledger; in quorum mode, also fetch
+    /// each receipt's inclusion proof, which shows the signers are the executors the ledger
+    /// drew for the request.
     #[arg(long)]
     wait: bool,
+    /// The network's validator set (JSON): check the answer against it before showing it (the
+    /// network's chain id, and with `--wait` each receipt's inclusion proof).
+    #[arg(long)]
+    validators: Option<PathBuf>,
 }
 
 impl InferArgs {
@@ -36,6 +43,10 @@ impl InferArgs {
         let manifest = client.show(&self.model)?;
         let key = ctx.key()?;
         let mode = Mode::parse(&self.mode)?;
+        let validators = self.validators.as_deref().map(validator_set).transpose()?;
+        if validators.is_some() && matches!(mode, Mode::Quorum { .. }) && !self.wait {
+            bail!("--validators checks who the ledger drew for a quorum: add --wait");
+        }
         let request = InferenceRequest {
             model: manifest.id,
             inputs: read_inputs(&self.input)?,
@@ -74,9 +85,39 @@ impl InferArgs {
             escrow,
         };
         let resp = client.infer(&body, self.wait)?;
-        // Nothing from the node is shown before it checks out against our own request.
-        let (evidence, _) =
-            verity_verify::infer_answer(&body.signed.request, &resp).map_err(failed)?;
+        // Nothing from the node is shown before it checks out against our own request, on the
+        // network we addressed.
+        let chain = health.chain_id.as_deref().unwrap_or_default();
+        if let Some(set) = &validators {
+            if set.chain_id != chain {
+                bail!(
+                    "the node is on chain {chain:?}, the validator set is for {:?}",
+                    set.chain_id
+                );
+            }
+        }
+        let (mut evidence, _) =
+            verity_verify::infer_answer(&body.signed.request, chain, &resp).map_err(failed)?;
+        if let (Evidence::Quorum(q), Some(_)) = (&evidence, resp.settled_height) {
+            let inclusion = q
+                .receipts
+                .iter()
+                .map(|r| client.proof(&r.id()))
+                .collect::<Result<Vec<_>>>()
+                .context("fetching the settled receipts' inclusion proofs")?;
+            evidence = Evidence::SettledQuorum(Box::new(SettledQuorum {
+                quorum: q.clone(),
+                inclusion,
+            }));
+        }
+        if let Some(set) = &validators {
+            let ctx = Context {
+                inputs: Some(&body.signed.request.inputs),
+                validators: Some(set),
+                ..Default::default()
+            };
+            verity_verify::verify(&evidence, &ctx).map_err(failed)?;
+        }
         let path = self.out.unwrap_or_else(|| {
             PathBuf::from(format!("receipt-{}.json", &resp.receipt_id.to_hex()[..16]))
         });
@@ -90,10 +131,28 @@ impl InferArgs {
             "engine   {} {}",
             resp.receipt.engine.name, resp.receipt.engine.version
         );
-        if let Evidence::Quorum(q) = &evidence {
-            for r in &q.receipts {
-                println!("signed   {} receipt {}", r.node, r.id());
+        match &evidence {
+            Evidence::Quorum(q) => {
+                for r in &q.receipts {
+                    println!("signed   {} receipt {}", r.node, r.id());
+                }
             }
+            Evidence::SettledQuorum(s) => {
+                for r in &s.quorum.receipts {
+                    println!("signed   {} receipt {}", r.node, r.id());
+                }
+                match &validators {
+                    Some(_) => println!(
+                        "signers  drawn by the ledger: every receipt is settled in a block the \
+                         validators finalized (checked against --validators)"
+                    ),
+                    None => println!(
+                        "signers  inclusion proofs saved; check them offline with `verity verify \
+                         <file> --validators <set>`"
+                    ),
+                }
+            }
+            _ => {}
         }
         let request = body.signed.request.hash();
         match (resp.settled_height, &body.escrow) {

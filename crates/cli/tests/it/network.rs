@@ -90,8 +90,9 @@ impl Net {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    /// A quorum inference through `node`, waiting for its settlement; returns the saved
-    /// quorum file's JSON and the settling height, or the failure's output.
+    /// A quorum inference through `node`, waiting for its settlement and checking its signers
+    /// against the ledger's draw (their inclusion proofs, under the validator set); returns the
+    /// saved quorum's JSON and the settling height, or the failure's output.
     fn quorum(&self, node: usize, n: usize) -> Result<(Value, u64), String> {
         let out = self.dir.path().join(format!("quorum-{n}.json"));
         let o = self
@@ -99,6 +100,8 @@ impl Net {
             .args(["infer", "digits-mlp.int8@1.0", "--mode", "quorum", "--wait"])
             .arg("--input")
             .arg(fixture("digit_input_mlp.json"))
+            .arg("--validators")
+            .arg(self.dir.path().join("validators.json"))
             .arg("--out")
             .arg(&out)
             .output()
@@ -117,8 +120,10 @@ impl Net {
             })
             .and_then(|h| h.trim().parse().ok())
             .unwrap_or_else(|| panic!("not settled: {stdout}"));
-        let q = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-        Ok((q, height))
+        assert!(stdout.contains("signers  drawn by the ledger"), "{stdout}");
+        let settled: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        assert_eq!(settled["inclusion"].as_array().map(Vec::len), Some(3));
+        Ok((settled["quorum"].clone(), height))
     }
     fn all_healthy(&self) -> bool {
         (0..NODES).all(|i| self.children[i].is_none() || self.get(i, "/health").is_some())
