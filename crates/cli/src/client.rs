@@ -11,7 +11,8 @@ use std::path::Path;
 use verity_core::manifest::publish_statement;
 use verity_core::wire::{
     Account, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Health, InferBody,
-    InferResponse, LedgerStatus, ModelList, ModelPrice, PublishMeta, PublishResponse, Submitted,
+    InferResponse, LedgerStatus, ModelList, ModelPrice, NameInfo, PublishMeta, PublishResponse,
+    Submitted,
 };
 use verity_core::{Hash, ModelId, ModelManifest, NodeKey, PublicKey, Receipt};
 use verity_ledger::proof::InclusionProof;
@@ -244,7 +245,17 @@ impl NodeClient {
 
     /// The model's price on the ledger, or None if it is not registered.
     pub fn price(&self, model: &ModelId) -> Result<Option<ModelPrice>> {
-        let url = format!("{}/v1/prices/{model}", self.base);
+        self.get_optional(&format!("/v1/prices/{model}"))
+    }
+
+    /// Who owns a model name on the ledger, or None if nobody claimed it.
+    pub fn name(&self, name: &str) -> Result<Option<NameInfo>> {
+        self.get_optional(&format!("/v1/names/{name}"))
+    }
+
+    /// GET `path`, None on 404.
+    fn get_optional<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Option<T>> {
+        let url = format!("{}{path}", self.base);
         let resp = self
             .http
             .get(&url)

@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use verity_core::{ModelId, NodeKey, PublicKey};
+use verity_core::{NodeKey, PublicKey};
 use verity_ledger::proof::ValidatorSet;
 use verity_ledger::state::{GenesisNode, CAPABILITY_QUORUM};
-use verity_ledger::{Action, Genesis, Params, Transaction};
+use verity_ledger::{Genesis, Params};
 use verity_node::chain::NetworkConfig;
 use verity_node::NodeConfig;
 
@@ -436,7 +436,17 @@ fn publish_and_print(
         );
         priced.push(id);
     }
-    register_prices(client, publisher, &priced)?;
+    let manifests = priced
+        .iter()
+        .map(|id| client.show(&id.to_string()))
+        .collect::<Result<Vec<_>>>()?;
+    crate::registry::register(
+        client,
+        publisher,
+        &manifests.iter().collect::<Vec<_>>(),
+        SAMPLE_PRICE,
+    )?;
+    println!("  prices    {SAMPLE_PRICE} per executor for each sample (names and versions on the ledger)");
     let input = samples_dir.join("digit_input_mlp.json");
     println!("\nTry:");
     println!(
@@ -476,36 +486,3 @@ fn publish_and_print(
     Ok(())
 }
 
-/// Puts a price on each model on the ledger (once), and waits until it is finalized.
-fn register_prices(client: &NodeClient, publisher: &NodeKey, models: &[ModelId]) -> Result<()> {
-    let chain_id = client.ledger()?.chain_id;
-    let mut nonce = client.account(&publisher.public())?.next_nonce;
-    let mut waiting = Vec::new();
-    for m in models {
-        if client.price(m)?.is_some() {
-            continue;
-        }
-        client.submit(&Transaction::new(
-            publisher,
-            &chain_id,
-            nonce,
-            Action::RegisterModel {
-                model: *m,
-                price: SAMPLE_PRICE,
-            },
-        ))?;
-        nonce += 1;
-        waiting.push(*m);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for m in waiting {
-        while client.price(&m)?.is_none() {
-            if Instant::now() > deadline {
-                bail!("the ledger did not finalize the price of {m} within 60 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    println!("  prices    {SAMPLE_PRICE} per executor for each sample (on the ledger)");
-    Ok(())
-}

@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod devnet;
 mod fetch;
+mod registry;
 
 use clap::{Parser, Subcommand};
 use commands::{

@@ -21,8 +21,19 @@ pub enum Action {
         #[serde(default)]
         capabilities: Vec<String>,
     },
-    /// Register a model (by id) with a price per execution, paid to each executor.
-    RegisterModel { model: ModelId, price: u64 },
+    /// Claim a model name for the sender, for the ledger's `name_fee`: from then on only the
+    /// sender registers versions under it (and under its canonical `<name>.int8`).
+    RegisterName { name: String },
+    /// Register a model (by id) as `name@version`, with a price per execution paid to each
+    /// executor. Only the name's owner may; the version must be new.
+    RegisterModel {
+        model: ModelId,
+        name: String,
+        version: String,
+        price: u64,
+    },
+    /// Re-price a model; only its publisher may.
+    SetPrice { model: ModelId, price: u64 },
     /// Open an inference request in `mode`: escrows `price * max(k, 1)` from the client's
     /// balance. `signed` and `zk` requests name the one node the client chose (paid `price`);
     /// `quorum:k` is served by k ranked executors.
@@ -97,7 +108,11 @@ impl Action {
     pub fn uses_nonce(&self) -> bool {
         matches!(
             self,
-            Action::Transfer { .. } | Action::RegisterNode { .. } | Action::RegisterModel { .. }
+            Action::Transfer { .. }
+                | Action::RegisterNode { .. }
+                | Action::RegisterName { .. }
+                | Action::RegisterModel { .. }
+                | Action::SetPrice { .. }
         )
     }
 
@@ -119,8 +134,19 @@ impl Action {
                     e.str(c);
                 }
             }
-            Action::RegisterModel { model, price } => {
-                e.u8(3).fixed32(&model.0).u64(*price);
+            Action::RegisterModel {
+                model,
+                name,
+                version,
+                price,
+            } => {
+                e.u8(3).fixed32(&model.0).str(name).str(version).u64(*price);
+            }
+            Action::RegisterName { name } => {
+                e.u8(9).str(name);
+            }
+            Action::SetPrice { model, price } => {
+                e.u8(10).fixed32(&model.0).u64(*price);
             }
             Action::OpenRequest {
                 request,
@@ -184,6 +210,15 @@ impl Action {
                     .collect::<Result<_, _>>()?,
             },
             3 => Action::RegisterModel {
+                model: ModelId(d.fixed32()?),
+                name: d.str()?.to_string(),
+                version: d.str()?.to_string(),
+                price: d.u64()?,
+            },
+            9 => Action::RegisterName {
+                name: d.str()?.to_string(),
+            },
+            10 => Action::SetPrice {
                 model: ModelId(d.fixed32()?),
                 price: d.u64()?,
             },

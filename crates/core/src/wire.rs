@@ -239,12 +239,22 @@ pub enum RequestStatus {
     },
 }
 
-/// `GET /v1/ledger/models/{id}`.
+/// `GET /v1/prices/{model}`: a model as the ledger registry knows it.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ModelPrice {
     pub model: ModelId,
+    pub name: String,
+    pub version: String,
     pub publisher: PublicKey,
     pub price: u64,
+}
+
+/// `GET /v1/names/{name}`: who owns a model name, and the versions registered under it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct NameInfo {
+    pub name: String,
+    pub owner: PublicKey,
+    pub models: Vec<ModelPrice>,
 }
 
 /// `GET /v1/disputes`: a request before the validators (a quorum that disagreed, or a zk

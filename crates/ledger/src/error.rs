@@ -25,6 +25,12 @@ pub enum TxError {
     ModelExists(ModelId),
     #[error("model {0} is not registered")]
     UnknownModel(ModelId),
+    #[error("the name `{name}` belongs to {owner}")]
+    NameTaken { name: String, owner: PublicKey },
+    #[error("the name `{0}` is not claimed: send RegisterName first")]
+    NameUnclaimed(String),
+    #[error("only the publisher of model {0} may price it")]
+    NotPublisher(ModelId),
     #[error("request {0} already exists")]
     RequestExists(Hash),
     #[error("request {0} is not open")]

@@ -312,6 +312,7 @@ impl Mempool {
             .map(|t| match &t.action {
                 Action::Transfer { amount, .. } => *amount,
                 Action::RegisterNode { stake, .. } => *stake,
+                Action::RegisterName { .. } => state.params().name_fee,
                 Action::OpenRequest { model, mode, .. } => state.fee(model, *mode).unwrap_or(0),
                 _ => 0,
             })

@@ -17,6 +17,15 @@ use verity_core::{Hash, Mode, ModelId, PublicKey, Receipt, TensorMap};
 pub use apply::{BlockError, Proposal};
 pub use genesis::{Genesis, GenesisNode, Params};
 
+/// The name suffix of a canonical int8 model derived from a float one at publication; its
+/// name belongs to the owner of the float model's name.
+pub const CANONICAL_SUFFIX: &str = ".int8";
+
+/// Orders versions numerically part by part (`1.10` after `1.9`).
+pub fn version_key(v: &str) -> Vec<u64> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
 /// The capability that makes a node eligible for quorum requests (it runs the canonical
 /// int8 engine).
 pub const CAPABILITY_QUORUM: &str = "quorum";
@@ -37,6 +46,8 @@ pub struct NodeEntry {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ModelEntry {
     pub publisher: PublicKey,
+    pub name: String,
+    pub version: String,
     pub price: u64,
 }
 
@@ -124,6 +135,8 @@ pub struct LedgerState {
     committed_root: Hash,
     accounts: BTreeMap<PublicKey, Account>,
     nodes: BTreeMap<PublicKey, NodeEntry>,
+    /// Model names and their owners.
+    names: BTreeMap<String, PublicKey>,
     models: BTreeMap<ModelId, ModelEntry>,
     escrows: BTreeMap<Hash, Escrow>,
     closed: BTreeMap<Hash, Closed>,
@@ -148,6 +161,7 @@ impl LedgerState {
             committed_root: Hash::default(),
             accounts: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            names: BTreeMap::new(),
             models: BTreeMap::new(),
             escrows: BTreeMap::new(),
             closed: BTreeMap::new(),
@@ -195,6 +209,30 @@ impl LedgerState {
     }
     pub fn nodes(&self) -> impl Iterator<Item = (&PublicKey, &NodeEntry)> {
         self.nodes.iter()
+    }
+    pub fn models(&self) -> impl Iterator<Item = (&ModelId, &ModelEntry)> {
+        self.models.iter()
+    }
+
+    /// Who may register versions under `name`: its owner, or for a canonical form
+    /// `<name>.int8` the owner of `<name>`.
+    pub fn name_owner(&self, name: &str) -> Option<PublicKey> {
+        self.names.get(name).copied().or_else(|| {
+            let base = name.strip_suffix(CANONICAL_SUFFIX)?;
+            self.names.get(base).copied()
+        })
+    }
+
+    /// The model registered as `name@version`, or with no version the highest version
+    /// registered under `name` (all by its owner).
+    pub fn model_named(&self, name: &str, version: Option<&str>) -> Option<ModelId> {
+        let under = self.models.iter().filter(|(_, m)| m.name == name);
+        match version {
+            Some(v) => under.filter(|(_, m)| m.version == v).map(|(id, _)| *id).next(),
+            None => under
+                .max_by_key(|(_, m)| version_key(&m.version))
+                .map(|(id, _)| *id),
+        }
     }
 
     /// What an escrow for `model` in `mode` holds from the client: the price per executor
@@ -298,9 +336,17 @@ impl LedgerState {
                 e.str(c);
             }
         }
+        e.u64(self.names.len() as u64);
+        for (name, owner) in &self.names {
+            e.str(name).fixed32(&owner.0);
+        }
         e.u64(self.models.len() as u64);
         for (k, m) in &self.models {
-            e.fixed32(&k.0).fixed32(&m.publisher.0).u64(m.price);
+            e.fixed32(&k.0)
+                .fixed32(&m.publisher.0)
+                .str(&m.name)
+                .str(&m.version)
+                .u64(m.price);
         }
         e.u64(self.escrows.len() as u64);
         for (k, x) in &self.escrows {

@@ -313,7 +313,18 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                 &client(2),
                 "verity-sim",
                 0,
-                Action::RegisterModel { model, price: 40 },
+                Action::RegisterName { name: "m".into() },
+            ),
+            Transaction::new(
+                &client(2),
+                "verity-sim",
+                1,
+                Action::RegisterModel {
+                    model,
+                    name: "m".into(),
+                    version: "1.0".into(),
+                    price: 40,
+                },
             ),
             Transaction::new(
                 &client(0),
@@ -413,9 +424,10 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
             )
             .expect("write");
         }
-        // Executors were paid through the ledger.
+        // Executors were paid through the ledger (validators also share the name's fee).
         let state = nodes[0].0.finalized_state();
-        assert_eq!(state.balance(&verity_public(&keys[1])), 40);
+        let fee_share = state.params().name_fee / keys.len() as u64;
+        assert_eq!(state.balance(&verity_public(&keys[1])), 40 + fee_share);
 
         // Tampering with any part is rejected.
         let mut t = proof.clone();

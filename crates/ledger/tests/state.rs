@@ -103,6 +103,24 @@ impl Chain {
         *n += 1;
         tx
     }
+    /// Claims the name `m` for `who` (if nobody has) and registers `MODEL` as `m@1.0` at
+    /// `price`.
+    fn price(&mut self, who: u8, price: u64) {
+        if self.state.name_owner("m").is_none() {
+            self.run(who, Action::RegisterName { name: "m".into() })
+                .unwrap();
+        }
+        self.run(
+            who,
+            Action::RegisterModel {
+                model: MODEL,
+                name: "m".into(),
+                version: "1.0".into(),
+                price,
+            },
+        )
+        .unwrap();
+    }
     /// A block with no transactions.
     fn empty_block(&mut self) {
         let block = self.state.propose(vec![], key(1).public(), 0).block;
@@ -216,14 +234,7 @@ fn transfers_nonces_and_rejections_change_nothing() {
 fn quorum_request_is_escrowed_then_settled_and_paid() {
     let mut c = Chain::new();
     let supply = c.state.total_supply();
-    c.run(
-        6,
-        Action::RegisterModel {
-            model: MODEL,
-            price: 30,
-        },
-    )
-    .unwrap();
+    c.price(6, 30);
     let req = Hash::of("req", b"1");
     c.run(
         5,
@@ -363,14 +374,7 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
 #[test]
 fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
     let mut c = Chain::new();
-    c.run(
-        6,
-        Action::RegisterModel {
-            model: MODEL,
-            price: 10,
-        },
-    )
-    .unwrap();
+    c.price(6, 10);
     let req = Hash::of("req", b"k1");
     c.run(
         5,
@@ -443,14 +447,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
 #[test]
 fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
     let mut c = Chain::new();
-    c.run(
-        6,
-        Action::RegisterModel {
-            model: MODEL,
-            price: 10,
-        },
-    )
-    .unwrap();
+    c.price(6, 10);
     let req = Hash::of("req", b"r");
     c.run(
         5,
@@ -555,10 +552,13 @@ fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
 fn replicas_agree_and_reject_tampered_blocks() {
     let mut a = Chain::new();
     let mut b = LedgerState::from_genesis(&genesis()).unwrap();
+    let t0 = a.tx(6, Action::RegisterName { name: "m".into() });
     let t1 = a.tx(
         6,
         Action::RegisterModel {
             model: MODEL,
+            name: "m".into(),
+            version: "1.0".into(),
             price: 7,
         },
     );
@@ -581,7 +581,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
             amount: 1,
         },
     );
-    let p1 = a.state.propose(checked([t1, bad, t2]), key(2).public(), 10);
+    let p1 = a.state.propose(checked([t0, t1, bad, t2]), key(2).public(), 10);
     assert_eq!(
         p1.rejected.len(),
         1,
@@ -681,14 +681,7 @@ fn truncated_or_corrupted_blocks_do_not_decode_or_apply() {
 #[test]
 fn signed_mode_escrow_is_settled_only_by_the_named_node() {
     let mut c = Chain::new();
-    c.run(
-        6,
-        Action::RegisterModel {
-            model: MODEL,
-            price: 25,
-        },
-    )
-    .unwrap();
+    c.price(6, 25);
     let req = Hash::of("req", b"signed");
     c.run(
         5,
@@ -783,16 +776,19 @@ fn a_client_grinding_request_nonces_cannot_choose_its_quorum() {
         assert!(p.rejected.is_empty(), "{:?}", p.rejected);
         state.apply_block(&p.block).unwrap();
     };
+    let name = Transaction::new(&key(6), "test", 0, Action::RegisterName { name: "m".into() });
     let price = Transaction::new(
         &key(6),
         "test",
-        0,
+        1,
         Action::RegisterModel {
             model: MODEL,
+            name: "m".into(),
+            version: "1.0".into(),
             price: 1,
         },
     );
-    block(&mut state, checked([price]));
+    block(&mut state, checked([name, price]));
     let captured = |state: &LedgerState, seed: &Hash, request: &Hash| {
         let eligible = state.eligible_executors(seed, request, 3);
         eligible

@@ -11,9 +11,8 @@ use verity_core::manifest::{publish_statement, validate_name_version};
 use verity_core::wire::{PublishMeta, PublishResponse};
 use verity_core::{Hash, ModelFormat, ModelId, ModelManifest};
 use verity_engine::{quantize_onnx, Calibration, EngineError, Interpreter};
+use verity_ledger::state::{version_key, CANONICAL_SUFFIX};
 
-/// Name suffix of the canonical model derived at publish time.
-pub const CANONICAL_SUFFIX: &str = ".int8";
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -63,14 +62,32 @@ impl HubError {
     }
 }
 
-/// Orders versions numerically part by part (`1.10` after `1.9`).
-fn version_key(v: &str) -> Vec<u64> {
-    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
-}
-
-/// Every hub model here (or the versions of `name`), by name, version and age.
-pub fn list(node: &Node, name: Option<&str>) -> Result<Vec<ModelManifest>, HubError> {
-    let mut all = node.store.manifests()?;
+/// Every hub model (or the versions of `name`), by name, version and age. On a network these
+/// are the network's models, from the ledger registry (with the technical fields from this
+/// node's copy, else a peer's); a standalone node lists its own.
+pub async fn list(node: &Arc<Node>, name: Option<&str>) -> Result<Vec<ModelManifest>, HubError> {
+    let mut all = match &node.chain {
+        None => node.store.manifests()?,
+        Some(chain) => {
+            let registered: Vec<ModelId> = chain.app.read(|s| {
+                s.models()
+                    .filter(|(_, m)| name.is_none_or(|n| m.name == n))
+                    .map(|(id, _)| *id)
+                    .collect()
+            });
+            let mut found = Vec::with_capacity(registered.len());
+            for id in registered {
+                let here = node.store.manifest(&id)?;
+                let manifest = match here {
+                    Some(m) => Some(m),
+                    None => peers::manifest(node, &id).await,
+                };
+                found.extend(manifest);
+            }
+            found
+        }
+    };
+    all = all.into_iter().map(|m| ledger_identity(node, m)).collect();
     if let Some(name) = name {
         all.retain(|m| m.name == name);
     }
@@ -84,9 +101,47 @@ pub fn list(node: &Node, name: Option<&str>) -> Result<Vec<ModelManifest>, HubEr
     Ok(all)
 }
 
-/// `blake3:<hex>`, `name@version`, or `name` (its highest version), on this node.
+/// On a network, names are the ledger's: `name@version`, or `name` (its highest version),
+/// resolves only to a model the name's owner registered there. None for an id, or a node
+/// without a ledger.
+fn ledger_id(node: &Node, reference: &str) -> Option<Result<ModelId, HubError>> {
+    let chain = node.chain.as_ref()?;
+    if reference.starts_with("blake3:") {
+        return None;
+    }
+    let (name, version) = match reference.split_once('@') {
+        Some((name, version)) => (name, Some(version)),
+        None => (reference, None),
+    };
+    let id = chain.app.read(|s| s.model_named(name, version));
+    Some(id.ok_or_else(|| {
+        HubError::NotFound(format!(
+            "no model `{reference}` is registered on the ledger (`verity model publish \
+             --price` registers one)"
+        ))
+    }))
+}
+
+/// The ledger's name, version and publisher for a registered model (a node's stored
+/// manifest keeps whatever name was published or claimed by a peer; the ledger's is the one
+/// its owner registered).
+fn ledger_identity(node: &Node, mut m: ModelManifest) -> ModelManifest {
+    if let Some(chain) = &node.chain {
+        if let Some(entry) = chain.app.read(|s| s.model(&m.id).cloned()) {
+            m.name = entry.name;
+            m.version = entry.version;
+            m.publisher = entry.publisher;
+        }
+    }
+    m
+}
+
+/// `blake3:<hex>`, `name@version`, or `name` (its highest version), on this node. On a network
+/// a name resolves through the ledger registry.
 pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, HubError> {
-    let id = if reference.starts_with("blake3:") {
+    let id = if let Some(id) = ledger_id(node, reference) {
+        id?
+    } else if reference.starts_with("blake3:") {
         reference
             .parse::<ModelId>()
             .map_err(|e| HubError::BadReference(e.to_string()))?
@@ -105,11 +160,12 @@ pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, HubError> 
     };
     node.store
         .manifest(&id)?
-        .ok_or_else(|| HubError::NotFound(format!("unknown model {id}")))
+        .map(|m| ledger_identity(node, m))
+        .ok_or_else(|| HubError::NotFound(format!("model {id} ({reference}) is not on this node")))
 }
 
-/// A model by reference. A networked node that lacks it (and may ask, `allow_peers`) asks its
-/// peers which id the reference names, then fetches those bytes and checks them against the id.
+/// A model by reference. A networked node that lacks it (and may ask, `allow_peers`) fetches
+/// it by id (a name's id comes from the ledger) and checks the bytes against the id.
 pub async fn find(
     node: &Arc<Node>,
     reference: &str,
@@ -117,7 +173,13 @@ pub async fn find(
 ) -> Result<ModelManifest, HubError> {
     match resolve(node, reference) {
         Err(e) if e.is_not_found() && allow_peers && node.chain.is_some() => {
-            Ok(peers::resolve_remote(node, reference).await?)
+            let id = match ledger_id(node, reference) {
+                Some(id) => id?,
+                None => reference
+                    .parse::<ModelId>()
+                    .map_err(|e| HubError::BadReference(e.to_string()))?,
+            };
+            by_id(node, &id).await
         }
         other => other,
     }
@@ -126,10 +188,10 @@ pub async fn find(
 /// A model by id, fetched from a peer (and verified by hash) if this node lacks it.
 pub async fn by_id(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, HubError> {
     if let Some(m) = node.store.manifest(id)? {
-        return Ok(m);
+        return Ok(ledger_identity(node, m));
     }
     match &node.chain {
-        Some(_) => Ok(peers::fetch_model(node, id).await?),
+        Some(_) => Ok(ledger_identity(node, peers::fetch_model(node, id).await?)),
         None => Err(HubError::NotFound(format!("unknown model {id}"))),
     }
 }

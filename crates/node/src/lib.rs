@@ -87,6 +87,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/tx", post(ledger::submit_tx))
         .route("/v1/ledger", get(ledger::status))
         .route("/v1/prices/{model}", get(ledger::price))
+        .route("/v1/names/{name}", get(ledger::name))
         .route("/v1/blocks/{height}", get(ledger::block))
         .route(
             "/v1/disputes",

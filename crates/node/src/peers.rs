@@ -202,26 +202,21 @@ pub async fn fetch_proof(node: &Node, receipt: &verity_core::Hash) -> Option<Inc
     None
 }
 
-/// Asks peers what a model reference (name, name@version or id) names, then fetches that id.
-/// The peer is trusted only to map a name to an id; the bytes are checked against the id.
-pub async fn resolve_remote(node: &Arc<Node>, reference: &str) -> Result<ModelManifest, PeerError> {
-    // Only plain references travel to peers (no URL syntax to smuggle query parts).
-    let plain = |c: char| c.is_ascii_alphanumeric() || "._-@:".contains(c);
-    if reference.is_empty() || reference.len() > 200 || !reference.chars().all(plain) {
-        return Err(PeerError::NoModel(format!("no model `{reference}`")));
-    }
-    for ep in peer_endpoints(node)? {
-        let url = format!("{ep}/v1/models/{reference}?local=true");
+/// A peer's manifest for `id` (for listing a model this node has no copy of): the first
+/// peer that serves one for exactly that id. Its technical fields are the peer's word until
+/// the bytes are fetched and re-derived.
+pub async fn manifest(node: &Node, id: &ModelId) -> Option<ModelManifest> {
+    for ep in peer_endpoints(node).ok()? {
+        let url = format!("{ep}/v1/models/{id}?local=true");
         let Some(bytes) = get_from_peer(node, &url).await else {
             continue;
         };
-        if let Ok(m) = serde_json::from_slice::<ModelManifest>(&bytes) {
-            return fetch_model(node, &m.id).await;
+        match serde_json::from_slice::<ModelManifest>(&bytes) {
+            Ok(m) if m.id == *id => return Some(m),
+            _ => continue,
         }
     }
-    Err(PeerError::NoModel(format!(
-        "no model `{reference}` here or at any peer"
-    )))
+    None
 }
 
 /// Fetches a model this node lacks from the other registered nodes, checks the bytes hash to

@@ -20,9 +20,19 @@ pub enum LedgerCommand {
     },
     /// Send balance to another account.
     Transfer { to: String, amount: u64 },
-    /// Register a model on the ledger with its price per executor, so requests can escrow
-    /// fees for it.
-    RegisterModel { model: ModelId, price: u64 },
+    /// Claim a model name (for the ledger's name fee): only you can then register versions
+    /// under it.
+    RegisterName { name: String },
+    /// Register a model as name@version (a name you own) with its price per executor, so
+    /// requests can escrow fees for it. `verity model publish --price` does this for you.
+    RegisterModel {
+        model: ModelId,
+        name: String,
+        version: String,
+        price: u64,
+    },
+    /// Re-price a model you published.
+    SetPrice { model: ModelId, price: u64 },
     /// Fetch a settled receipt's inclusion proof (Merkle path, header, finalization).
     Proof {
         receipt: String,
@@ -80,9 +90,19 @@ impl LedgerCommand {
                 to: PublicKey::from_hex(&to)?,
                 amount,
             }),
-            LedgerCommand::RegisterModel { model, price } => {
-                send(Action::RegisterModel { model, price })
-            }
+            LedgerCommand::RegisterName { name } => send(Action::RegisterName { name }),
+            LedgerCommand::RegisterModel {
+                model,
+                name,
+                version,
+                price,
+            } => send(Action::RegisterModel {
+                model,
+                name,
+                version,
+                price,
+            }),
+            LedgerCommand::SetPrice { model, price } => send(Action::SetPrice { model, price }),
             LedgerCommand::Proof { receipt, out } => {
                 let id = verity_core::Hash::from_hex(&receipt).context("receipt id")?;
                 let proof = client.proof(&id)?;

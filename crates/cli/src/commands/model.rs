@@ -3,10 +3,10 @@
 use super::{read_file, write_file, Ctx};
 use crate::client::NodeClient;
 use crate::fetch;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use std::path::PathBuf;
-use verity_core::ModelId;
+use verity_core::{ModelId, ModelManifest};
 
 /// Model hub commands.
 #[derive(Subcommand)]
@@ -21,6 +21,11 @@ pub enum ModelCommand {
         /// Calibration samples (JSON, same layout as inputs with a leading sample dimension).
         #[arg(long)]
         calibration: Option<PathBuf>,
+        /// On a network: the price per executor. The name is claimed for your key on the
+        /// ledger (if nobody has it) and the model, and its canonical form, registered under
+        /// it at this price.
+        #[arg(long)]
+        price: Option<u64>,
     },
     /// List the models on the node.
     List,
@@ -120,6 +125,7 @@ impl ModelCommand {
                 name,
                 version,
                 calibration,
+                price,
             } => {
                 verity_core::manifest::validate_name_version(&name, &version)
                     .map_err(anyhow::Error::msg)?;
@@ -132,7 +138,17 @@ impl ModelCommand {
                 let id = ModelId::of_bytes(&bytes);
                 drop(bytes);
                 let key = ctx.key()?;
-                let resp = NodeClient::new(node)?.publish(
+                let client = NodeClient::new(node)?;
+                let networked = client.health()?.chain_id.is_some();
+                match (networked, price) {
+                    (true, None) => bail!(
+                        "this node is on a network: give --price to register the model on the \
+                         ledger (its name is yours once claimed)"
+                    ),
+                    (false, Some(_)) => bail!("--price needs a node that is part of a network"),
+                    _ => {}
+                }
+                let resp = client.publish(
                     &file,
                     id,
                     &name,
@@ -145,8 +161,14 @@ impl ModelCommand {
                     "published {}@{} {}",
                     resp.model.name, resp.model.version, resp.model.id
                 );
-                if let Some(c) = resp.canonical {
+                if let Some(c) = &resp.canonical {
                     println!("canonical {}@{} {}", c.name, c.version, c.id);
+                }
+                if let Some(price) = price {
+                    let models: Vec<&ModelManifest> =
+                        std::iter::once(&resp.model).chain(&resp.canonical).collect();
+                    crate::registry::register(&client, &key, &models, price)?;
+                    println!("registered on the ledger at {price} per executor");
                 }
                 Ok(())
             }

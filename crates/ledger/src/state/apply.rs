@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use verity_core::manifest::validate_name_version;
 use verity_core::tensor::hash_map;
 use verity_core::verify::{verify_receipt, Expectations};
 use verity_core::{Hash, Mode, ModelId, PublicKey, Receipt, TensorMap};
@@ -231,7 +232,14 @@ impl LedgerState {
                 endpoint,
                 capabilities,
             } => self.register_node(sender, *stake, endpoint, capabilities)?,
-            Action::RegisterModel { model, price } => self.register_model(sender, model, *price)?,
+            Action::RegisterName { name } => self.register_name(sender, name)?,
+            Action::RegisterModel {
+                model,
+                name,
+                version,
+                price,
+            } => self.register_model(sender, model, name, version, *price)?,
+            Action::SetPrice { model, price } => self.set_price(sender, model, *price)?,
             Action::OpenRequest {
                 request,
                 model,
@@ -313,24 +321,81 @@ impl LedgerState {
         Ok(())
     }
 
-    // The model registry.
+    // The model registry: names belong to whoever claimed them first; only a name's owner
+    // registers versions under it, and only a model's publisher prices it.
+
+    /// Claims `name` for the sender, paying `name_fee` to the validators.
+    fn register_name(&mut self, sender: &PublicKey, name: &str) -> Result<(), TxError> {
+        validate_name_version(name, "1.0").map_err(TxError::Invalid)?;
+        if let Some(owner) = self.name_owner(name) {
+            return Err(TxError::NameTaken {
+                name: name.to_string(),
+                owner,
+            });
+        }
+        let fee = self.params.name_fee;
+        self.debit(sender, fee)?;
+        self.names.insert(name.to_string(), *sender);
+        // The fee goes to the validators (what does not divide, to the first).
+        let validators = self.validators.clone();
+        let each = fee / validators.len().max(1) as u64;
+        for v in &validators {
+            self.credit(v, each);
+        }
+        if let Some(first) = validators.first() {
+            self.credit(first, fee - each * validators.len() as u64);
+        }
+        Ok(())
+    }
 
     fn register_model(
         &mut self,
         publisher: &PublicKey,
         model: &ModelId,
+        name: &str,
+        version: &str,
         price: u64,
     ) -> Result<(), TxError> {
+        validate_name_version(name, version).map_err(TxError::Invalid)?;
         if self.models.contains_key(model) {
             return Err(TxError::ModelExists(*model));
+        }
+        match self.name_owner(name) {
+            Some(owner) if owner == *publisher => {}
+            Some(owner) => {
+                return Err(TxError::NameTaken {
+                    name: name.to_string(),
+                    owner,
+                })
+            }
+            None => return Err(TxError::NameUnclaimed(name.to_string())),
+        }
+        if self.model_named(name, Some(version)).is_some() {
+            return Err(TxError::Invalid(format!(
+                "{name}@{version} is already registered"
+            )));
         }
         self.models.insert(
             *model,
             ModelEntry {
                 publisher: *publisher,
+                name: name.to_string(),
+                version: version.to_string(),
                 price,
             },
         );
+        Ok(())
+    }
+
+    fn set_price(&mut self, sender: &PublicKey, model: &ModelId, price: u64) -> Result<(), TxError> {
+        let entry = self
+            .models
+            .get_mut(model)
+            .ok_or(TxError::UnknownModel(*model))?;
+        if entry.publisher != *sender {
+            return Err(TxError::NotPublisher(*model));
+        }
+        entry.price = price;
         Ok(())
     }
 

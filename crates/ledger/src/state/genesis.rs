@@ -31,6 +31,10 @@ pub struct Params {
     /// is refunded and nobody is paid or slashed.
     #[serde(default = "default_verdict_window_ms")]
     pub verdict_window_ms: u64,
+    /// What claiming a model name costs (paid to the validators): squatting many names costs
+    /// many fees.
+    #[serde(default = "default_name_fee")]
+    pub name_fee: u64,
 }
 
 fn default_spares() -> u32 {
@@ -42,6 +46,9 @@ fn default_slash() -> u64 {
 fn default_verdict_window_ms() -> u64 {
     120_000
 }
+fn default_name_fee() -> u64 {
+    1_000
+}
 
 impl Default for Params {
     fn default() -> Self {
@@ -51,6 +58,7 @@ impl Default for Params {
             quorum_spares: default_spares(),
             slash: default_slash(),
             verdict_window_ms: default_verdict_window_ms(),
+            name_fee: default_name_fee(),
         }
     }
 }

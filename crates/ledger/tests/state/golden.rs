@@ -103,7 +103,30 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 8,
                 Action::RegisterModel {
                     model: MODEL,
+                    name: "digits-mlp.int8".into(),
+                    version: "1.0".into(),
                     price: 40,
+                },
+            ),
+        ),
+        (
+            "register_name",
+            signed_by(
+                &client,
+                9,
+                Action::RegisterName {
+                    name: "digits-mlp".into(),
+                },
+            ),
+        ),
+        (
+            "set_price",
+            signed_by(
+                &client,
+                10,
+                Action::SetPrice {
+                    model: MODEL,
+                    price: 55,
                 },
             ),
         ),

@@ -16,14 +16,7 @@ const STAKE: u64 = 10_000;
 /// with its executors drawn.
 fn quorum_escrow(g: Genesis, req: Hash, k: u32) -> Chain {
     let mut c = Chain::from(g);
-    c.run(
-        6,
-        Action::RegisterModel {
-            model: MODEL,
-            price: PRICE,
-        },
-    )
-    .unwrap();
+    c.price(6, PRICE);
     c.run(
         CLIENT,
         Action::OpenRequest {
@@ -193,14 +186,7 @@ fn only_an_eligible_executor_may_file_a_disagreement_over_the_filed_inputs() {
 /// A chain where the client has opened a zk request named to node 4.
 fn zk_escrow(req: Hash) -> Chain {
     let mut c = Chain::new();
-    c.run(
-        6,
-        Action::RegisterModel {
-            model: MODEL,
-            price: PRICE,
-        },
-    )
-    .unwrap();
+    c.price(6, PRICE);
     c.run(
         CLIENT,
         Action::OpenRequest {

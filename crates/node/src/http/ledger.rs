@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use std::sync::Arc;
 use verity_core::wire::{
-    Account, DisputeInfo, LedgerStatus, ModelPrice, NodeInfo, RequestStatus, ShowQuery,
+    Account, DisputeInfo, LedgerStatus, ModelPrice, NameInfo, NodeInfo, RequestStatus, ShowQuery,
     Submitted,
 };
 use verity_core::{Hash, ModelId, PublicKey};
@@ -133,6 +133,8 @@ pub async fn price(
         .read(|s| {
             s.model(&model).map(|m| ModelPrice {
                 model,
+                name: m.name.clone(),
+                version: m.version.clone(),
                 publisher: m.publisher,
                 price: m.price,
             })
@@ -141,6 +143,33 @@ pub async fn price(
         .ok_or_else(|| {
             ApiError::not_found(format!("model {model} is not registered on the ledger"))
         })
+}
+
+pub async fn name(
+    State(node): State<Arc<Node>>,
+    Path(name): Path<String>,
+) -> Result<Json<NameInfo>, ApiError> {
+    let info = node.chain()?.app.read(|s| {
+        let owner = s.name_owner(&name)?;
+        let models = s
+            .models()
+            .filter(|(_, m)| m.name == name)
+            .map(|(id, m)| ModelPrice {
+                model: *id,
+                name: m.name.clone(),
+                version: m.version.clone(),
+                publisher: m.publisher,
+                price: m.price,
+            })
+            .collect();
+        Some(NameInfo {
+            name: name.clone(),
+            owner,
+            models,
+        })
+    });
+    info.map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("the name `{name}` is not claimed on the ledger")))
 }
 
 pub async fn block(

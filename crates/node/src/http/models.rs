@@ -47,7 +47,7 @@ pub async fn list_models(
     State(node): State<Arc<Node>>,
     Query(q): Query<ListQuery>,
 ) -> Result<Json<ModelList>, ApiError> {
-    let models = hub::list(&node, q.name.as_deref())?;
+    let models = hub::list(&node, q.name.as_deref()).await?;
     Ok(Json(ModelList {
         object: "list".into(),
         data: models.into_iter().map(ModelObject::from).collect(),
