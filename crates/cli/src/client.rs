@@ -11,7 +11,7 @@ use std::path::Path;
 use verity_core::manifest::publish_statement;
 use verity_core::wire::{
     Account, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Health, InferBody,
-    InferResponse, LedgerStatus, ModelList, ModelPrice, NameInfo, PublishMeta, PublishResponse,
+    InferResponse, LedgerStatus, ModelList, NameInfo, PublishMeta, PublishResponse,
     Submitted,
 };
 use verity_core::{Hash, ModelId, ModelManifest, NodeKey, PublicKey, Receipt};
@@ -241,11 +241,6 @@ impl NodeClient {
 
     pub fn ledger(&self) -> Result<LedgerStatus> {
         self.get("/v1/ledger")
-    }
-
-    /// The model's price on the ledger, or None if it is not registered.
-    pub fn price(&self, model: &ModelId) -> Result<Option<ModelPrice>> {
-        self.get_optional(&format!("/v1/prices/{model}"))
     }
 
     /// Who owns a model name on the ledger, or None if nobody claimed it.

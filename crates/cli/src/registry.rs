@@ -5,7 +5,7 @@
 use crate::client::NodeClient;
 use anyhow::{bail, Result};
 use std::time::{Duration, Instant};
-use verity_core::{ModelId, ModelManifest, NodeKey};
+use verity_core::{ModelManifest, NodeKey};
 use verity_ledger::state::CANONICAL_SUFFIX;
 use verity_ledger::{Action, Transaction};
 
@@ -30,9 +30,9 @@ pub fn register(
         Ok(())
     };
     let mut claimed = Vec::new();
-    let mut waiting: Vec<ModelId> = Vec::new();
+    let mut waiting = Vec::new();
     for m in models {
-        if client.price(&m.id)?.is_some() {
+        if listed(client, m)? {
             continue;
         }
         // The canonical `<name>.int8` belongs to the owner of `<name>`.
@@ -56,14 +56,16 @@ pub fn register(
             version: m.version.clone(),
             price,
         })?;
-        waiting.push(m.id);
+        waiting.push(m);
     }
     let deadline = Instant::now() + FINALITY_WAIT;
-    for id in waiting {
-        while client.price(&id)?.is_none() {
+    for m in waiting {
+        while !listed(client, m)? {
             if Instant::now() > deadline {
                 bail!(
-                    "the ledger did not register {id} within {} s",
+                    "the ledger did not list {}@{} within {} s",
+                    m.name,
+                    m.version,
                     FINALITY_WAIT.as_secs()
                 );
             }
@@ -71,4 +73,13 @@ pub fn register(
         }
     }
     Ok(())
+}
+
+/// Whether the ledger lists `m` under its name and version.
+fn listed(client: &NodeClient, m: &ModelManifest) -> Result<bool> {
+    Ok(client.name(&m.name)?.is_some_and(|n| {
+        n.models
+            .iter()
+            .any(|l| l.version == m.version && l.model == m.id)
+    }))
 }

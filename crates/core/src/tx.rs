@@ -32,14 +32,20 @@ pub enum Action {
         version: String,
         price: u64,
     },
-    /// Re-price a model; only its publisher may.
-    SetPrice { model: ModelId, price: u64 },
+    /// Re-price the listing `name@version`; only its publisher may.
+    SetPrice {
+        name: String,
+        version: String,
+        price: u64,
+    },
     /// Open an inference request in `mode`: escrows `price * max(k, 1)` from the client's
     /// balance. `signed` and `zk` requests name the one node the client chose (paid `price`);
     /// `quorum:k` is served by k ranked executors.
     OpenRequest {
         request: Hash,
         model: ModelId,
+        /// The listing (`name@version`) whose price the client pays; it must list `model`.
+        listing: String,
         mode: Mode,
         /// Signed and zk mode: the node the client asked, the only one that may settle it.
         /// Must be absent for quorum requests (the ledger ranks those).
@@ -145,18 +151,24 @@ impl Action {
             Action::RegisterName { name } => {
                 e.u8(9).str(name);
             }
-            Action::SetPrice { model, price } => {
-                e.u8(10).fixed32(&model.0).u64(*price);
+            Action::SetPrice {
+                name,
+                version,
+                price,
+            } => {
+                e.u8(10).str(name).str(version).u64(*price);
             }
             Action::OpenRequest {
                 request,
                 model,
+                listing,
                 mode,
                 node,
             } => {
                 e.u8(4)
                     .fixed32(&request.0)
                     .fixed32(&model.0)
+                    .str(listing)
                     .str(&mode.name());
                 match node {
                     None => e.u8(0),
@@ -219,12 +231,14 @@ impl Action {
                 name: d.str()?.to_string(),
             },
             10 => Action::SetPrice {
-                model: ModelId(d.fixed32()?),
+                name: d.str()?.to_string(),
+                version: d.str()?.to_string(),
                 price: d.u64()?,
             },
             4 => Action::OpenRequest {
                 request: Hash(d.fixed32()?),
                 model: ModelId(d.fixed32()?),
+                listing: d.str()?.to_string(),
                 mode: Mode::parse(d.str()?)?,
                 node: get_option(d)?.map(PublicKey),
             },

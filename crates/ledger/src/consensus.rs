@@ -377,7 +377,12 @@ impl LedgerApp {
         // What the escrow would cost can no longer be paid from the finalized balance (another
         // escrow or a transfer of the client's got there first): it will never apply.
         let fee = match &escrow.action {
-            Action::OpenRequest { model, mode, .. } => s.fee(model, *mode),
+            Action::OpenRequest {
+                model,
+                listing,
+                mode,
+                ..
+            } => s.fee(listing, model, *mode),
             _ => None,
         };
         match fee {
@@ -388,7 +393,7 @@ impl LedgerApp {
                     s.balance(&escrow.sender)
                 ))
             }
-            None => return EscrowProgress::Refused("the model has no price".into()),
+            None => return EscrowProgress::Refused("no such listing of the model".into()),
         }
         // Not in this pool is no refusal: a block that is proposed but not yet finalized may
         // hold it (proposals drop what their parent already includes).

@@ -1,5 +1,5 @@
 use thiserror::Error;
-use verity_core::{Hash, ModelId, PublicKey};
+use verity_core::{Hash, PublicKey};
 
 /// Why a transaction was rejected. A rejected transaction changes nothing (not even the
 /// sender's nonce).
@@ -21,16 +21,14 @@ pub enum TxError {
     StakeTooLow { stake: u64, min: u64 },
     #[error("node {0} is already registered")]
     NodeExists(PublicKey),
-    #[error("model {0} is already registered")]
-    ModelExists(ModelId),
-    #[error("model {0} is not registered")]
-    UnknownModel(ModelId),
+    #[error("no listing {0} on the ledger")]
+    UnknownListing(String),
     #[error("the name `{name}` belongs to {owner}")]
     NameTaken { name: String, owner: PublicKey },
     #[error("the name `{0}` is not claimed: send RegisterName first")]
     NameUnclaimed(String),
-    #[error("only the publisher of model {0} may price it")]
-    NotPublisher(ModelId),
+    #[error("only the publisher of {0} may price it")]
+    NotPublisher(String),
     #[error("request {0} already exists")]
     RequestExists(Hash),
     #[error("request {0} is not open")]

@@ -313,7 +313,12 @@ impl Mempool {
                 Action::Transfer { amount, .. } => *amount,
                 Action::RegisterNode { stake, .. } => *stake,
                 Action::RegisterName { .. } => state.params().name_fee,
-                Action::OpenRequest { model, mode, .. } => state.fee(model, *mode).unwrap_or(0),
+                Action::OpenRequest {
+                    model,
+                    listing,
+                    mode,
+                    ..
+                } => state.fee(listing, model, *mode).unwrap_or(0),
                 _ => 0,
             })
             .fold(0u64, u64::saturating_add)

@@ -43,8 +43,12 @@ pub struct NodeEntry {
     pub capabilities: Vec<String>,
 }
 
+/// A model listed as `name@version` by the name's owner, at its price. The same file (id) may
+/// be listed under several names, each priced by its own publisher: nobody can take a model's
+/// price away from its publisher by listing its bytes first.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ModelEntry {
+    pub model: ModelId,
     pub publisher: PublicKey,
     pub name: String,
     pub version: String,
@@ -137,7 +141,8 @@ pub struct LedgerState {
     nodes: BTreeMap<PublicKey, NodeEntry>,
     /// Model names and their owners.
     names: BTreeMap<String, PublicKey>,
-    models: BTreeMap<ModelId, ModelEntry>,
+    /// Listings by (name, version).
+    models: BTreeMap<(String, String), ModelEntry>,
     escrows: BTreeMap<Hash, Escrow>,
     closed: BTreeMap<Hash, Closed>,
     /// The consensus validators (the genesis nodes), who judge disputes.
@@ -204,14 +209,19 @@ impl LedgerState {
     pub fn params(&self) -> &Params {
         &self.params
     }
+    /// The first listing of the model file `id` (by name).
     pub fn model(&self, id: &ModelId) -> Option<&ModelEntry> {
-        self.models.get(id)
+        self.models.values().find(|m| m.model == *id)
+    }
+    /// The listing `name@version`.
+    pub fn listing(&self, name: &str, version: &str) -> Option<&ModelEntry> {
+        self.models.get(&(name.to_string(), version.to_string()))
     }
     pub fn nodes(&self) -> impl Iterator<Item = (&PublicKey, &NodeEntry)> {
         self.nodes.iter()
     }
-    pub fn models(&self) -> impl Iterator<Item = (&ModelId, &ModelEntry)> {
-        self.models.iter()
+    pub fn models(&self) -> impl Iterator<Item = &ModelEntry> {
+        self.models.values()
     }
 
     /// Who may register versions under `name`: its owner, or for a canonical form
@@ -226,20 +236,24 @@ impl LedgerState {
     /// The model registered as `name@version`, or with no version the highest version
     /// registered under `name` (all by its owner).
     pub fn model_named(&self, name: &str, version: Option<&str>) -> Option<ModelId> {
-        let under = self.models.iter().filter(|(_, m)| m.name == name);
         match version {
-            Some(v) => under.filter(|(_, m)| m.version == v).map(|(id, _)| *id).next(),
-            None => under
-                .max_by_key(|(_, m)| version_key(&m.version))
-                .map(|(id, _)| *id),
+            Some(v) => self.listing(name, v).map(|m| m.model),
+            None => self
+                .models
+                .values()
+                .filter(|m| m.name == name)
+                .max_by_key(|m| version_key(&m.version))
+                .map(|m| m.model),
         }
     }
 
-    /// What an escrow for `model` in `mode` holds from the client: the price per executor
-    /// times max(k, 1). None for a model without a price.
-    pub fn fee(&self, model: &ModelId, mode: Mode) -> Option<u64> {
-        self.models
-            .get(model)
+    /// What an escrow for `model` bought at `listing` (`name@version`) in `mode` holds from the
+    /// client: the listing's price per executor times max(k, 1). None unless the listing
+    /// exists and lists that model.
+    pub fn fee(&self, listing: &str, model: &ModelId, mode: Mode) -> Option<u64> {
+        let (name, version) = listing.split_once('@')?;
+        self.listing(name, version)
+            .filter(|m| m.model == *model)
             .map(|m| m.price.saturating_mul(mode.executors().max(1) as u64))
     }
 
@@ -341,11 +355,11 @@ impl LedgerState {
             e.str(name).fixed32(&owner.0);
         }
         e.u64(self.models.len() as u64);
-        for (k, m) in &self.models {
-            e.fixed32(&k.0)
-                .fixed32(&m.publisher.0)
-                .str(&m.name)
+        for m in self.models.values() {
+            e.str(&m.name)
                 .str(&m.version)
+                .fixed32(&m.model.0)
+                .fixed32(&m.publisher.0)
                 .u64(m.price);
         }
         e.u64(self.escrows.len() as u64);

@@ -333,6 +333,7 @@ fn settled_quorum_receipt_has_an_offline_inclusion_proof() {
                 Action::OpenRequest {
                     request,
                     model,
+                    listing: "m@1.0".into(),
                     mode: Mode::Quorum { k: 3 },
                     node: None,
                 },

@@ -241,6 +241,7 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
+            listing: "m@1.0".into(),
             mode: Mode::Quorum { k: 3 },
             node: None,
         },
@@ -362,6 +363,7 @@ fn quorum_request_is_escrowed_then_settled_and_paid() {
             Action::OpenRequest {
                 request: req,
                 model: MODEL,
+                listing: "m@1.0".into(),
                 mode: Mode::Quorum { k: 1 },
                 node: None
             }
@@ -381,6 +383,7 @@ fn only_the_ranked_executors_may_sign_and_escrow_actions_need_no_nonce() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
+            listing: "m@1.0".into(),
             mode: Mode::Quorum { k: 1 },
             node: None,
         },
@@ -454,6 +457,7 @@ fn refunds_only_to_the_client_after_the_timeout_and_stakes_lock_balance() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
+            listing: "m@1.0".into(),
             mode: Mode::Quorum { k: 1 },
             node: None,
         },
@@ -568,6 +572,7 @@ fn replicas_agree_and_reject_tampered_blocks() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
+            listing: "m@1.0".into(),
             mode: Mode::Quorum { k: 2 },
             node: None,
         },
@@ -688,6 +693,7 @@ fn signed_mode_escrow_is_settled_only_by_the_named_node() {
         Action::OpenRequest {
             request: req,
             model: MODEL,
+            listing: "m@1.0".into(),
             mode: Mode::Signed,
             node: Some(key(4).public()),
         },
@@ -815,6 +821,7 @@ fn a_client_grinding_request_nonces_cannot_choose_its_quorum() {
                 Action::OpenRequest {
                     request: *r,
                     model: MODEL,
+                    listing: "m@1.0".into(),
                     mode: Mode::Quorum { k: 3 },
                     node: None,
                 },
@@ -840,4 +847,83 @@ fn a_client_grinding_request_nonces_cannot_choose_its_quorum() {
         still <= 6,
         "{still} of 20 ground requests kept a Sybil quorum"
     );
+}
+
+#[test]
+fn names_belong_to_their_first_claimant_and_only_the_publisher_prices() {
+    // Issue 13 findings 7 and 8: any key used to take over a name with a higher version, and
+    // to list any model id first at any price, forever.
+    let mut c = Chain::new();
+    let supply = c.state.total_supply();
+    let (owner, squatter) = (6, 5);
+    let fee = c.state.params().name_fee;
+    let before = c.state.balance(&key(owner).public());
+    c.run(owner, Action::RegisterName { name: "smollm2".into() })
+        .unwrap();
+    assert_eq!(c.state.balance(&key(owner).public()), before - fee);
+    assert_eq!(c.state.total_supply(), supply, "the fee goes to the validators");
+    let list = |name: &str, version: &str, model: ModelId, price| Action::RegisterModel {
+        model,
+        name: name.into(),
+        version: version.into(),
+        price,
+    };
+    let taken = |name: &str| {
+        Err(TxError::NameTaken {
+            name: name.into(),
+            owner: key(owner).public(),
+        })
+    };
+    // The squatter can neither claim the name, nor list a version under it or its canonical
+    // form, nor list under a name nobody claimed.
+    assert_eq!(
+        c.run(squatter, Action::RegisterName { name: "smollm2".into() }),
+        taken("smollm2")
+    );
+    assert_eq!(c.run(squatter, list("smollm2", "999.0", MODEL, 1)), taken("smollm2"));
+    assert_eq!(
+        c.run(squatter, list("smollm2.int8", "1.0", MODEL, 1)),
+        taken("smollm2.int8")
+    );
+    assert_eq!(
+        c.run(squatter, list("free", "1.0", MODEL, 1)),
+        Err(TxError::NameUnclaimed("free".into()))
+    );
+    c.run(owner, list("smollm2", "1.0", MODEL, 10)).unwrap();
+    let newer = ModelId([8; 32]);
+    c.run(owner, list("smollm2", "1.1", newer, 10)).unwrap();
+    assert!(c.run(owner, list("smollm2", "1.1", MODEL, 10)).is_err(), "versions are final");
+    assert_eq!(c.state.model_named("smollm2", None), Some(newer));
+    assert_eq!(c.state.model_named("smollm2", Some("1.0")), Some(MODEL));
+    // Listing the owner's file under the squatter's own name, at a ruinous price, does not
+    // touch the owner's listing; only the owner re-prices it.
+    c.run(squatter, Action::RegisterName { name: "squat".into() })
+        .unwrap();
+    c.run(squatter, list("squat", "1.0", MODEL, u64::MAX)).unwrap();
+    let set_price = |price| Action::SetPrice {
+        name: "smollm2".into(),
+        version: "1.0".into(),
+        price,
+    };
+    assert_eq!(
+        c.run(squatter, set_price(u64::MAX)),
+        Err(TxError::NotPublisher("smollm2@1.0".into()))
+    );
+    c.run(owner, set_price(12)).unwrap();
+    assert_eq!(c.state.fee("smollm2@1.0", &MODEL, Mode::Quorum { k: 3 }), Some(36));
+    assert_eq!(c.state.fee("smollm2@1.0", &newer, Mode::Signed), None, "listing names another model");
+    // A client pays the listing it names.
+    let req = Hash::of("req", b"names");
+    c.run(
+        4,
+        Action::OpenRequest {
+            request: req,
+            model: MODEL,
+            listing: "smollm2@1.0".into(),
+            mode: Mode::Signed,
+            node: Some(key(1).public()),
+        },
+    )
+    .unwrap();
+    assert_eq!(c.state.escrow(&req).unwrap().amount, 12);
 }

@@ -11,7 +11,7 @@ use verity_core::manifest::{publish_statement, validate_name_version};
 use verity_core::wire::{PublishMeta, PublishResponse};
 use verity_core::{Hash, ModelFormat, ModelId, ModelManifest};
 use verity_engine::{quantize_onnx, Calibration, EngineError, Interpreter};
-use verity_ledger::state::{version_key, CANONICAL_SUFFIX};
+use verity_ledger::state::{version_key, ModelEntry, CANONICAL_SUFFIX};
 
 
 #[derive(Debug, thiserror::Error)]
@@ -69,25 +69,28 @@ pub async fn list(node: &Arc<Node>, name: Option<&str>) -> Result<Vec<ModelManif
     let mut all = match &node.chain {
         None => node.store.manifests()?,
         Some(chain) => {
-            let registered: Vec<ModelId> = chain.app.read(|s| {
+            let listed: Vec<ModelEntry> = chain.app.read(|s| {
                 s.models()
-                    .filter(|(_, m)| name.is_none_or(|n| m.name == n))
-                    .map(|(id, _)| *id)
+                    .filter(|m| name.is_none_or(|n| m.name == n))
+                    .cloned()
                     .collect()
             });
-            let mut found = Vec::with_capacity(registered.len());
-            for id in registered {
-                let here = node.store.manifest(&id)?;
-                let manifest = match here {
+            let mut found = Vec::with_capacity(listed.len());
+            for entry in listed {
+                let manifest = match node.store.manifest(&entry.model)? {
                     Some(m) => Some(m),
-                    None => peers::manifest(node, &id).await,
+                    None => peers::manifest(node, &entry.model).await,
                 };
-                found.extend(manifest);
+                found.extend(manifest.map(|m| ModelManifest {
+                    name: entry.name,
+                    version: entry.version,
+                    publisher: entry.publisher,
+                    ..m
+                }));
             }
             found
         }
     };
-    all = all.into_iter().map(|m| ledger_identity(node, m)).collect();
     if let Some(name) = name {
         all.retain(|m| m.name == name);
     }
@@ -104,7 +107,7 @@ pub async fn list(node: &Arc<Node>, name: Option<&str>) -> Result<Vec<ModelManif
 /// On a network, names are the ledger's: `name@version`, or `name` (its highest version),
 /// resolves only to a model the name's owner registered there. None for an id, or a node
 /// without a ledger.
-fn ledger_id(node: &Node, reference: &str) -> Option<Result<ModelId, HubError>> {
+fn ledger_listing(node: &Node, reference: &str) -> Option<Result<ModelEntry, HubError>> {
     let chain = node.chain.as_ref()?;
     if reference.starts_with("blake3:") {
         return None;
@@ -113,8 +116,13 @@ fn ledger_id(node: &Node, reference: &str) -> Option<Result<ModelId, HubError>> 
         Some((name, version)) => (name, Some(version)),
         None => (reference, None),
     };
-    let id = chain.app.read(|s| s.model_named(name, version));
-    Some(id.ok_or_else(|| {
+    let entry = chain.app.read(|s| {
+        let id = s.model_named(name, version)?;
+        s.models()
+            .find(|m| m.model == id && m.name == name && version.is_none_or(|v| m.version == v))
+            .cloned()
+    });
+    Some(entry.ok_or_else(|| {
         HubError::NotFound(format!(
             "no model `{reference}` is registered on the ledger (`verity model publish \
              --price` registers one)"
@@ -124,23 +132,26 @@ fn ledger_id(node: &Node, reference: &str) -> Option<Result<ModelId, HubError>> 
 
 /// The ledger's name, version and publisher for a registered model (a node's stored
 /// manifest keeps whatever name was published or claimed by a peer; the ledger's is the one
-/// its owner registered).
-fn ledger_identity(node: &Node, mut m: ModelManifest) -> ModelManifest {
-    if let Some(chain) = &node.chain {
-        if let Some(entry) = chain.app.read(|s| s.model(&m.id).cloned()) {
-            m.name = entry.name;
-            m.version = entry.version;
-            m.publisher = entry.publisher;
-        }
+/// its owner registered): `listing`, else the model's first listing.
+fn ledger_identity(node: &Node, m: ModelManifest, listing: Option<&ModelEntry>) -> ModelManifest {
+    let first = || node.chain.as_ref()?.app.read(|s| s.model(&m.id).cloned());
+    match listing.cloned().or_else(first) {
+        Some(entry) => ModelManifest {
+            name: entry.name,
+            version: entry.version,
+            publisher: entry.publisher,
+            ..m
+        },
+        None => m,
     }
-    m
 }
 
 /// `blake3:<hex>`, `name@version`, or `name` (its highest version), on this node. On a network
 /// a name resolves through the ledger registry.
 pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, HubError> {
-    let id = if let Some(id) = ledger_id(node, reference) {
-        id?
+    let listing = ledger_listing(node, reference).transpose()?;
+    let id = if let Some(entry) = &listing {
+        entry.model
     } else if reference.starts_with("blake3:") {
         reference
             .parse::<ModelId>()
@@ -160,7 +171,7 @@ pub fn resolve(node: &Node, reference: &str) -> Result<ModelManifest, HubError> 
     };
     node.store
         .manifest(&id)?
-        .map(|m| ledger_identity(node, m))
+        .map(|m| ledger_identity(node, m, listing.as_ref()))
         .ok_or_else(|| HubError::NotFound(format!("model {id} ({reference}) is not on this node")))
 }
 
@@ -173,13 +184,18 @@ pub async fn find(
 ) -> Result<ModelManifest, HubError> {
     match resolve(node, reference) {
         Err(e) if e.is_not_found() && allow_peers && node.chain.is_some() => {
-            let id = match ledger_id(node, reference) {
-                Some(id) => id?,
-                None => reference
-                    .parse::<ModelId>()
-                    .map_err(|e| HubError::BadReference(e.to_string()))?,
-            };
-            by_id(node, &id).await
+            match ledger_listing(node, reference).transpose()? {
+                Some(entry) => {
+                    let m = peers::fetch_model(node, &entry.model).await?;
+                    Ok(ledger_identity(node, m, Some(&entry)))
+                }
+                None => {
+                    let id = reference
+                        .parse::<ModelId>()
+                        .map_err(|e| HubError::BadReference(e.to_string()))?;
+                    by_id(node, &id).await
+                }
+            }
         }
         other => other,
     }
@@ -188,10 +204,10 @@ pub async fn find(
 /// A model by id, fetched from a peer (and verified by hash) if this node lacks it.
 pub async fn by_id(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, HubError> {
     if let Some(m) = node.store.manifest(id)? {
-        return Ok(ledger_identity(node, m));
+        return Ok(ledger_identity(node, m, None));
     }
     match &node.chain {
-        Some(_) => Ok(ledger_identity(node, peers::fetch_model(node, id).await?)),
+        Some(_) => Ok(ledger_identity(node, peers::fetch_model(node, id).await?, None)),
         None => Err(HubError::NotFound(format!("unknown model {id}"))),
     }
 }

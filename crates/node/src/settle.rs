@@ -34,8 +34,8 @@ pub enum SettleError {
     EscrowSignature,
     #[error("request {0} was already escrowed")]
     AlreadyEscrowed(Hash),
-    #[error("model {0} has no price on the ledger (RegisterModel)")]
-    ModelNotRegistered(ModelId),
+    #[error("the ledger has no listing {listing} of model {model} (RegisterModel)")]
+    NoListing { listing: String, model: ModelId },
     #[error(
         "the request costs {fee}; the client can spend {balance} (finalized balance minus its \
          waiting transactions)"
@@ -70,11 +70,17 @@ pub fn check_escrow(
         Mode::Signed | Mode::Zk => Some(node.key.public()),
         Mode::Quorum { .. } => None,
     };
-    let opens_this = matches!(
-        &escrow.action,
-        Action::OpenRequest { request: r, model, mode, node: n }
-            if *r == request && *model == req.model && *mode == req.mode && *n == named
-    );
+    let listing = match &escrow.action {
+        Action::OpenRequest {
+            request: r,
+            model,
+            listing,
+            mode,
+            node: n,
+        } if *r == request && *model == req.model && *mode == req.mode && *n == named => listing,
+        _ => "",
+    };
+    let opens_this = !listing.is_empty();
     if !opens_this || escrow.sender != req.client || escrow.nonce != 0 {
         return Err(SettleError::NotTheEscrow {
             request,
@@ -89,7 +95,7 @@ pub fn check_escrow(
     let balance = chain.app.spendable(&req.client);
     let (fee, known, nodes) = chain.app.read(|s| {
         (
-            s.fee(&req.model, req.mode),
+            s.fee(listing, &req.model, req.mode),
             s.escrow(&request).is_some() || s.closed(&request).is_some(),
             s.quorum_nodes().count(),
         )
@@ -97,7 +103,10 @@ pub fn check_escrow(
     if known {
         return Err(SettleError::AlreadyEscrowed(request));
     }
-    let fee = fee.ok_or(SettleError::ModelNotRegistered(req.model))?;
+    let fee = fee.ok_or_else(|| SettleError::NoListing {
+        listing: listing.to_string(),
+        model: req.model,
+    })?;
     if balance < fee {
         return Err(SettleError::InsufficientFunds { fee, balance });
     }

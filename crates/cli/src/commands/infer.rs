@@ -75,6 +75,8 @@ impl InferArgs {
                 Action::OpenRequest {
                     request: request.hash(),
                     model: manifest.id,
+                    // The node shows the listing the reference resolved to on the ledger.
+                    listing: format!("{}@{}", manifest.name, manifest.version),
                     mode,
                     node,
                 },

@@ -31,8 +31,12 @@ pub enum LedgerCommand {
         version: String,
         price: u64,
     },
-    /// Re-price a model you published.
-    SetPrice { model: ModelId, price: u64 },
+    /// Re-price a listing (name@version) you published.
+    SetPrice {
+        name: String,
+        version: String,
+        price: u64,
+    },
     /// Fetch a settled receipt's inclusion proof (Merkle path, header, finalization).
     Proof {
         receipt: String,
@@ -102,7 +106,15 @@ impl LedgerCommand {
                 version,
                 price,
             }),
-            LedgerCommand::SetPrice { model, price } => send(Action::SetPrice { model, price }),
+            LedgerCommand::SetPrice {
+                name,
+                version,
+                price,
+            } => send(Action::SetPrice {
+                name,
+                version,
+                price,
+            }),
             LedgerCommand::Proof { receipt, out } => {
                 let id = verity_core::Hash::from_hex(&receipt).context("receipt id")?;
                 let proof = client.proof(&id)?;

@@ -150,7 +150,7 @@ impl Net {
                 .cli(0)
                 .args(["model", "publish"])
                 .arg(&file)
-                .args(["--name", name, "--version", "1.0"])
+                .args(["--name", name, "--version", "1.0", "--price", "10"])
                 .output()
                 .unwrap();
             assert!(!o.status.success(), "{name} was published");
@@ -229,7 +229,8 @@ impl Net {
             .cli(0)
             .args(["model", "publish"])
             .arg(fixture("digits_cnn.onnx"))
-            .args(["--name", "digits-cnn", "--version", "1.0", "--calibration"])
+            .args(["--name", "digits-cnn", "--version", "1.0", "--price", "10"])
+            .arg("--calibration")
             .arg(fixture("digits_calib_cnn.json"))
             .output()
             .unwrap();
@@ -335,6 +336,7 @@ impl Net {
             verity_core::tx::Action::OpenRequest {
                 request: request.hash(),
                 model: request.model,
+                listing: "digits-mlp.int8@1.0".into(),
                 mode: Mode::Quorum { k: 3 },
                 node: None,
             },
@@ -380,6 +382,7 @@ impl Net {
                 verity_core::tx::Action::OpenRequest {
                     request: r.hash(),
                     model: r.model,
+                    listing: "digits-mlp.int8@1.0".into(),
                     mode: Mode::Signed,
                     node: Some(node0),
                 },
@@ -410,6 +413,81 @@ impl Net {
         assert!(body.contains("replayed_nonce"), "{body}");
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(self.balance_of(0, &user.public()), before - 10);
+    }
+
+    /// Issue 13 findings 7 and 8, against a running network: another key publishes the same
+    /// name at a higher version, and lists the owner's model file under its own name at a
+    /// ruinous price. The name still resolves to its owner's listing on every node, the owner's
+    /// price is untouched, and every node lists the network's models.
+    fn names_stay_with_their_owner(&self, model: &str) {
+        let squatter = self.dir.path().join("squatter.key");
+        std::fs::write(&squatter, hex::encode([43u8; 32])).unwrap();
+        let squat = verity_core::NodeKey::from_seed([43; 32]);
+        let o = self
+            .cli(0)
+            .args(["ledger", "transfer", &squat.public().to_string(), "5000"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        self.wait_for("the squatter's funds", || {
+            self.balance_of(0, &squat.public()) == 5000
+        });
+        let as_squatter = |node: usize| {
+            let mut c = verity();
+            c.arg("--node").arg(self.url(node)).arg("--key").arg(&squatter);
+            c
+        };
+        let o = as_squatter(1)
+            .args(["model", "publish"])
+            .arg(fixture("digits_mlp.onnx"))
+            .args(["--name", "digits-mlp", "--version", "9.0", "--price", "1"])
+            .arg("--calibration")
+            .arg(fixture("digits_calib_mlp.json"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "a squatter registered the name");
+        assert!(text(&o).contains("belongs to"), "{}", text(&o));
+        // The squatter claims a name of its own and lists the owner's canonical file under it.
+        let o = as_squatter(1)
+            .args(["ledger", "register-name", "squat"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        self.wait_for("the squatter's name", || {
+            self.get(2, "/v1/names/squat").is_some()
+        });
+        let o = as_squatter(1)
+            .args(["ledger", "register-model", model, "squat", "1.0", &u64::MAX.to_string()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        self.wait_for("the squatter's listing", || {
+            self.get(2, "/v1/names/squat")
+                .is_some_and(|n| n["models"].as_array().is_some_and(|m| !m.is_empty()))
+        });
+        for i in 0..NODES {
+            let m = self.get(i, "/v1/models/digits-mlp.int8").unwrap();
+            assert_eq!(m["id"], model, "node {i}");
+            assert_eq!(m["version"], "1.0", "node {i}");
+            let owner = self.get(i, "/v1/names/digits-mlp").unwrap();
+            assert_eq!(owner["owner"], m["publisher"], "node {i}");
+            assert!(
+                self.get(i, "/v1/models/digits-mlp@9.0").is_none(),
+                "node {i} resolves the squatter's version"
+            );
+            // The network's models, listed by every node (not only where they were published).
+            let listed = self.get(i, "/v1/models").unwrap();
+            let names: Vec<&str> = listed["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|m| m["name"].as_str())
+                .collect();
+            assert!(
+                names.contains(&"digits-mlp") && names.contains(&"digits-mlp.int8"),
+                "node {i} lists {names:?}"
+            );
+        }
     }
 
     /// All running nodes report the same state root at a height every one of them finalized.
@@ -477,12 +555,14 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
         assert!(rss_kb < 200 * 1024, "an idle node holds {rss_kb} kB");
     }
 
-    // Publish to node 0 only; price the canonical model on the ledger.
+    // Publish to node 0 only: the name is claimed on the ledger, and the model and its
+    // canonical form listed under it at a price, in the same command.
     let o = net
         .cli(0)
         .args(["model", "publish"])
         .arg(fixture("digits_mlp.onnx"))
-        .args(["--name", "digits-mlp", "--version", "1.0", "--calibration"])
+        .args(["--name", "digits-mlp", "--version", "1.0", "--price", "10"])
+        .arg("--calibration")
         .arg(fixture("digits_calib_mlp.json"))
         .output()
         .unwrap();
@@ -491,15 +571,10 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
         .as_str()
         .unwrap()
         .to_string();
-    let o = net
-        .cli(0)
-        .args(["ledger", "register-model", &model, "10"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    net.wait_for("the price to be finalized everywhere", || {
+    net.wait_for("the listing to be finalized everywhere", || {
         (0..NODES).all(|i| net.get(i, &format!("/v1/prices/{model}")).is_some())
     });
+    net.names_stay_with_their_owner(&model);
 
     // Quorum inferences through different entry nodes, each settled and verifiable offline.
     let validators = net.dir.path().join("validators.json");

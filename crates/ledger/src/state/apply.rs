@@ -239,13 +239,18 @@ impl LedgerState {
                 version,
                 price,
             } => self.register_model(sender, model, name, version, *price)?,
-            Action::SetPrice { model, price } => self.set_price(sender, model, *price)?,
+            Action::SetPrice {
+                name,
+                version,
+                price,
+            } => self.set_price(sender, name, version, *price)?,
             Action::OpenRequest {
                 request,
                 model,
+                listing,
                 mode,
                 node,
-            } => self.open_request(sender, request, model, *mode, node.as_ref(), height)?,
+            } => self.open_request(sender, request, (model, listing), *mode, node.as_ref(), height)?,
             Action::Settle {
                 request,
                 receipts,
@@ -357,9 +362,6 @@ impl LedgerState {
         price: u64,
     ) -> Result<(), TxError> {
         validate_name_version(name, version).map_err(TxError::Invalid)?;
-        if self.models.contains_key(model) {
-            return Err(TxError::ModelExists(*model));
-        }
         match self.name_owner(name) {
             Some(owner) if owner == *publisher => {}
             Some(owner) => {
@@ -370,14 +372,15 @@ impl LedgerState {
             }
             None => return Err(TxError::NameUnclaimed(name.to_string())),
         }
-        if self.model_named(name, Some(version)).is_some() {
+        if self.listing(name, version).is_some() {
             return Err(TxError::Invalid(format!(
                 "{name}@{version} is already registered"
             )));
         }
         self.models.insert(
-            *model,
+            (name.to_string(), version.to_string()),
             ModelEntry {
+                model: *model,
                 publisher: *publisher,
                 name: name.to_string(),
                 version: version.to_string(),
@@ -387,13 +390,20 @@ impl LedgerState {
         Ok(())
     }
 
-    fn set_price(&mut self, sender: &PublicKey, model: &ModelId, price: u64) -> Result<(), TxError> {
+    fn set_price(
+        &mut self,
+        sender: &PublicKey,
+        name: &str,
+        version: &str,
+        price: u64,
+    ) -> Result<(), TxError> {
+        let listing = format!("{name}@{version}");
         let entry = self
             .models
-            .get_mut(model)
-            .ok_or(TxError::UnknownModel(*model))?;
+            .get_mut(&(name.to_string(), version.to_string()))
+            .ok_or_else(|| TxError::UnknownListing(listing.clone()))?;
         if entry.publisher != *sender {
-            return Err(TxError::NotPublisher(*model));
+            return Err(TxError::NotPublisher(listing));
         }
         entry.price = price;
         Ok(())
@@ -407,7 +417,7 @@ impl LedgerState {
         &mut self,
         client: &PublicKey,
         request: &Hash,
-        model: &ModelId,
+        (model, listing): (&ModelId, &str),
         mode: Mode,
         node: Option<&PublicKey>,
         height: u64,
@@ -419,10 +429,11 @@ impl LedgerState {
         if self.escrows.contains_key(request) || self.closed.contains_key(request) {
             return Err(TxError::RequestExists(*request));
         }
-        let price = self
-            .models
-            .get(model)
-            .ok_or(TxError::UnknownModel(*model))?
+        let price = listing
+            .split_once('@')
+            .and_then(|(name, version)| self.listing(name, version))
+            .filter(|m| m.model == *model)
+            .ok_or_else(|| TxError::UnknownListing(format!("{listing} listing {model}")))?
             .price;
         let amount = price
             .checked_mul(signers(executors) as u64)

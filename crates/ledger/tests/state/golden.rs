@@ -125,7 +125,8 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 &client,
                 10,
                 Action::SetPrice {
-                    model: MODEL,
+                    name: "digits-mlp.int8".into(),
+                    version: "1.0".into(),
                     price: 55,
                 },
             ),
@@ -138,6 +139,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 Action::OpenRequest {
                     request: REQUEST,
                     model: MODEL,
+                    listing: "digits-mlp.int8@1.0".into(),
                     mode: Mode::Quorum { k: 2 },
                     node: None,
                 },
@@ -151,6 +153,7 @@ fn transactions() -> Vec<(&'static str, Transaction)> {
                 Action::OpenRequest {
                     request: REQUEST,
                     model: MODEL,
+                    listing: "digits-mlp.int8@1.0".into(),
                     mode: Mode::Signed,
                     node: Some(node_a.public()),
                 },

@@ -22,6 +22,7 @@ fn quorum_escrow(g: Genesis, req: Hash, k: u32) -> Chain {
         Action::OpenRequest {
             request: req,
             model: MODEL,
+            listing: "m@1.0".into(),
             mode: Mode::Quorum { k },
             node: None,
         },
@@ -192,6 +193,7 @@ fn zk_escrow(req: Hash) -> Chain {
         Action::OpenRequest {
             request: req,
             model: MODEL,
+            listing: "m@1.0".into(),
             mode: Mode::Zk,
             node: Some(key(4).public()),
         },

@@ -227,7 +227,7 @@ impl From<SettleError> for ApiError {
             }
             SettleError::EscrowSignature => (StatusCode::UNAUTHORIZED, "invalid_signature"),
             SettleError::AlreadyEscrowed(_) => (StatusCode::CONFLICT, "request_exists"),
-            SettleError::ModelNotRegistered(_) => {
+            SettleError::NoListing { .. } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "model_not_registered")
             }
             SettleError::InsufficientFunds { .. } => {

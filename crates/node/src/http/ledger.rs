@@ -153,9 +153,9 @@ pub async fn name(
         let owner = s.name_owner(&name)?;
         let models = s
             .models()
-            .filter(|(_, m)| m.name == name)
-            .map(|(id, m)| ModelPrice {
-                model: *id,
+            .filter(|m| m.name == name)
+            .map(|m| ModelPrice {
+                model: m.model,
                 name: m.name.clone(),
                 version: m.version.clone(),
                 publisher: m.publisher,
