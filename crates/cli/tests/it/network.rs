@@ -808,13 +808,20 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
     net.wait_for("node 0 to see the liar slashed and deregistered", || {
         stake_of(&liar).is_none()
     });
-    // Every disputed request was refunded: the client paid for the settled quorums only.
+    // Every disputed request was refunded: the client paid for the settled quorums only (plus
+    // what of the slash does not divide among the validators that judged: less than one unit
+    // per validator).
     let expected = start_balance - paid * 3 * 10;
+    let refunded = |b: u64| (expected..expected + NODES as u64).contains(&b);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while net.balance_of(0, &user) != expected && Instant::now() < deadline {
+    while !refunded(net.balance_of(0, &user)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(net.balance_of(0, &user), expected, "{paid} settled, {caught} refunded");
+    let balance = net.balance_of(0, &user);
+    assert!(
+        refunded(balance),
+        "{paid} settled, {caught} refunded: balance {balance}, expected {expected}"
+    );
     net.assert_same_state();
     let logs = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
     let log = logs(&net.dir.path().join("node-0.log"));
