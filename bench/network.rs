@@ -51,6 +51,9 @@ impl Devnet {
     }
 }
 
+/// The devnet's canonical digits MLP, as listed on its ledger.
+const LISTING: &str = "digits-mlp.int8@1.0";
+
 fn request(key: &NodeKey, chain_id: &str, model: ModelId, inputs: &TensorMap) -> InferBody {
     let req = InferenceRequest {
         model,
@@ -67,7 +70,8 @@ fn request(key: &NodeKey, chain_id: &str, model: ModelId, inputs: &TensorMap) ->
         Action::OpenRequest {
             request: req.hash(),
             model,
-            executors: K,
+            listing: LISTING.into(),
+            mode: Mode::Quorum { k: K },
             node: None,
         },
     );
@@ -122,7 +126,7 @@ fn main() {
     let key = NodeKey::load_or_create(&key_path).expect("key");
     let http = Client::new();
     let manifest: Value = http
-        .get(format!("{}/v1/models/digits-mlp.int8@1.0", net.url(0)))
+        .get(format!("{}/v1/models/{LISTING}", net.url(0)))
         .send()
         .and_then(|r| r.json())
         .expect("model");

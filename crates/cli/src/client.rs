@@ -11,8 +11,7 @@ use std::path::Path;
 use verity_core::manifest::publish_statement;
 use verity_core::wire::{
     Account, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Health, InferBody,
-    InferResponse, LedgerStatus, ModelList, NameInfo, PublishMeta, PublishResponse,
-    Submitted,
+    InferResponse, LedgerStatus, ModelList, NameInfo, PublishMeta, PublishResponse, Submitted,
 };
 use verity_core::{Hash, ModelId, ModelManifest, NodeKey, PublicKey, Receipt};
 use verity_ledger::proof::InclusionProof;

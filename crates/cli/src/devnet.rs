@@ -485,4 +485,3 @@ fn publish_and_print(
     }
     Ok(())
 }
-

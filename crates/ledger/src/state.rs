@@ -74,10 +74,16 @@ pub struct Escrow {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Closed {
-    Settled { height: u64 },
+    Settled {
+        height: u64,
+    },
     /// A dispute was decided by the validators' verdicts (see [`Judgement`]), or expired.
-    Judged { height: u64 },
-    Refunded { height: u64 },
+    Judged {
+        height: u64,
+    },
+    Refunded {
+        height: u64,
+    },
 }
 
 impl Closed {

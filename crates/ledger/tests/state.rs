@@ -586,7 +586,9 @@ fn replicas_agree_and_reject_tampered_blocks() {
             amount: 1,
         },
     );
-    let p1 = a.state.propose(checked([t0, t1, bad, t2]), key(2).public(), 10);
+    let p1 = a
+        .state
+        .propose(checked([t0, t1, bad, t2]), key(2).public(), 10);
     assert_eq!(
         p1.rejected.len(),
         1,
@@ -782,7 +784,12 @@ fn a_client_grinding_request_nonces_cannot_choose_its_quorum() {
         assert!(p.rejected.is_empty(), "{:?}", p.rejected);
         state.apply_block(&p.block).unwrap();
     };
-    let name = Transaction::new(&key(6), "test", 0, Action::RegisterName { name: "m".into() });
+    let name = Transaction::new(
+        &key(6),
+        "test",
+        0,
+        Action::RegisterName { name: "m".into() },
+    );
     let price = Transaction::new(
         &key(6),
         "test",
@@ -858,10 +865,19 @@ fn names_belong_to_their_first_claimant_and_only_the_publisher_prices() {
     let (owner, squatter) = (6, 5);
     let fee = c.state.params().name_fee;
     let before = c.state.balance(&key(owner).public());
-    c.run(owner, Action::RegisterName { name: "smollm2".into() })
-        .unwrap();
+    c.run(
+        owner,
+        Action::RegisterName {
+            name: "smollm2".into(),
+        },
+    )
+    .unwrap();
     assert_eq!(c.state.balance(&key(owner).public()), before - fee);
-    assert_eq!(c.state.total_supply(), supply, "the fee goes to the validators");
+    assert_eq!(
+        c.state.total_supply(),
+        supply,
+        "the fee goes to the validators"
+    );
     let list = |name: &str, version: &str, model: ModelId, price| Action::RegisterModel {
         model,
         name: name.into(),
@@ -877,10 +893,18 @@ fn names_belong_to_their_first_claimant_and_only_the_publisher_prices() {
     // The squatter can neither claim the name, nor list a version under it or its canonical
     // form, nor list under a name nobody claimed.
     assert_eq!(
-        c.run(squatter, Action::RegisterName { name: "smollm2".into() }),
+        c.run(
+            squatter,
+            Action::RegisterName {
+                name: "smollm2".into()
+            }
+        ),
         taken("smollm2")
     );
-    assert_eq!(c.run(squatter, list("smollm2", "999.0", MODEL, 1)), taken("smollm2"));
+    assert_eq!(
+        c.run(squatter, list("smollm2", "999.0", MODEL, 1)),
+        taken("smollm2")
+    );
     assert_eq!(
         c.run(squatter, list("smollm2.int8", "1.0", MODEL, 1)),
         taken("smollm2.int8")
@@ -892,14 +916,23 @@ fn names_belong_to_their_first_claimant_and_only_the_publisher_prices() {
     c.run(owner, list("smollm2", "1.0", MODEL, 10)).unwrap();
     let newer = ModelId([8; 32]);
     c.run(owner, list("smollm2", "1.1", newer, 10)).unwrap();
-    assert!(c.run(owner, list("smollm2", "1.1", MODEL, 10)).is_err(), "versions are final");
+    assert!(
+        c.run(owner, list("smollm2", "1.1", MODEL, 10)).is_err(),
+        "versions are final"
+    );
     assert_eq!(c.state.model_named("smollm2", None), Some(newer));
     assert_eq!(c.state.model_named("smollm2", Some("1.0")), Some(MODEL));
     // Listing the owner's file under the squatter's own name, at a ruinous price, does not
     // touch the owner's listing; only the owner re-prices it.
-    c.run(squatter, Action::RegisterName { name: "squat".into() })
+    c.run(
+        squatter,
+        Action::RegisterName {
+            name: "squat".into(),
+        },
+    )
+    .unwrap();
+    c.run(squatter, list("squat", "1.0", MODEL, u64::MAX))
         .unwrap();
-    c.run(squatter, list("squat", "1.0", MODEL, u64::MAX)).unwrap();
     let set_price = |price| Action::SetPrice {
         name: "smollm2".into(),
         version: "1.0".into(),
@@ -910,8 +943,15 @@ fn names_belong_to_their_first_claimant_and_only_the_publisher_prices() {
         Err(TxError::NotPublisher("smollm2@1.0".into()))
     );
     c.run(owner, set_price(12)).unwrap();
-    assert_eq!(c.state.fee("smollm2@1.0", &MODEL, Mode::Quorum { k: 3 }), Some(36));
-    assert_eq!(c.state.fee("smollm2@1.0", &newer, Mode::Signed), None, "listing names another model");
+    assert_eq!(
+        c.state.fee("smollm2@1.0", &MODEL, Mode::Quorum { k: 3 }),
+        Some(36)
+    );
+    assert_eq!(
+        c.state.fee("smollm2@1.0", &newer, Mode::Signed),
+        None,
+        "listing names another model"
+    );
     // A client pays the listing it names.
     let req = Hash::of("req", b"names");
     c.run(

@@ -13,7 +13,6 @@ use verity_core::{Hash, ModelFormat, ModelId, ModelManifest};
 use verity_engine::{quantize_onnx, Calibration, EngineError, Interpreter};
 use verity_ledger::state::{version_key, ModelEntry, CANONICAL_SUFFIX};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
     /// A reference that cannot name a model (a malformed id).
@@ -207,7 +206,11 @@ pub async fn by_id(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, HubE
         return Ok(ledger_identity(node, m, None));
     }
     match &node.chain {
-        Some(_) => Ok(ledger_identity(node, peers::fetch_model(node, id).await?, None)),
+        Some(_) => Ok(ledger_identity(
+            node,
+            peers::fetch_model(node, id).await?,
+            None,
+        )),
         None => Err(HubError::NotFound(format!("unknown model {id}"))),
     }
 }

@@ -115,7 +115,9 @@ pub async fn file_dispute(
     executor: &PublicKey,
     body: &DisputeBody,
 ) -> Result<(), PeerError> {
-    post_to(node, executor, "/v1/disputes", body).await.map(drop)
+    post_to(node, executor, "/v1/disputes", body)
+        .await
+        .map(drop)
 }
 
 /// What fetching a zk proof from its executor gave.

@@ -240,7 +240,10 @@ fn a_settled_quorum_shows_its_signers_are_the_executors_the_ledger_drew() {
     let report = verify(&Evidence::SettledQuorum(s.clone()), &ctx).unwrap();
     assert!(report.has(Check::Signers) && report.has(Check::Inclusion));
     assert_eq!(
-        check(verify(&Evidence::SettledQuorum(s.clone()), &Context::default())),
+        check(verify(
+            &Evidence::SettledQuorum(s.clone()),
+            &Context::default()
+        )),
         Check::Evidence
     );
     let tampered = |f: &dyn Fn(&mut verity_verify::SettledQuorum)| {

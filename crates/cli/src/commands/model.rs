@@ -148,15 +148,8 @@ impl ModelCommand {
                     (false, Some(_)) => bail!("--price needs a node that is part of a network"),
                     _ => {}
                 }
-                let resp = client.publish(
-                    &file,
-                    id,
-                    &name,
-                    &version,
-                    calib.as_deref(),
-                    &key,
-                    progress,
-                )?;
+                let resp =
+                    client.publish(&file, id, &name, &version, calib.as_deref(), &key, progress)?;
                 println!(
                     "published {}@{} {}",
                     resp.model.name, resp.model.version, resp.model.id
@@ -165,8 +158,9 @@ impl ModelCommand {
                     println!("canonical {}@{} {}", c.name, c.version, c.id);
                 }
                 if let Some(price) = price {
-                    let models: Vec<&ModelManifest> =
-                        std::iter::once(&resp.model).chain(&resp.canonical).collect();
+                    let models: Vec<&ModelManifest> = std::iter::once(&resp.model)
+                        .chain(&resp.canonical)
+                        .collect();
                     crate::registry::register(&client, &key, &models, price)?;
                     println!("registered on the ledger at {price} per executor");
                 }

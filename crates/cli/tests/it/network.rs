@@ -434,7 +434,10 @@ impl Net {
         });
         let as_squatter = |node: usize| {
             let mut c = verity();
-            c.arg("--node").arg(self.url(node)).arg("--key").arg(&squatter);
+            c.arg("--node")
+                .arg(self.url(node))
+                .arg("--key")
+                .arg(&squatter);
             c
         };
         let o = as_squatter(1)
@@ -457,7 +460,14 @@ impl Net {
             self.get(2, "/v1/names/squat").is_some()
         });
         let o = as_squatter(1)
-            .args(["ledger", "register-model", model, "squat", "1.0", &u64::MAX.to_string()])
+            .args([
+                "ledger",
+                "register-model",
+                model,
+                "squat",
+                "1.0",
+                &u64::MAX.to_string(),
+            ])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o));

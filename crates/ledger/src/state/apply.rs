@@ -12,9 +12,7 @@ use verity_core::verify::{verify_receipt, Expectations};
 use verity_core::{Hash, Mode, ModelId, PublicKey, Receipt, TensorMap};
 
 use super::genesis::{check_capabilities, check_endpoint};
-use super::{
-    Closed, Dispute, Escrow, Judgement, LedgerState, ModelEntry, NodeEntry, Question,
-};
+use super::{Closed, Dispute, Escrow, Judgement, LedgerState, ModelEntry, NodeEntry, Question};
 use crate::block::{receipts_root, txs_root, Block, BlockHeader};
 use crate::error::TxError;
 use crate::mempool::CheckedTx;
@@ -250,7 +248,14 @@ impl LedgerState {
                 listing,
                 mode,
                 node,
-            } => self.open_request(sender, request, (model, listing), *mode, node.as_ref(), height)?,
+            } => self.open_request(
+                sender,
+                request,
+                (model, listing),
+                *mode,
+                node.as_ref(),
+                height,
+            )?,
             Action::Settle {
                 request,
                 receipts,
@@ -656,7 +661,9 @@ impl LedgerState {
         height: u64,
     ) -> Result<Vec<Hash>, TxError> {
         if !self.validators.contains(validator) {
-            return Err(TxError::Invalid("only a validator may submit a verdict".into()));
+            return Err(TxError::Invalid(
+                "only a validator may submit a verdict".into(),
+            ));
         }
         let threshold = self.verdict_threshold();
         let dispute = self

@@ -86,12 +86,24 @@ fn a_lying_executor_is_slashed_the_client_refunded_and_the_honest_paid() {
     assert!(verdict(&mut c, 3, req, honest).is_err());
     verdict(&mut c, 1, req, honest).unwrap();
     verdict(&mut c, 2, req, honest).unwrap();
-    assert!(c.state.disputes().contains_key(&req), "2 of 4 cannot decide");
+    assert!(
+        c.state.disputes().contains_key(&req),
+        "2 of 4 cannot decide"
+    );
     verdict(&mut c, 4, req, honest).unwrap();
 
-    assert_eq!(c.state.closed(&req), Some(Closed::Judged { height: c.state.height() }));
+    assert_eq!(
+        c.state.closed(&req),
+        Some(Closed::Judged {
+            height: c.state.height()
+        })
+    );
     assert!(c.state.escrow(&req).is_none());
-    assert_eq!(balance(&c, CLIENT), client_before, "the client is refunded in full");
+    assert_eq!(
+        balance(&c, CLIENT),
+        client_before,
+        "the client is refunded in full"
+    );
     // The liar lost its stake twice: as an executor and as a validator whose verdict the
     // deciding 2f+1 contradict. The slashed 2,000 pay the honest executors their share and the
     // agreeing validators for re-executing.
@@ -102,12 +114,22 @@ fn a_lying_executor_is_slashed_the_client_refunded_and_the_honest_paid() {
     assert_eq!(balance(&c, 2), before[1] + PRICE + pool / 3);
     assert_eq!(balance(&c, 3), before[2], "lying earns nothing");
     assert_eq!(balance(&c, 4), before[3] + pool / 3);
-    assert_eq!(c.state.total_supply(), supply, "slashed stake is moved, not minted or lost");
+    assert_eq!(
+        c.state.total_supply(),
+        supply,
+        "slashed stake is moved, not minted or lost"
+    );
     let j = &c.state.judgements()[0];
     assert_eq!((j.request, j.verdict), (req, Some(honest)));
-    assert_eq!(j.slashed, vec![(key(3).public(), slash), (key(3).public(), slash)]);
+    assert_eq!(
+        j.slashed,
+        vec![(key(3).public(), slash), (key(3).public(), slash)]
+    );
     // A verdict after the decision has nothing left to judge.
-    assert_eq!(verdict(&mut c, 1, req, honest), Err(TxError::NotDisputed(req)));
+    assert_eq!(
+        verdict(&mut c, 1, req, honest),
+        Err(TxError::NotDisputed(req))
+    );
 }
 
 #[test]
@@ -138,7 +160,11 @@ fn a_front_running_disagreement_costs_the_liar_and_a_liar_at_the_minimum_stake_i
     for v in validators {
         verdict(&mut c, v, req, honest_receipt.output_hash).unwrap();
     }
-    assert_eq!(stake(&c, liar), None, "slashed below the minimum: deregistered");
+    assert_eq!(
+        stake(&c, liar),
+        None,
+        "slashed below the minimum: deregistered"
+    );
     assert_eq!(balance(&c, liar), liar_balance);
     assert_eq!(c.state.quorum_nodes().count(), 3);
 }
@@ -164,8 +190,14 @@ fn only_an_eligible_executor_may_file_a_disagreement_over_the_filed_inputs() {
     let only_executors =
         TxError::Invalid("only an eligible executor of the request may file a disagreement".into());
     // The client, a validator that was not drawn, and a stranger are refused.
-    assert_eq!(c.run(CLIENT, disagree(TensorMap::new())), Err(only_executors.clone()));
-    assert_eq!(c.run(outsider, disagree(TensorMap::new())), Err(only_executors.clone()));
+    assert_eq!(
+        c.run(CLIENT, disagree(TensorMap::new())),
+        Err(only_executors.clone())
+    );
+    assert_eq!(
+        c.run(outsider, disagree(TensorMap::new())),
+        Err(only_executors.clone())
+    );
     assert_eq!(c.run(9, disagree(TensorMap::new())), Err(only_executors));
     // Inputs the receipts do not answer cannot be filed (the validators would judge them).
     let other = TensorMap::from([(
@@ -230,8 +262,16 @@ fn a_zk_receipt_is_paid_only_after_the_validators_verify_its_proof() {
     ));
     assert!(c.run(1, settle(&receipt, Some(proof))).is_err());
     let executor_before = balance(&c, 4);
-    assert_eq!(c.run(4, settle(&receipt, Some(proof))), Ok(vec![]), "nothing settled yet");
-    assert_eq!(balance(&c, 4), executor_before, "not paid before the verdicts");
+    assert_eq!(
+        c.run(4, settle(&receipt, Some(proof))),
+        Ok(vec![]),
+        "nothing settled yet"
+    );
+    assert_eq!(
+        balance(&c, 4),
+        executor_before,
+        "not paid before the verdicts"
+    );
     assert!(matches!(
         c.state.disputes()[&req].question,
         Question::Proof { proof: p } if p == proof
@@ -243,7 +283,12 @@ fn a_zk_receipt_is_paid_only_after_the_validators_verify_its_proof() {
     verdict(&mut c, 3, req, receipt.output_hash).unwrap();
     let settled = verdict(&mut c, 4, req, receipt.output_hash).unwrap();
     assert_eq!(settled, vec![receipt.id()]);
-    assert_eq!(c.state.closed(&req), Some(Closed::Settled { height: c.state.height() }));
+    assert_eq!(
+        c.state.closed(&req),
+        Some(Closed::Settled {
+            height: c.state.height()
+        })
+    );
     assert_eq!(stake(&c, 1), Some(STAKE - Params::default().slash));
     assert!(balance(&c, 4) >= executor_before + PRICE);
 }
@@ -268,12 +313,21 @@ fn a_zk_receipt_whose_proof_fails_costs_its_executor_and_refunds_the_client() {
     for v in 1..=3 {
         verdict(&mut c, v, req, Hash::default()).unwrap();
     }
-    assert_eq!(c.state.closed(&req), Some(Closed::Judged { height: c.state.height() }));
+    assert_eq!(
+        c.state.closed(&req),
+        Some(Closed::Judged {
+            height: c.state.height()
+        })
+    );
     // The slash pays the three agreeing validators; what does not divide goes to the client.
     let slash = Params::default().slash;
     assert_eq!(balance(&c, CLIENT), client_before + slash % 3);
     assert_eq!(stake(&c, 4), Some(STAKE - slash));
-    assert_eq!(balance(&c, 4), executor_before, "an unproven answer earns nothing");
+    assert_eq!(
+        balance(&c, 4),
+        executor_before,
+        "an unproven answer earns nothing"
+    );
     assert_eq!(c.state.total_supply(), supply);
 }
 
@@ -312,7 +366,12 @@ fn a_dispute_the_validators_do_not_decide_expires_with_a_refund_and_no_slashing(
     let window = Params::default().verdict_window_ms;
     let block = c.state.propose(vec![], key(1).public(), window + 1).block;
     c.state.apply_block(&block).unwrap();
-    assert_eq!(c.state.closed(&req), Some(Closed::Judged { height: c.state.height() }));
+    assert_eq!(
+        c.state.closed(&req),
+        Some(Closed::Judged {
+            height: c.state.height()
+        })
+    );
     assert_eq!(balance(&c, CLIENT), client_before);
     assert!((1..=4).all(|n| stake(&c, n) == Some(STAKE)));
     assert_eq!(c.state.judgements()[0].verdict, None);

@@ -6,9 +6,9 @@ use crate::node::Node;
 use crate::{inference, quorum};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::Json;
 use std::sync::Arc;
-use axum::http::StatusCode;
 use verity_core::wire::{DisputeBody, InferBody, InferQuery, InferResponse, ProofBundle};
 use verity_core::{Hash, Mode, Receipt};
 

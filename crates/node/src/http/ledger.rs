@@ -168,8 +168,9 @@ pub async fn name(
             models,
         })
     });
-    info.map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("the name `{name}` is not claimed on the ledger")))
+    info.map(Json).ok_or_else(|| {
+        ApiError::not_found(format!("the name `{name}` is not claimed on the ledger"))
+    })
 }
 
 pub async fn block(
