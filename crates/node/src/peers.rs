@@ -89,18 +89,23 @@ async fn post_to(
     body: &impl serde::Serialize,
 ) -> Result<Vec<u8>, PeerError> {
     let url = format!("{}{path}", endpoint_of(node, peer)?);
-    let failed = |reason: String| PeerError::Failed {
-        url: url.clone(),
-        reason,
-    };
-    let resp = node
+    let sent = node
         .http
         .post(&url)
         .timeout(EXECUTE_TIMEOUT)
         .json(body)
         .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+        .await;
+    reply(&url, sent).await
+}
+
+/// A peer's successful reply body (capped), or why there is none.
+async fn reply(url: &str, sent: reqwest::Result<reqwest::Response>) -> Result<Vec<u8>, PeerError> {
+    let failed = |reason: String| PeerError::Failed {
+        url: url.to_string(),
+        reason,
+    };
+    let resp = sent.map_err(|e| failed(e.to_string()))?;
     let status = resp.status();
     let bytes = read_capped(resp, MAX_REPLY_BYTES).await.map_err(failed)?;
     if !status.is_success() {
@@ -135,27 +140,20 @@ pub async fn zk_proof(
     hash: &verity_core::Hash,
 ) -> Result<ServedProof, PeerError> {
     let url = format!("{}/v1/proofs/{hash}", endpoint_of(node, executor)?);
-    let failed = |reason: String| PeerError::Failed {
-        url: url.clone(),
-        reason,
-    };
-    let resp = node
-        .http
-        .get(&url)
-        .timeout(FETCH_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    if resp.status() == reqwest::StatusCode::NOT_FOUND {
+    let sent = node.http.get(&url).timeout(FETCH_TIMEOUT).send().await;
+    if sent
+        .as_ref()
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::NOT_FOUND)
+    {
         return Ok(ServedProof::Missing);
     }
-    let status = resp.status();
-    let bytes = read_capped(resp, MAX_REPLY_BYTES).await.map_err(failed)?;
-    if !status.is_success() {
-        return Err(failed(format!("{status} {}", excerpt(&bytes))));
-    }
-    let bundle = serde_json::from_slice(&bytes).map_err(|e| failed(e.to_string()))?;
-    Ok(ServedProof::Served(bundle))
+    let bytes = reply(&url, sent).await?;
+    serde_json::from_slice(&bytes)
+        .map(ServedProof::Served)
+        .map_err(|e| PeerError::Failed {
+            url,
+            reason: e.to_string(),
+        })
 }
 
 /// The API endpoints of the other registered nodes.

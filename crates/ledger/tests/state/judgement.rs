@@ -12,9 +12,9 @@ const PRICE: u64 = 10;
 const CLIENT: u8 = 5;
 const STAKE: u64 = 10_000;
 
-/// A chain where `MODEL` costs `PRICE` and the client has opened a quorum of `k` for `req`,
-/// with its executors drawn.
-fn quorum_escrow(g: Genesis, req: Hash, k: u32) -> Chain {
+/// A chain where `MODEL` costs `PRICE` and the client has opened `req` in `mode` (naming
+/// `node` in signed and zk mode), with its executors drawn.
+fn escrow(g: Genesis, req: Hash, mode: Mode, node: Option<u8>) -> Chain {
     let mut c = Chain::from(g);
     c.price(6, PRICE);
     c.run(
@@ -23,13 +23,17 @@ fn quorum_escrow(g: Genesis, req: Hash, k: u32) -> Chain {
             request: req,
             model: MODEL,
             listing: "m@1.0".into(),
-            mode: Mode::Quorum { k },
-            node: None,
+            mode,
+            node: node.map(|n| key(n).public()),
         },
     )
     .unwrap();
     c.empty_block();
     c
+}
+
+fn quorum_escrow(g: Genesis, req: Hash, k: u32) -> Chain {
+    escrow(g, req, Mode::Quorum { k }, None)
 }
 
 fn stake(c: &Chain, node: u8) -> Option<u64> {
@@ -218,20 +222,7 @@ fn only_an_eligible_executor_may_file_a_disagreement_over_the_filed_inputs() {
 
 /// A chain where the client has opened a zk request named to node 4.
 fn zk_escrow(req: Hash) -> Chain {
-    let mut c = Chain::new();
-    c.price(6, PRICE);
-    c.run(
-        CLIENT,
-        Action::OpenRequest {
-            request: req,
-            model: MODEL,
-            listing: "m@1.0".into(),
-            mode: Mode::Zk,
-            node: Some(key(4).public()),
-        },
-    )
-    .unwrap();
-    c
+    escrow(genesis(), req, Mode::Zk, Some(4))
 }
 
 fn zk_receipt(req: Hash, mode: Mode) -> Receipt {
