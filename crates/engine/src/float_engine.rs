@@ -54,7 +54,7 @@ impl FloatModel {
     pub fn load(bytes: &[u8], limits: &CostLimits) -> Result<FloatModel> {
         let proto = onnx::decode_onnx(bytes)?;
         let summary = onnx::summarize(&proto)?;
-        let graph = lower::lower(&proto).map_err(|e| match e {
+        let graph = lower::lower(&proto, &Default::default()).map_err(|e| match e {
             EngineError::UnsupportedOps(ops) => EngineError::FloatUnsupported(ops),
             e => e,
         })?;

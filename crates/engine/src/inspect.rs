@@ -4,6 +4,7 @@
 use crate::canonical::{is_canonical_file, CanonicalModel};
 use crate::cost::Cost;
 use crate::error::{EngineError, Result};
+use crate::lower::InputShapes;
 use crate::{lower, onnx};
 use serde::Serialize;
 use verity_core::{DType, ModelFormat, ModelId, TensorSpec};
@@ -24,6 +25,12 @@ pub struct Inspection {
 
 /// Parses `bytes` as a Verity int8 model or an ONNX model. Anything else is an error.
 pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
+    inspect_shaped(bytes, &InputShapes::new())
+}
+
+/// [`inspect`], with an ONNX model's input shapes fixed as given (a publisher's declaration):
+/// whether it can be made canonical, and its cost, are judged at those shapes.
+pub fn inspect_shaped(bytes: &[u8], fixed: &InputShapes) -> Result<Inspection> {
     let id = ModelId::of_bytes(bytes);
     let size = bytes.len() as u64;
     if is_canonical_file(bytes) {
@@ -50,7 +57,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     let proto = onnx::decode_onnx(bytes)?;
     let summary = onnx::summarize(&proto)?;
     let mut cost = None;
-    let canonical = match lower::lower(&proto) {
+    let canonical = match lower::lower(&proto, fixed) {
         Ok(graph) => {
             cost = Some(graph.cost());
             Ok(())

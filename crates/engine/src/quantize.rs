@@ -8,6 +8,8 @@
 use crate::canonical::{CanonicalModel, QInput, QOp, QOutput, Requant};
 use crate::error::{EngineError, Result};
 use crate::ir::{FOp, FloatGraph};
+use crate::lower::InputShapes;
+use crate::onnx::OnnxSummary;
 use crate::{lower, onnx};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -33,6 +35,31 @@ impl Calibration {
             tensors,
             hash: Hash::of(domain::CALIBRATION, bytes),
         })
+    }
+
+    /// The input shapes the samples fix: one sample's shape, with the model's leading batch
+    /// dimension of 1 when the model's input has one more dimension than a sample. Samples
+    /// that do not fit the model's static dimensions fix nothing (the calibration is refused
+    /// for them later, naming the shapes).
+    pub fn input_shapes(&self, summary: &OnnxSummary) -> InputShapes {
+        summary
+            .inputs
+            .iter()
+            .filter_map(|spec| {
+                let sample = self.tensors.get(&spec.name)?.shape().get(1..)?.to_vec();
+                let shape: Vec<usize> = if sample.len() + 1 == spec.shape.len() {
+                    std::iter::once(1).chain(sample).collect()
+                } else {
+                    sample
+                };
+                let fits = shape.len() == spec.shape.len()
+                    && shape
+                        .iter()
+                        .zip(&spec.shape)
+                        .all(|(s, d)| *s > 0 && d.is_none_or(|d| d == *s));
+                fits.then(|| (spec.name.clone(), shape))
+            })
+            .collect()
     }
 
     /// Splits into per-sample inputs matching the graph's input shapes.
@@ -329,7 +356,7 @@ pub fn quantize(
 pub fn quantize_onnx(onnx_bytes: &[u8], calib: &Calibration) -> Result<CanonicalModel> {
     let proto = onnx::decode_onnx(onnx_bytes)?;
     let summary = onnx::summarize(&proto)?;
-    let g = lower::lower(&proto)?;
+    let g = lower::lower(&proto, &calib.input_shapes(&summary))?;
     quantize(&g, calib, summary.operators)
 }
 

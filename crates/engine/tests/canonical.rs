@@ -5,6 +5,8 @@
 // The directory keeps the module out of cargo's test autodiscovery (one binary, not two).
 #[path = "canonical/cost.rs"]
 mod cost;
+#[path = "canonical/fold.rs"]
+mod fold;
 #[path = "canonical/golden.rs"]
 mod golden;
 
@@ -279,6 +281,6 @@ fn a_concat_without_inputs_is_an_error_not_a_panic() {
         output: vec!["nothing".into()],
         ..Default::default()
     });
-    let e = verity_engine::lower::lower(&model).unwrap_err();
+    let e = verity_engine::lower::lower(&model, &Default::default()).unwrap_err();
     assert!(e.to_string().contains("no inputs"), "{e}");
 }

