@@ -35,6 +35,7 @@ pub fn run_all(g: &FloatGraph, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
             FOp::Relu { x, .. } => vals[*x].iter().map(|v| v.max(0.0)).collect(),
             FOp::Sigmoid { x, .. } => vals[*x].iter().map(|v| 1.0 / (1.0 + (-v).exp())).collect(),
             FOp::Tanh { x, .. } => vals[*x].iter().map(|v| v.tanh()).collect(),
+            FOp::Map { x, f, .. } => vals[*x].iter().map(|&v| f.apply(v as f64) as f32).collect(),
             FOp::Softmax { x, y } => {
                 let n = *g.shapes[*y].last().unwrap_or(&1);
                 let mut out = vals[*x].clone();

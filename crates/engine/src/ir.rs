@@ -41,6 +41,12 @@ pub enum FOp {
         x: ValueId,
         y: ValueId,
     },
+    /// Any other element-wise function of one activation; the quantizer makes it a table.
+    Map {
+        x: ValueId,
+        y: ValueId,
+        f: Elementwise,
+    },
     /// Softmax over the last axis.
     Softmax {
         x: ValueId,
@@ -79,6 +85,46 @@ pub enum FOp {
     },
 }
 
+/// An element-wise function of one activation (with constant parameters). Quantized, it is a
+/// 256-entry table from the input's int8 values to the output's (`Lut`), so the canonical form
+/// needs no new operator for it (docs/canonical-semantics.md §8).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Elementwise {
+    /// `min(max(x, min), max)`.
+    Clip { min: f32, max: f32 },
+    /// `max(0, min(1, alpha * x + beta))`.
+    HardSigmoid { alpha: f32, beta: f32 },
+    /// `x * max(0, min(1, x / 6 + 1/2))`.
+    HardSwish,
+    /// `x` if positive, else `alpha * x`.
+    LeakyRelu { alpha: f32 },
+    /// `x * mul + add`: Mul, Div, Add or Sub of a scalar constant.
+    Affine { mul: f32, add: f32 },
+    /// `c / x`: a scalar constant divided by the activation.
+    DivInto { c: f32 },
+}
+
+impl Elementwise {
+    /// The function, in f64 (tables are built from it at quantization time).
+    pub fn apply(self, x: f64) -> f64 {
+        let hard_sigmoid = |x: f64, alpha: f64, beta: f64| (alpha * x + beta).clamp(0.0, 1.0);
+        match self {
+            Elementwise::Clip { min, max } => x.max(min as f64).min(max as f64),
+            Elementwise::HardSigmoid { alpha, beta } => hard_sigmoid(x, alpha as f64, beta as f64),
+            Elementwise::HardSwish => x * hard_sigmoid(x, 1.0 / 6.0, 0.5),
+            Elementwise::LeakyRelu { alpha } => {
+                if x > 0.0 {
+                    x
+                } else {
+                    alpha as f64 * x
+                }
+            }
+            Elementwise::Affine { mul, add } => x * mul as f64 + add as f64,
+            Elementwise::DivInto { c } => c as f64 / x,
+        }
+    }
+}
+
 impl FOp {
     pub fn inputs(&self) -> Vec<ValueId> {
         match self {
@@ -87,6 +133,7 @@ impl FOp {
             | FOp::Relu { x, .. }
             | FOp::Sigmoid { x, .. }
             | FOp::Tanh { x, .. }
+            | FOp::Map { x, .. }
             | FOp::Softmax { x, .. }
             | FOp::MaxPool { x, .. }
             | FOp::AvgPool { x, .. }
@@ -104,6 +151,7 @@ impl FOp {
             | FOp::Relu { y, .. }
             | FOp::Sigmoid { y, .. }
             | FOp::Tanh { y, .. }
+            | FOp::Map { y, .. }
             | FOp::Softmax { y, .. }
             | FOp::Add { y, .. }
             | FOp::Const { y, .. }

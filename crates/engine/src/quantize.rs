@@ -256,6 +256,22 @@ pub fn quantize(
                     table,
                 }
             }
+            FOp::Map { x, y, f } => {
+                // Every int8 input value through the function, onto the output's scale (set
+                // from the calibration run like any activation's).
+                let table = (-128i32..=127)
+                    .map(|q| {
+                        (f.apply(q as f64 * scale[*x]) / scale[*y])
+                            .round()
+                            .clamp(-128.0, 127.0) as i8
+                    })
+                    .collect();
+                QOp::Lut {
+                    x: *x,
+                    y: *y,
+                    table,
+                }
+            }
             FOp::Softmax { x, y } => {
                 scale[*y] = unit;
                 let exp = (0..256)

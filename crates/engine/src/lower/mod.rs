@@ -10,6 +10,7 @@
 
 mod activation;
 mod add;
+mod arith;
 mod conv;
 mod dense;
 mod fold;
@@ -47,6 +48,13 @@ const LOWERINGS: &[(&str, LowerFn)] = &[
     ("Sigmoid", activation::sigmoid),
     ("Tanh", activation::tanh),
     ("Softmax", activation::softmax),
+    ("Clip", activation::clip),
+    ("HardSigmoid", activation::hard_sigmoid),
+    ("HardSwish", activation::hard_swish),
+    ("LeakyRelu", activation::leaky_relu),
+    ("Sub", arith::sub),
+    ("Mul", arith::mul),
+    ("Div", arith::div),
     ("Flatten", shape::flatten),
     ("Reshape", shape::reshape),
     ("Concat", shape::concat),

@@ -201,3 +201,147 @@ fn calibration_data_fixes_the_shapes_it_is_given_in() {
     assert_eq!(q.shapes[q.inputs[0].value], vec![1, 3, 4, 4]);
     assert_eq!(q.shapes[q.outputs[0].value], vec![1, 48]);
 }
+
+fn float_tensor(name: &str, v: f32) -> TensorProto {
+    TensorProto {
+        name: name.into(),
+        dims: vec![],
+        data_type: data_type::FLOAT,
+        raw_data: v.to_le_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn float_attr(name: &str, f: f32) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        f,
+        ..Default::default()
+    }
+}
+
+/// The activation tail of a MobileNetV3 export (PaddleOCR's classifiers): Clip as ReLU6,
+/// HardSigmoid, HardSwish, LeakyRelu, and arithmetic with scalar constants (`x + 3`, `/ 6`,
+/// `* 2`, `1 - x`).
+fn activations() -> ModelProto {
+    let nodes = vec![
+        node("Clip", &["x", "zero", "six"], "relu6", vec![]),
+        node("Sub", &["relu6", "three"], "shifted", vec![]),
+        node("Div", &["shifted", "six"], "scaled", vec![]),
+        node(
+            "HardSigmoid",
+            &["scaled"],
+            "gate",
+            vec![float_attr("alpha", 0.2), float_attr("beta", 0.5)],
+        ),
+        node("Sub", &["one", "gate"], "flipped", vec![]),
+        node("Mul", &["flipped", "two"], "doubled", vec![]),
+        node("HardSwish", &["x"], "swished", vec![]),
+        node(
+            "LeakyRelu",
+            &["swished"],
+            "leaky",
+            vec![float_attr("alpha", 0.1)],
+        ),
+        node(
+            "Concat",
+            &["doubled", "leaky"],
+            "y",
+            vec![int_attr("axis", 1)],
+        ),
+    ];
+    ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 14,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            name: "activations".into(),
+            initializer: ["zero", "one", "two", "three", "six"]
+                .iter()
+                .zip([0.0, 1.0, 2.0, 3.0, 6.0])
+                .map(|(n, v)| float_tensor(n, v))
+                .collect(),
+            input: vec![value_info("x", &[None, Some(64)])],
+            output: vec![value_info("y", &[None, Some(128)])],
+        }),
+    }
+}
+
+#[test]
+fn elementwise_functions_become_tables_that_track_the_float_model() {
+    use verity_core::{Tensor, TensorMap};
+    use verity_engine::canonical::QOp;
+    use verity_engine::{FloatModel, Interpreter};
+    // Samples spread over [-8, 8], the range the calibration fixes.
+    let sample = |k: usize| -> Vec<f32> {
+        (0..64)
+            .map(|i| ((i * 7 + k * 13) % 64) as f32 / 4.0 - 8.0)
+            .collect()
+    };
+    let data: Vec<f32> = (0..4).flat_map(sample).collect();
+    let json = serde_json::json!({"x": {"dtype": "f32", "shape": [4, 64], "data": data}});
+    let calib = Calibration::from_json(json.to_string().as_bytes()).unwrap();
+    use prost::Message;
+    let bytes = activations().encode_to_vec();
+    let q = quantize_onnx(&bytes, &calib).unwrap();
+    // No new canonical operator: every function is a table lookup.
+    assert!(
+        q.ops
+            .iter()
+            .all(|op| matches!(op, QOp::Lut { .. } | QOp::Concat { .. })),
+        "{:?}",
+        q.ops.iter().map(std::mem::discriminant).collect::<Vec<_>>()
+    );
+    let limits = verity_engine::CostLimits::default();
+    let float = FloatModel::load(&bytes, &limits).unwrap();
+    let int8 = Interpreter::new(q);
+    for k in 0..4 {
+        let x = TensorMap::from([(
+            "x".to_string(),
+            Tensor::from_f32(vec![1, 64], &sample(k)).unwrap(),
+        )]);
+        let f = float.run(&x).unwrap()["y"].to_f32().unwrap();
+        let i = int8.run(&x).unwrap().outputs["y"].to_f32().unwrap();
+        let range = f.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let worst = f
+            .iter()
+            .zip(&i)
+            .fold(0f32, |a, (f, i)| a.max((f - i).abs()));
+        // A few int8 steps of the widest output (the two halves share one Concat scale).
+        assert!(
+            worst <= 4.0 * range / 127.0,
+            "sample {k}: max error {worst} over a range of {range}"
+        );
+    }
+}
+
+#[test]
+fn arithmetic_on_two_activations_or_non_scalar_constants_is_refused_by_name() {
+    let mut m = activations();
+    let graph = m.graph.as_mut().unwrap();
+    graph.node[5] = node("Mul", &["flipped", "gate"], "doubled", vec![]);
+    let e = lower(&m, &InputShapes::new()).unwrap_err();
+    assert!(
+        e.to_string().contains("Mul `doubled` of two activations"),
+        "{e}"
+    );
+    let mut m = activations();
+    let graph = m.graph.as_mut().unwrap();
+    graph.initializer.push(TensorProto {
+        name: "pair".into(),
+        dims: vec![2],
+        data_type: data_type::FLOAT,
+        raw_data: [1f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    });
+    graph.node[2] = node("Div", &["shifted", "pair"], "scaled", vec![]);
+    let e = lower(&m, &InputShapes::new()).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Div `scaled`: a constant of shape [2]"),
+        "{e}"
+    );
+}
