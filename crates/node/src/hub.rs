@@ -192,7 +192,7 @@ pub async fn find(
                     let id = reference
                         .parse::<ModelId>()
                         .map_err(|e| HubError::BadReference(e.to_string()))?;
-                    by_id(node, &id).await
+                    Ok(ledger_identity(node, by_id(node, &id).await?, None))
                 }
             }
         }
@@ -200,17 +200,14 @@ pub async fn find(
     }
 }
 
-/// A model by id, fetched from a peer (and verified by hash) if this node lacks it.
+/// A model by id, fetched from a peer (and verified by hash) if this node lacks it. The
+/// execution paths call this: the manifest keeps its stored name (no ledger read here).
 pub async fn by_id(node: &Arc<Node>, id: &ModelId) -> Result<ModelManifest, HubError> {
     if let Some(m) = node.store.manifest(id)? {
-        return Ok(ledger_identity(node, m, None));
+        return Ok(m);
     }
     match &node.chain {
-        Some(_) => Ok(ledger_identity(
-            node,
-            peers::fetch_model(node, id).await?,
-            None,
-        )),
+        Some(_) => Ok(peers::fetch_model(node, id).await?),
         None => Err(HubError::NotFound(format!("unknown model {id}"))),
     }
 }

@@ -58,6 +58,7 @@ pub async fn run(node: Arc<Node>) {
         tokio::time::sleep(POLL).await;
         let now = Instant::now();
         let due: Vec<(Hash, ModelId, Dispute)> = chain.app.read(|s| {
+            tried.retain(|r, _| s.disputes().contains_key(r));
             s.disputes()
                 .iter()
                 .filter(|(r, d)| {
@@ -66,8 +67,6 @@ pub async fn run(node: Arc<Node>) {
                 .filter_map(|(r, d)| Some((*r, s.escrow(r)?.model, d.clone())))
                 .collect()
         });
-        let open: Vec<Hash> = chain.app.read(|s| s.disputes().keys().copied().collect());
-        tried.retain(|r, _| open.contains(r));
         for (request, model, dispute) in due {
             tried.insert(request, now + RETRY);
             let node = node.clone();
@@ -152,5 +151,103 @@ fn proof_verdict(
         receipt.output_hash
     } else {
         Hash::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use verity_core::{EngineId, Mode, NodeKey, ReceiptBody, TensorMap};
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    /// A validator's check of a zk settlement, attacked: only the settled proof, for the
+    /// receipt's inputs and outputs, earns the receipt's output hash; every other bundle an
+    /// executor could serve earns the zero hash (and the executor's slash).
+    #[test]
+    fn a_zk_verdict_holds_only_for_the_settled_proof_of_the_receipt() {
+        let calibration =
+            verity_engine::Calibration::from_json(&fixture("digits_calib_mlp.json")).unwrap();
+        let model = verity_engine::quantize_onnx(&fixture("digits_mlp.onnx"), &calibration)
+            .unwrap()
+            .encode();
+        let zk = verity_zk::ZkModel::setup(&model).unwrap();
+        let inputs: TensorMap = serde_json::from_slice(&fixture("digit_input_mlp.json")).unwrap();
+        let (outputs, _, proof) = zk.prove(&inputs).unwrap();
+        let engine = EngineId {
+            name: "verity-int8".into(),
+            version: "test".into(),
+        };
+        let id = ModelId::of_bytes(&model);
+        let receipt = |outputs: TensorMap| {
+            let body = ReceiptBody::new(
+                Hash::default(),
+                id,
+                &inputs,
+                outputs,
+                engine.clone(),
+                None,
+                Mode::Zk,
+            );
+            body.sign(&NodeKey::from_seed([4; 32]))
+        };
+        let honest = receipt(outputs.clone());
+        let hash = ProofBundle::hash_of(&proof);
+        let b64 = |p: &[u8]| base64::engine::general_purpose::STANDARD.encode(p);
+        let bundle = ProofBundle {
+            inputs: inputs.clone(),
+            proof: b64(&proof),
+        };
+        assert_eq!(
+            proof_verdict(&zk, hash, &bundle, &honest),
+            honest.output_hash
+        );
+
+        let zero = Hash::default();
+        // Another hash than the settled one.
+        assert_eq!(
+            proof_verdict(&zk, Hash::of("x", b"other"), &bundle, &honest),
+            zero
+        );
+        // A flipped byte (and the settlement naming the flipped proof's own hash).
+        let mut flipped = proof.clone();
+        flipped[proof.len() / 2] ^= 1;
+        let tampered = ProofBundle {
+            proof: b64(&flipped),
+            ..bundle.clone()
+        };
+        assert_eq!(
+            proof_verdict(&zk, ProofBundle::hash_of(&flipped), &tampered, &honest),
+            zero
+        );
+        // Not base64.
+        let garbage = ProofBundle {
+            proof: "!!".into(),
+            ..bundle.clone()
+        };
+        assert_eq!(proof_verdict(&zk, hash, &garbage, &honest), zero);
+        // Other inputs than the receipt's.
+        let mut other: TensorMap = inputs.clone();
+        if let Some(t) = other.values_mut().next() {
+            let mut v = t.to_f32().unwrap();
+            v[0] += 1.0;
+            *t = verity_core::Tensor::from_f32(t.shape().to_vec(), &v).unwrap();
+        }
+        let moved = ProofBundle {
+            inputs: other,
+            ..bundle.clone()
+        };
+        assert_eq!(proof_verdict(&zk, hash, &moved, &honest), zero);
+        // A receipt claiming other outputs than the proof proves.
+        let mut lie = outputs;
+        if let Some(t) = lie.values_mut().next() {
+            let mut v = t.to_f32().unwrap();
+            v[0] += 1.0;
+            *t = verity_core::Tensor::from_f32(t.shape().to_vec(), &v).unwrap();
+        }
+        assert_eq!(proof_verdict(&zk, hash, &bundle, &receipt(lie)), zero);
     }
 }

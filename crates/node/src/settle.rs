@@ -77,18 +77,19 @@ pub fn check_escrow(
             listing,
             mode,
             node: n,
-        } if *r == request && *model == req.model && *mode == req.mode && *n == named => listing,
-        _ => "",
+        } if *r == request && *model == req.model && *mode == req.mode && *n == named => {
+            Some(listing.as_str())
+        }
+        _ => None,
     };
-    let opens_this = !listing.is_empty();
-    if !opens_this || escrow.sender != req.client || escrow.nonce != 0 {
+    let Some(listing) = listing.filter(|_| escrow.sender == req.client && escrow.nonce == 0) else {
         return Err(SettleError::NotTheEscrow {
             request,
             model: req.model,
             mode: req.mode,
             node: named.map(|n| format!(", node: {n}")).unwrap_or_default(),
         });
-    }
+    };
     if !escrow.signature_is_valid(&chain.validators.chain_id) {
         return Err(SettleError::EscrowSignature);
     }

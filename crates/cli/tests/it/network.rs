@@ -500,6 +500,65 @@ impl Net {
         }
     }
 
+    /// The node-to-node dispute filing and the proof store, attacked: malformed bodies and
+    /// hashes, a dispute over a request with no open escrow (a settled quorum, replayed), and
+    /// receipts that agree. None is filed; unknown proofs are 404.
+    fn dispute_and_proof_endpoints_refuse_what_they_cannot_back(&self, settled: &Value) {
+        assert_eq!(
+            self.status_of(self.http.get(format!("{}/v1/proofs/nothex", self.url(1)))),
+            400
+        );
+        let unknown = format!("{}/v1/proofs/{}", self.url(1), "00".repeat(32));
+        assert_eq!(self.status_of(self.http.get(unknown)), 404);
+        let disputes = format!("{}/v1/disputes", self.url(1));
+        let body = |b: Vec<u8>| {
+            self.http
+                .post(&disputes)
+                .header("content-type", "application/json")
+                .body(b)
+        };
+        assert_eq!(self.status_of(body(b"{not json".to_vec())), 400);
+        // A megabyte of nesting: refused at the JSON depth limit, the node unharmed.
+        let deep = self.status_of(body(vec![b'['; 1 << 20]));
+        assert!(matches!(deep, 400 | 413 | 422), "{deep}");
+        assert!(self.get(1, "/health").is_some());
+        // A quorum request signed by the user, with the receipts of a settled quorum: its
+        // escrow is not open (it never was, for this request), so nobody files it.
+        let user = self.user();
+        let inputs: verity_core::TensorMap =
+            serde_json::from_slice(&std::fs::read(fixture("digit_input_mlp.json")).unwrap())
+                .unwrap();
+        let receipts: Vec<verity_core::Receipt> =
+            serde_json::from_value(settled["receipts"].clone()).unwrap();
+        let request = verity_core::InferenceRequest {
+            model: receipts[0].model,
+            inputs,
+            mode: Mode::Quorum { k: 3 },
+            params: Default::default(),
+            nonce: 4_242,
+            client: user.public(),
+        };
+        let dispute = verity_core::wire::DisputeBody {
+            signed: request.sign(&user),
+            receipts,
+        };
+        let resp = self.http.post(&disputes).json(&dispute);
+        assert_eq!(self.status_of(resp), 402);
+        let before = self.get(1, "/v1/disputes").unwrap();
+        assert!(
+            before
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|d| d["kind"] != "quorum"),
+            "{before}"
+        );
+    }
+
+    fn status_of(&self, request: reqwest::blocking::RequestBuilder) -> u16 {
+        request.send().unwrap().status().as_u16()
+    }
+
     /// All running nodes report the same state root at a height every one of them finalized.
     fn assert_same_state(&self) {
         let running: Vec<usize> = (0..NODES).filter(|i| self.children[*i].is_some()).collect();
@@ -680,6 +739,7 @@ fn four_processes_serve_quorums_survive_a_kill_catch_up_and_catch_a_tampering_no
 
     net.survive_attacks();
     net.cheaters_get_no_unpaid_work(&model);
+    net.dispute_and_proof_endpoints_refuse_what_they_cannot_back(&settled[0]);
 
     // Nodes that were never published to fetched the model from a peer, by hash.
     assert!(

@@ -434,15 +434,10 @@ impl LedgerState {
         if self.escrows.contains_key(request) || self.closed.contains_key(request) {
             return Err(TxError::RequestExists(*request));
         }
-        let price = listing
-            .split_once('@')
-            .and_then(|(name, version)| self.listing(name, version))
-            .filter(|m| m.model == *model)
-            .ok_or_else(|| TxError::UnknownListing(format!("{listing} listing {model}")))?
-            .price;
-        let amount = price
-            .checked_mul(signers(executors) as u64)
-            .ok_or_else(|| TxError::Invalid("fee overflows".into()))?;
+        // The one fee rule (a fee that overflows saturates, and no balance pays it).
+        let amount = self
+            .fee(listing, model, mode)
+            .ok_or_else(|| TxError::UnknownListing(format!("{listing} listing {model}")))?;
         // A named node is eligible at once; a quorum is drawn by the next block.
         let eligible = match (executors, node) {
             (0, Some(n)) if self.nodes.contains_key(n) => vec![*n],
